@@ -1,0 +1,102 @@
+// Package dataplane owns every kernel object weft creates, and is the only
+// package that speaks netlink.
+//
+// Kernel model, per weft network on each host:
+//
+//   - one VXLAN device named "weft<VNI>" in the host namespace: learning off,
+//     proxy on (the device answers ARP for remote endpoints from its static
+//     neighbour table), no default FDB entry, so unknown and broadcast traffic
+//     is never flooded to other hosts;
+//   - one macvlan child (mode bridge) of that device per local endpoint, handed
+//     to Docker in Join and moved by Docker into the container. Local
+//     containers switch through the macvlan; frames for remote containers leave
+//     through the VXLAN device;
+//   - for every remote endpoint, a static FDB entry (MAC -> remote VTEP) and a
+//     permanent neighbour entry (IP -> MAC) on the VXLAN device.
+//
+// Why this layout: nothing in it depends on the plugin's process or mounts, so
+// disabling, restarting or upgrading the plugin never removes a container's
+// interface; and macvlan children are not filtered by the host's iptables
+// FORWARD policy, which is DROP on every Docker host. Two networks are isolated
+// by construction: separate devices, separate segments.
+//
+// Every write is idempotent (create-or-compare, NeighSet, deletes that treat
+// "not found" as done), and SetPeers reconciles the kernel's FDB and neighbour
+// tables of a device against the desired set, so a restart is just a
+// reconcile from whatever the kernel still holds.
+package dataplane
+
+import (
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+)
+
+// DevicePrefix starts the name of every VXLAN device weft creates; the VNI
+// follows in decimal, so a restarted plugin finds its devices again.
+const DevicePrefix = "weft"
+
+// Overhead is what VXLAN over IPv4 adds to every frame: outer IPv4 (20),
+// UDP (8), VXLAN (8) and the inner Ethernet header (14).
+const Overhead = 50
+
+// MaxVNI is the largest VXLAN network identifier (24 bits).
+const MaxVNI = 1<<24 - 1
+
+// Network describes the VXLAN segment of one weft network on this host.
+type Network struct {
+	// VNI is the segment's VXLAN network identifier, 1..MaxVNI.
+	VNI uint32
+	// MTU of the VXLAN device; macvlan children inherit it.
+	MTU int
+	// Port is the UDP destination port of the encapsulated traffic.
+	Port int
+}
+
+// Peer is a remote endpoint reached through the segment.
+type Peer struct {
+	// IP is the endpoint's address on the weft network.
+	IP net.IP
+	// MAC is the endpoint's hardware address.
+	MAC net.HardwareAddr
+	// VTEP is the underlay address of the host that holds the endpoint.
+	VTEP net.IP
+}
+
+// DeviceName returns the name of the VXLAN device of a VNI.
+func DeviceName(vni uint32) string {
+	return DevicePrefix + strconv.FormatUint(uint64(vni), 10)
+}
+
+// ParseDeviceName returns the VNI of a weft VXLAN device name.
+func ParseDeviceName(name string) (uint32, bool) {
+	rest, ok := strings.CutPrefix(name, DevicePrefix)
+	if !ok || rest == "" {
+		return 0, false
+	}
+	v, err := strconv.ParseUint(rest, 10, 32)
+	if err != nil || v == 0 || v > MaxVNI || strconv.FormatUint(v, 10) != rest {
+		return 0, false
+	}
+	return uint32(v), true
+}
+
+// Validate reports whether n can be programmed.
+func (n Network) Validate() error {
+	if n.VNI == 0 || n.VNI > MaxVNI {
+		return fmt.Errorf("VNI %d is outside 1-%d", n.VNI, MaxVNI)
+	}
+	if n.MTU < 68 || n.MTU > 65535-Overhead {
+		return fmt.Errorf("MTU %d is outside 68-%d", n.MTU, 65535-Overhead)
+	}
+	if n.Port <= 0 || n.Port > 65535 {
+		return fmt.Errorf("VXLAN port %d is outside 1-65535", n.Port)
+	}
+	return nil
+}
+
+// peerKey identifies a desired neighbour + FDB pair.
+func peerKey(p Peer) string {
+	return p.IP.String() + "|" + p.MAC.String() + "|" + p.VTEP.String()
+}

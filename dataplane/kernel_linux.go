@@ -1,0 +1,425 @@
+package dataplane
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// Kernel programs one network namespace through netlink. It is safe for
+// concurrent use; writes are serialised so that a reconcile of a device
+// never interleaves with another.
+type Kernel struct {
+	log *slog.Logger
+
+	// mu serialises all netlink writes.
+	mu sync.Mutex
+	h  *netlink.Handle
+}
+
+// NewKernel returns a Kernel for the calling process's network namespace.
+func NewKernel(log *slog.Logger) (*Kernel, error) {
+	h, err := netlink.NewHandle()
+	if err != nil {
+		return nil, fmt.Errorf("open netlink handle: %w", err)
+	}
+	return &Kernel{h: h, log: orDiscard(log)}, nil
+}
+
+// NewKernelAt returns a Kernel for the network namespace ns (used by tests
+// that work in a fresh namespace).
+func NewKernelAt(ns netns.NsHandle, log *slog.Logger) (*Kernel, error) {
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return nil, fmt.Errorf("open netlink handle in namespace: %w", err)
+	}
+	return &Kernel{h: h, log: orDiscard(log)}, nil
+}
+
+// Close releases the netlink handle.
+func (k *Kernel) Close() { k.h.Close() }
+
+func orDiscard(l *slog.Logger) *slog.Logger {
+	if l == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return l
+}
+
+// EnsureNetwork creates the VXLAN device of n, or adopts the one that exists
+// if it is compatible. An existing device with another UDP port is replaced;
+// one with another MTU gets its MTU changed in place, so that the
+// containers attached to it keep their interfaces.
+func (k *Kernel) EnsureNetwork(n Network) error {
+	if err := n.Validate(); err != nil {
+		return err
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	name := DeviceName(n.VNI)
+	want := &netlink.Vxlan{
+		LinkAttrs: netlink.LinkAttrs{Name: name, MTU: n.MTU},
+		VxlanId:   int(n.VNI),
+		Port:      n.Port,
+		Learning:  false,
+		Proxy:     true,
+	}
+	err := k.h.LinkAdd(want)
+	if errors.Is(err, unix.EEXIST) {
+		var have netlink.Link
+		have, err = k.h.LinkByName(name)
+		if err != nil {
+			return fmt.Errorf("look up existing device %s: %w", name, err)
+		}
+		if !compatible(have, want) {
+			k.log.Warn("replacing incompatible VXLAN device", "device", name, "vni", n.VNI)
+			if err := k.h.LinkDel(have); err != nil && !isNotFound(err) {
+				return fmt.Errorf("delete incompatible device %s: %w", name, err)
+			}
+			err = k.h.LinkAdd(want)
+		} else {
+			err = nil
+			if have.Attrs().MTU != n.MTU {
+				if err := k.h.LinkSetMTU(have, n.MTU); err != nil {
+					return fmt.Errorf("set MTU %d on %s: %w", n.MTU, name, err)
+				}
+			}
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("create VXLAN device %s (VNI %d, port %d): %w", name, n.VNI, n.Port, err)
+	}
+	link, err := k.h.LinkByName(name)
+	if err != nil {
+		return fmt.Errorf("look up device %s: %w", name, err)
+	}
+	if err := k.h.LinkSetUp(link); err != nil {
+		return fmt.Errorf("set %s up: %w", name, err)
+	}
+	k.log.Debug("vxlan device ready", "device", name, "vni", n.VNI, "mtu", n.MTU)
+	return nil
+}
+
+func compatible(have netlink.Link, want *netlink.Vxlan) bool {
+	v, ok := have.(*netlink.Vxlan)
+	if !ok {
+		return false
+	}
+	return v.VxlanId == want.VxlanId && v.Port == want.Port && !v.Learning && v.Proxy
+}
+
+// DeleteNetwork removes the VXLAN device of vni and, with it, every macvlan
+// child still in the host namespace. A missing device is not an error.
+func (k *Kernel) DeleteNetwork(vni uint32) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	name := DeviceName(vni)
+	link, err := k.h.LinkByName(name)
+	if err != nil {
+		if isNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("look up device %s: %w", name, err)
+	}
+	if err := k.h.LinkDel(link); err != nil && !isNotFound(err) {
+		return fmt.Errorf("delete device %s: %w", name, err)
+	}
+	k.log.Debug("vxlan device deleted", "device", name)
+	return nil
+}
+
+// Networks returns the VNIs of the weft VXLAN devices in the namespace.
+func (k *Kernel) Networks() ([]uint32, error) {
+	links, err := retryDump(func() ([]netlink.Link, error) { return k.h.LinkList() })
+	if err != nil {
+		return nil, fmt.Errorf("list links: %w", err)
+	}
+	var vnis []uint32
+	for _, l := range links {
+		if _, ok := l.(*netlink.Vxlan); !ok {
+			continue
+		}
+		if vni, ok := ParseDeviceName(l.Attrs().Name); ok {
+			vnis = append(vnis, vni)
+		}
+	}
+	return vnis, nil
+}
+
+// CreateInterface creates the macvlan child name of the device of vni, with
+// the given MAC, ready for Docker to move into a container. An existing
+// child of that name on the same device is reused (with its MAC set again).
+func (k *Kernel) CreateInterface(vni uint32, name string, mac net.HardwareAddr) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	dev := DeviceName(vni)
+	parent, err := k.h.LinkByName(dev)
+	if err != nil {
+		return fmt.Errorf("look up device %s for interface %s: %w", dev, name, err)
+	}
+	mv := &netlink.Macvlan{
+		LinkAttrs: netlink.LinkAttrs{
+			Name:         name,
+			ParentIndex:  parent.Attrs().Index,
+			HardwareAddr: mac,
+			MTU:          parent.Attrs().MTU,
+		},
+		Mode: netlink.MACVLAN_MODE_BRIDGE,
+	}
+	err = k.h.LinkAdd(mv)
+	if errors.Is(err, unix.EEXIST) {
+		have, lerr := k.h.LinkByName(name)
+		if lerr != nil {
+			return fmt.Errorf("look up existing interface %s: %w", name, lerr)
+		}
+		if _, ok := have.(*netlink.Macvlan); !ok || have.Attrs().ParentIndex != parent.Attrs().Index {
+			if err := k.h.LinkDel(have); err != nil && !isNotFound(err) {
+				return fmt.Errorf("delete stale interface %s: %w", name, err)
+			}
+			err = k.h.LinkAdd(mv)
+		} else {
+			err = k.h.LinkSetHardwareAddr(have, mac)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("create macvlan %s on %s: %w", name, dev, err)
+	}
+	k.log.Debug("interface created", "interface", name, "device", dev, "mac", mac.String())
+	return nil
+}
+
+// DeleteInterface removes a macvlan child that is still in the host
+// namespace. One that is gone (moved into a container that ended, or
+// never made) is not an error.
+func (k *Kernel) DeleteInterface(name string) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	link, err := k.h.LinkByName(name)
+	if err != nil {
+		if isNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("look up interface %s: %w", name, err)
+	}
+	if _, ok := link.(*netlink.Macvlan); !ok {
+		return fmt.Errorf("refusing to delete %s: it is a %s, not a weft macvlan", name, link.Type())
+	}
+	if err := k.h.LinkDel(link); err != nil && !isNotFound(err) {
+		return fmt.Errorf("delete interface %s: %w", name, err)
+	}
+	k.log.Debug("interface deleted", "interface", name)
+	return nil
+}
+
+// SetPeers makes the static FDB and neighbour entries of the device of vni
+// exactly those of peers: missing entries are written, then entries for
+// endpoints no longer wanted are removed (add before delete, so a moved
+// endpoint is never unreachable in between).
+func (k *Kernel) SetPeers(vni uint32, peers []Peer) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	dev := DeviceName(vni)
+	link, err := k.h.LinkByName(dev)
+	if err != nil {
+		return fmt.Errorf("look up device %s: %w", dev, err)
+	}
+	idx := link.Attrs().Index
+
+	fdb, err := retryDump(func() ([]netlink.Neigh, error) { return k.h.NeighList(idx, unix.AF_BRIDGE) })
+	if err != nil {
+		return fmt.Errorf("list FDB of %s: %w", dev, err)
+	}
+	arp, err := retryDump(func() ([]netlink.Neigh, error) { return k.h.NeighList(idx, unix.AF_INET) })
+	if err != nil {
+		return fmt.Errorf("list neighbours of %s: %w", dev, err)
+	}
+
+	// What the kernel has: MAC -> VTEP, IP -> MAC.
+	haveFDB := map[string]string{}
+	for _, n := range fdb {
+		if n.IP == nil || n.HardwareAddr == nil || n.State&netlink.NUD_PERMANENT == 0 {
+			continue
+		}
+		haveFDB[n.HardwareAddr.String()] = n.IP.String()
+	}
+	haveARP := map[string]string{}
+	for _, n := range arp {
+		if n.IP == nil || n.State&netlink.NUD_PERMANENT == 0 {
+			continue
+		}
+		haveARP[n.IP.String()] = n.HardwareAddr.String()
+	}
+
+	wantFDB := map[string]Peer{}
+	wantARP := map[string]Peer{}
+	for _, p := range peers {
+		if p.IP.To4() == nil || len(p.MAC) != 6 || p.VTEP.To4() == nil {
+			k.log.Warn("skipping malformed peer", "device", dev, "peer", peerKey(p))
+			continue
+		}
+		wantFDB[p.MAC.String()] = p
+		wantARP[p.IP.String()] = p
+	}
+
+	var errs []error
+	for mac, p := range wantFDB {
+		if haveFDB[mac] == p.VTEP.String() {
+			continue
+		}
+		err := k.h.NeighSet(&netlink.Neigh{
+			LinkIndex:    idx,
+			Family:       unix.AF_BRIDGE,
+			State:        netlink.NUD_PERMANENT,
+			Flags:        netlink.NTF_SELF,
+			IP:           p.VTEP,
+			HardwareAddr: p.MAC,
+		})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("set FDB entry %s -> %s on %s: %w", mac, p.VTEP, dev, err))
+			continue
+		}
+		k.log.Debug("fdb set", "device", dev, "mac", mac, "vtep", p.VTEP.String())
+	}
+	for ip, p := range wantARP {
+		if haveARP[ip] == p.MAC.String() {
+			continue
+		}
+		err := k.h.NeighSet(&netlink.Neigh{
+			LinkIndex:    idx,
+			Family:       unix.AF_INET,
+			State:        netlink.NUD_PERMANENT,
+			IP:           p.IP,
+			HardwareAddr: p.MAC,
+		})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("set neighbour %s -> %s on %s: %w", ip, p.MAC, dev, err))
+			continue
+		}
+		k.log.Debug("neighbour set", "device", dev, "ip", ip, "mac", p.MAC.String())
+	}
+	for _, n := range fdb {
+		if n.IP == nil || n.HardwareAddr == nil || n.State&netlink.NUD_PERMANENT == 0 {
+			continue
+		}
+		if p, ok := wantFDB[n.HardwareAddr.String()]; ok && p.VTEP.Equal(n.IP) {
+			continue
+		}
+		n := n
+		if err := k.h.NeighDel(&n); err != nil && !isNotFound(err) {
+			errs = append(errs, fmt.Errorf("delete FDB entry %s -> %s on %s: %w", n.HardwareAddr, n.IP, dev, err))
+			continue
+		}
+		k.log.Debug("fdb deleted", "device", dev, "mac", n.HardwareAddr.String())
+	}
+	for _, n := range arp {
+		if n.IP == nil || n.State&netlink.NUD_PERMANENT == 0 {
+			continue
+		}
+		if p, ok := wantARP[n.IP.String()]; ok && p.MAC.String() == n.HardwareAddr.String() {
+			continue
+		}
+		n := n
+		if err := k.h.NeighDel(&n); err != nil && !isNotFound(err) {
+			errs = append(errs, fmt.Errorf("delete neighbour %s on %s: %w", n.IP, dev, err))
+			continue
+		}
+		k.log.Debug("neighbour deleted", "device", dev, "ip", n.IP.String())
+	}
+	return errors.Join(errs...)
+}
+
+// Peers returns the static peers programmed on the device of vni: one per
+// permanent neighbour entry whose MAC also has a static FDB entry.
+func (k *Kernel) Peers(vni uint32) ([]Peer, error) {
+	dev := DeviceName(vni)
+	link, err := k.h.LinkByName(dev)
+	if err != nil {
+		return nil, fmt.Errorf("look up device %s: %w", dev, err)
+	}
+	idx := link.Attrs().Index
+	fdb, err := retryDump(func() ([]netlink.Neigh, error) { return k.h.NeighList(idx, unix.AF_BRIDGE) })
+	if err != nil {
+		return nil, fmt.Errorf("list FDB of %s: %w", dev, err)
+	}
+	arp, err := retryDump(func() ([]netlink.Neigh, error) { return k.h.NeighList(idx, unix.AF_INET) })
+	if err != nil {
+		return nil, fmt.Errorf("list neighbours of %s: %w", dev, err)
+	}
+	vtep := map[string]net.IP{}
+	for _, n := range fdb {
+		if n.IP != nil && n.HardwareAddr != nil && n.State&netlink.NUD_PERMANENT != 0 {
+			vtep[n.HardwareAddr.String()] = n.IP
+		}
+	}
+	var out []Peer
+	for _, n := range arp {
+		if n.IP == nil || n.State&netlink.NUD_PERMANENT == 0 {
+			continue
+		}
+		if v, ok := vtep[n.HardwareAddr.String()]; ok {
+			out = append(out, Peer{IP: n.IP, MAC: n.HardwareAddr, VTEP: v})
+		}
+	}
+	return out, nil
+}
+
+// UnderlayMTU returns the MTU of the interface that holds addr, or, when
+// addr is nil or not local, of the interface of the default route; 1500
+// when neither can be found.
+func (k *Kernel) UnderlayMTU(addr net.IP) int {
+	if addr != nil {
+		links, err := retryDump(func() ([]netlink.Link, error) { return k.h.LinkList() })
+		if err == nil {
+			for _, l := range links {
+				addrs, err := k.h.AddrList(l, unix.AF_INET)
+				if err != nil {
+					continue
+				}
+				for _, a := range addrs {
+					if a.IP.Equal(addr) {
+						return l.Attrs().MTU
+					}
+				}
+			}
+		}
+	}
+	routes, err := retryDump(func() ([]netlink.Route, error) { return k.h.RouteList(nil, unix.AF_INET) })
+	if err == nil {
+		for _, r := range routes {
+			if r.Dst != nil && r.Dst.String() != "0.0.0.0/0" {
+				continue
+			}
+			if l, err := k.h.LinkByIndex(r.LinkIndex); err == nil {
+				return l.Attrs().MTU
+			}
+		}
+	}
+	return 1500
+}
+
+// retryDump repeats a netlink dump that the kernel interrupted because the
+// table changed underneath it.
+func retryDump[T any](f func() ([]T, error)) ([]T, error) {
+	var (
+		out []T
+		err error
+	)
+	for range 5 {
+		out, err = f()
+		if !errors.Is(err, netlink.ErrDumpInterrupted) {
+			return out, err
+		}
+	}
+	return out, err
+}
+
+func isNotFound(err error) bool {
+	var lnf netlink.LinkNotFoundError
+	return errors.As(err, &lnf) || errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENODEV) || errors.Is(err, unix.ESRCH)
+}

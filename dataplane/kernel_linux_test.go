@@ -1,0 +1,309 @@
+package dataplane
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// These tests need root: each works in fresh network namespaces made with
+// iproute2 and removed at the end, never in the caller's namespace.
+
+func needRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("dataplane tests need root (they create network namespaces)")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Skip("dataplane tests need iproute2's ip command")
+	}
+}
+
+func run(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// newNS creates a named namespace removed when the test ends.
+func newNS(t *testing.T) (string, netns.NsHandle) {
+	t.Helper()
+	name := fmt.Sprintf("wdp-%d-%d", os.Getpid(), rand.IntN(1<<30))
+	run(t, "ip", "netns", "add", name)
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", name).Run() })
+	h, err := netns.GetFromName(name)
+	if err != nil {
+		t.Fatalf("open namespace %s: %v", name, err)
+	}
+	t.Cleanup(func() { h.Close() })
+	run(t, "ip", "-n", name, "link", "set", "lo", "up")
+	return name, h
+}
+
+func newKernel(t *testing.T, h netns.NsHandle) *Kernel {
+	t.Helper()
+	k, err := NewKernelAt(h, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(k.Close)
+	return k
+}
+
+func mac(s string) net.HardwareAddr {
+	m, err := net.ParseMAC(s)
+	if err != nil {
+		panic(err)
+	}
+	return m
+}
+
+func TestEnsureNetworkIdempotent(t *testing.T) {
+	needRoot(t)
+	_, h := newNS(t)
+	k := newKernel(t, h)
+	n := Network{VNI: 4242, MTU: 1450, Port: 4790}
+	for i := range 3 {
+		if err := k.EnsureNetwork(n); err != nil {
+			t.Fatalf("EnsureNetwork #%d: %v", i, err)
+		}
+	}
+	vnis, err := k.Networks()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(vnis, []uint32{4242}) {
+		t.Fatalf("Networks() = %v, want [4242]", vnis)
+	}
+	link, err := k.h.LinkByName("weft4242")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := link.(*netlink.Vxlan)
+	if v.Learning || !v.Proxy || v.Port != 4790 || v.MTU != 1450 || v.VxlanId != 4242 {
+		t.Fatalf("device attributes: learning=%v proxy=%v port=%d mtu=%d vni=%d", v.Learning, v.Proxy, v.Port, v.MTU, v.VxlanId)
+	}
+
+	// A child attached to the device survives a second EnsureNetwork with
+	// a new MTU: the MTU changes in place.
+	if err := k.CreateInterface(4242, "wtest0", mac("02:77:0a:00:00:02")); err != nil {
+		t.Fatal(err)
+	}
+	if err := k.EnsureNetwork(Network{VNI: 4242, MTU: 1400, Port: 4790}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := k.h.LinkByName("wtest0"); err != nil {
+		t.Fatalf("child lost after MTU change: %v", err)
+	}
+
+	// A different port is incompatible: the device is replaced.
+	if err := k.EnsureNetwork(Network{VNI: 4242, MTU: 1400, Port: 4999}); err != nil {
+		t.Fatal(err)
+	}
+	link, _ = k.h.LinkByName("weft4242")
+	if link.(*netlink.Vxlan).Port != 4999 {
+		t.Fatalf("port not changed")
+	}
+
+	if err := k.DeleteNetwork(4242); err != nil {
+		t.Fatal(err)
+	}
+	if err := k.DeleteNetwork(4242); err != nil {
+		t.Fatalf("second delete: %v", err)
+	}
+	if vnis, _ := k.Networks(); len(vnis) != 0 {
+		t.Fatalf("devices left: %v", vnis)
+	}
+}
+
+func TestInterfaceLifecycle(t *testing.T) {
+	needRoot(t)
+	_, h := newNS(t)
+	k := newKernel(t, h)
+	if err := k.CreateInterface(7, "wnope", mac("02:77:00:00:00:01")); err == nil {
+		t.Fatal("CreateInterface on a missing device succeeded")
+	}
+	if err := k.EnsureNetwork(Network{VNI: 7, MTU: 1450, Port: 4790}); err != nil {
+		t.Fatal(err)
+	}
+	m := mac("02:77:0a:00:00:05")
+	for range 2 {
+		if err := k.CreateInterface(7, "wif0", m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l, err := k.h.LinkByName("wif0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mv, ok := l.(*netlink.Macvlan)
+	if !ok || mv.Mode != netlink.MACVLAN_MODE_BRIDGE || mv.HardwareAddr.String() != m.String() || mv.MTU != 1450 {
+		t.Fatalf("interface is %T %+v", l, l.Attrs())
+	}
+	if err := k.DeleteInterface("wif0"); err != nil {
+		t.Fatal(err)
+	}
+	if err := k.DeleteInterface("wif0"); err != nil {
+		t.Fatalf("second delete: %v", err)
+	}
+	if err := k.DeleteInterface("lo"); err == nil {
+		t.Fatal("DeleteInterface removed a non-macvlan link")
+	}
+}
+
+// TestSetPeersStates applies a sequence of desired states in random order,
+// each twice, and checks after every step that the kernel holds exactly the
+// desired entries.
+func TestSetPeersStates(t *testing.T) {
+	needRoot(t)
+	_, h := newNS(t)
+	k := newKernel(t, h)
+	if err := k.EnsureNetwork(Network{VNI: 99, MTU: 1450, Port: 4790}); err != nil {
+		t.Fatal(err)
+	}
+	p := func(ip, m, vtep string) Peer {
+		return Peer{IP: net.ParseIP(ip).To4(), MAC: mac(m), VTEP: net.ParseIP(vtep).To4()}
+	}
+	a := p("10.9.0.2", "02:77:0a:09:00:02", "198.18.0.2")
+	b := p("10.9.0.3", "02:77:0a:09:00:03", "198.18.0.3")
+	c := p("10.9.0.4", "02:77:0a:09:00:04", "198.18.0.2")
+	bMoved := p("10.9.0.3", "02:77:0a:09:00:03", "198.18.0.9")
+	bNewMAC := p("10.9.0.3", "02:77:0a:09:00:33", "198.18.0.3")
+	states := [][]Peer{{}, {a}, {a, b}, {a, b, c}, {b}, {bMoved, c}, {bNewMAC}, {a, c}}
+	order := rand.Perm(len(states))
+	order = append(order, rand.Perm(len(states))...)
+	for _, i := range order {
+		want := states[i]
+		for range 2 {
+			if err := k.SetPeers(99, want); err != nil {
+				t.Fatalf("SetPeers(state %d): %v", i, err)
+			}
+		}
+		got, err := k.Peers(99)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !samePeers(got, want) {
+			t.Fatalf("state %d: kernel has %v, want %v", i, keys(got), keys(want))
+		}
+		// No stray entries of any kind: FDB and neighbour counts match.
+		link, _ := k.h.LinkByName("weft99")
+		fdb, _ := k.h.NeighList(link.Attrs().Index, unix.AF_BRIDGE)
+		arp, _ := k.h.NeighList(link.Attrs().Index, netlink.FAMILY_V4)
+		if n := countPermanent(fdb); n != len(want) {
+			t.Fatalf("state %d: %d permanent FDB entries, want %d", i, n, len(want))
+		}
+		if n := countPermanent(arp); n != len(want) {
+			t.Fatalf("state %d: %d permanent neighbours, want %d", i, n, len(want))
+		}
+	}
+	if err := k.SetPeers(12345, nil); err == nil {
+		t.Fatal("SetPeers on a missing device succeeded")
+	}
+}
+
+func countPermanent(ns []netlink.Neigh) int {
+	n := 0
+	for _, e := range ns {
+		if e.IP != nil && e.State&netlink.NUD_PERMANENT != 0 {
+			n++
+		}
+	}
+	return n
+}
+
+func keys(ps []Peer) []string {
+	var out []string
+	for _, p := range ps {
+		out = append(out, peerKey(p))
+	}
+	slices.Sort(out)
+	return out
+}
+
+func samePeers(a, b []Peer) bool { return slices.Equal(keys(a), keys(b)) }
+
+// TestTwoHostsPing builds the whole kernel model between two "hosts"
+// (namespaces joined by a veth underlay) with a "container" namespace on
+// each, and checks that the containers reach each other only once the
+// peers are programmed, and that another VNI cannot reach them.
+func TestTwoHostsPing(t *testing.T) {
+	needRoot(t)
+	h1, h1h := newNS(t)
+	h2, h2h := newNS(t)
+	c1, _ := newNS(t)
+	c2, _ := newNS(t)
+	c3, _ := newNS(t)
+	run(t, "ip", "link", "add", "wdpu1", "netns", h1, "type", "veth", "peer", "name", "wdpu2", "netns", h2)
+	run(t, "ip", "-n", h1, "addr", "add", "198.18.99.1/24", "dev", "wdpu1")
+	run(t, "ip", "-n", h2, "addr", "add", "198.18.99.2/24", "dev", "wdpu2")
+	run(t, "ip", "-n", h1, "link", "set", "wdpu1", "up")
+	run(t, "ip", "-n", h2, "link", "set", "wdpu2", "up")
+	k1, k2 := newKernel(t, h1h), newKernel(t, h2h)
+
+	if mtu := k1.UnderlayMTU(net.ParseIP("198.18.99.1")); mtu != 1500 {
+		t.Fatalf("UnderlayMTU = %d, want 1500", mtu)
+	}
+	n := Network{VNI: 500, MTU: 1450, Port: 4790}
+	for _, k := range []*Kernel{k1, k2} {
+		if err := k.EnsureNetwork(n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A second network on host 2 holds c3, with an address in the same
+	// subnet: it must stay unreachable from c1.
+	if err := k2.EnsureNetwork(Network{VNI: 501, MTU: 1450, Port: 4790}); err != nil {
+		t.Fatal(err)
+	}
+	m1, m2, m3 := mac("02:77:0a:32:00:01"), mac("02:77:0a:32:00:02"), mac("02:77:0a:32:00:03")
+	attach := func(k *Kernel, host string, vni uint32, ifname string, m net.HardwareAddr, cont, addr string) {
+		if err := k.CreateInterface(vni, ifname, m); err != nil {
+			t.Fatal(err)
+		}
+		run(t, "ip", "-n", host, "link", "set", ifname, "netns", cont)
+		run(t, "ip", "-n", cont, "addr", "add", addr, "dev", ifname)
+		run(t, "ip", "-n", cont, "link", "set", ifname, "up")
+	}
+	attach(k1, h1, 500, "wc1", m1, c1, "10.50.0.1/24")
+	attach(k2, h2, 500, "wc2", m2, c2, "10.50.0.2/24")
+	attach(k2, h2, 501, "wc3", m3, c3, "10.50.0.3/24")
+
+	ping := func(from, to string) bool {
+		return exec.Command("ip", "netns", "exec", from, "ping", "-c", "1", "-W", "1", to).Run() == nil
+	}
+	if ping(c1, "10.50.0.2") {
+		t.Fatal("c1 reached c2 before any peer was programmed (flooding?)")
+	}
+	if err := k1.SetPeers(500, []Peer{{IP: net.ParseIP("10.50.0.2"), MAC: m2, VTEP: net.ParseIP("198.18.99.2")}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := k2.SetPeers(500, []Peer{{IP: net.ParseIP("10.50.0.1"), MAC: m1, VTEP: net.ParseIP("198.18.99.1")}}); err != nil {
+		t.Fatal(err)
+	}
+	if !ping(c1, "10.50.0.2") || !ping(c2, "10.50.0.1") {
+		t.Fatal("containers on two hosts cannot reach each other with peers programmed")
+	}
+	if ping(c1, "10.50.0.3") || ping(c3, "10.50.0.1") {
+		t.Fatal("a container on another VNI is reachable")
+	}
+	// Withdrawing the peer cuts the path again.
+	if err := k1.SetPeers(500, nil); err != nil {
+		t.Fatal(err)
+	}
+	run(t, "ip", "-n", c1, "neigh", "flush", "all")
+	if ping(c1, "10.50.0.2") {
+		t.Fatal("c2 still reachable after its peer entry was withdrawn")
+	}
+}
