@@ -1,0 +1,73 @@
+# weft's build, test and benchmark entry points. `make help` lists them.
+SHELL := /bin/bash
+GO ?= go
+DOCKER ?= $(shell test -x /usr/bin/docker && echo /usr/bin/docker || echo docker)
+PLUGIN_NAME ?= weft:latest
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+BUILD := build
+LDFLAGS := -s -w -X main.version=$(VERSION)
+# Settings passed to `docker plugin set` by `make plugin`, e.g. PLUGIN_SET="LOG_LEVEL=debug".
+PLUGIN_SET ?=
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## list the targets
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+.PHONY: build
+build: ## build the static weft and weftlab binaries into build/
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BUILD)/weft ./cmd/weft
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BUILD)/weftlab ./cmd/weftlab
+
+.PHONY: plugin-dir
+plugin-dir: build ## lay the managed plugin out in build/plugin (config.json + rootfs/)
+	rm -rf $(BUILD)/plugin
+	mkdir -p $(BUILD)/plugin/rootfs/run/docker/plugins $(BUILD)/plugin/rootfs/var/lib/weft $(BUILD)/plugin/rootfs/tmp
+	chmod 1777 $(BUILD)/plugin/rootfs/tmp
+	cp $(BUILD)/weft $(BUILD)/plugin/rootfs/weft
+	cp config.json $(BUILD)/plugin/config.json
+
+.PHONY: plugin
+plugin: plugin-dir ## build and (re)install the plugin as $(PLUGIN_NAME) on the engine at DOCKER_HOST, then enable it
+	@if [ -z "$$DOCKER_HOST" ] || [[ "$$DOCKER_HOST" == unix://* ]]; then mkdir -p /var/lib/weft; fi
+	-$(DOCKER) plugin disable -f $(PLUGIN_NAME) >/dev/null 2>&1
+	-$(DOCKER) plugin rm -f $(PLUGIN_NAME) >/dev/null 2>&1
+	$(DOCKER) plugin create $(PLUGIN_NAME) $(BUILD)/plugin
+	$(if $(strip $(PLUGIN_SET)),$(DOCKER) plugin set $(PLUGIN_NAME) $(PLUGIN_SET))
+	$(DOCKER) plugin enable $(PLUGIN_NAME)
+
+.PHONY: check
+check: ## go vet, gofmt and go.mod tidiness
+	$(GO) vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	@cp go.mod /tmp/weft-go.mod.bak; cp go.sum /tmp/weft-go.sum.bak; $(GO) mod tidy; \
+	  if ! cmp -s go.mod /tmp/weft-go.mod.bak || ! cmp -s go.sum /tmp/weft-go.sum.bak; then \
+	    cp /tmp/weft-go.mod.bak go.mod; cp /tmp/weft-go.sum.bak go.sum; echo "go.mod/go.sum are not tidy: run go mod tidy"; exit 1; fi
+
+.PHONY: test-unit
+test-unit: ## unit and root (namespace) tests with the race detector
+	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /test/)
+
+.PHONY: test-e2e
+test-e2e: plugin-dir ## end-to-end tests: real dockerd engines, swarm and the plugin in a lab of namespaces (root)
+	WEFT_E2E=1 WEFT_PLUGIN_DIR=$(CURDIR)/$(BUILD)/plugin $(GO) test -count=1 -timeout 60m -v ./test/... 2>&1 | tee $(BUILD)/e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go:'; exit $${PIPESTATUS[0]}
+
+.PHONY: test
+test: check test-unit test-e2e ## everything CI runs
+
+.PHONY: setup
+setup: ## install what weft's build, demo and tests need (Debian, as root)
+	./hack/setup.sh
+
+.PHONY: demo
+demo: plugin-dir ## start a 3-host lab with swarm and the plugin, and show containers talking
+	./hack/demo.sh
+
+.PHONY: lab-down
+lab-down: build ## remove the lab (engines, namespaces, bridge) left by demo or tests
+	$(BUILD)/weftlab down
+
+.PHONY: clean
+clean: ## remove build outputs
+	rm -rf $(BUILD)

@@ -1,0 +1,145 @@
+package plugin
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/docker/go-plugins-helpers/network"
+)
+
+// Config is everything the plugin process is told through its
+// environment (the managed plugin's settable env, see config.json).
+type Config struct {
+	// Socket is where Docker reaches the plugin (WEFT_SOCKET).
+	Socket string
+	// LogLevel is debug, info, warn or error (LOG_LEVEL).
+	LogLevel slog.Level
+	// Scope is "global" for swarm-scoped networks or "local" (WEFT_SCOPE).
+	Scope string
+	// StateDir holds weft's persisted state (WEFT_STATE_DIR; the mount
+	// named "state").
+	StateDir string
+	// DockerSocket is the engine's API socket (WEFT_DOCKER_SOCKET; the
+	// mount named "docker-socket").
+	DockerSocket string
+	// VXLANPort is the UDP port of weft's VXLAN traffic (WEFT_VXLAN_PORT).
+	VXLANPort int
+	// MeshPort is the gossip port, TCP and UDP (WEFT_MESH_PORT).
+	MeshPort int
+	// Peers are mesh addresses to join besides the swarm managers
+	// (WEFT_PEERS, comma-separated "ip" or "ip:port").
+	Peers []string
+	// AdvertiseAddr is this host's underlay address; empty asks the
+	// engine (swarm's node address) (WEFT_ADVERTISE_ADDR).
+	AdvertiseAddr netip.Addr
+	// StatusAddr is the loopback address of the status endpoint
+	// (WEFT_STATUS_ADDR).
+	StatusAddr string
+}
+
+// DefaultConfig returns the settings a plugin has with no environment.
+func DefaultConfig() Config {
+	return Config{
+		Socket:       "/run/docker/plugins/weft.sock",
+		LogLevel:     slog.LevelInfo,
+		Scope:        network.GlobalScope,
+		StateDir:     "/var/lib/weft",
+		DockerSocket: "/var/run/docker.sock",
+		VXLANPort:    4790,
+		MeshPort:     7950,
+		StatusAddr:   "127.0.0.1:7951",
+	}
+}
+
+// ConfigFromEnv reads the configuration from getenv, returning one error
+// naming every variable that is wrong.
+func ConfigFromEnv(getenv func(string) string) (Config, error) {
+	c := DefaultConfig()
+	var problems []string
+	bad := func(format string, a ...any) { problems = append(problems, fmt.Sprintf(format, a...)) }
+
+	if v := getenv("WEFT_SOCKET"); v != "" {
+		c.Socket = v
+	}
+	if v := getenv("LOG_LEVEL"); v != "" {
+		if err := c.LogLevel.UnmarshalText([]byte(v)); err != nil {
+			bad("LOG_LEVEL=%q is not one of debug, info, warn, error", v)
+		}
+	}
+	if v := getenv("WEFT_SCOPE"); v != "" {
+		if v != network.GlobalScope && v != network.LocalScope {
+			bad("WEFT_SCOPE=%q is neither global nor local", v)
+		}
+		c.Scope = v
+	}
+	if v := getenv("WEFT_STATE_DIR"); v != "" {
+		c.StateDir = v
+	}
+	if v := getenv("WEFT_DOCKER_SOCKET"); v != "" {
+		c.DockerSocket = v
+	}
+	port := func(name string, dst *int) {
+		v := getenv(name)
+		if v == "" {
+			return
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 65535 {
+			bad("%s=%q is not a port number", name, v)
+			return
+		}
+		*dst = n
+	}
+	port("WEFT_VXLAN_PORT", &c.VXLANPort)
+	port("WEFT_MESH_PORT", &c.MeshPort)
+	if v := getenv("WEFT_PEERS"); v != "" {
+		for _, p := range strings.Split(v, ",") {
+			p = strings.TrimSpace(p)
+			if p == "" {
+				continue
+			}
+			host := p
+			if h, _, err := net.SplitHostPort(p); err == nil {
+				host = h
+			}
+			if _, err := netip.ParseAddr(host); err != nil {
+				bad("WEFT_PEERS entry %q is not an IP address or IP:port", p)
+				continue
+			}
+			c.Peers = append(c.Peers, p)
+		}
+	}
+	if v := getenv("WEFT_ADVERTISE_ADDR"); v != "" {
+		a, err := netip.ParseAddr(v)
+		if err != nil || !a.Is4() {
+			bad("WEFT_ADVERTISE_ADDR=%q is not an IPv4 address", v)
+		} else {
+			c.AdvertiseAddr = a
+		}
+	}
+	if v := getenv("WEFT_STATUS_ADDR"); v != "" {
+		h, _, err := net.SplitHostPort(v)
+		if err != nil {
+			bad("WEFT_STATUS_ADDR=%q is not host:port", v)
+		} else if ip, err := netip.ParseAddr(h); err != nil || !ip.IsLoopback() {
+			bad("WEFT_STATUS_ADDR=%q must be a loopback address", v)
+		} else {
+			c.StatusAddr = v
+		}
+	}
+	if c.VXLANPort == c.MeshPort {
+		bad("WEFT_VXLAN_PORT and WEFT_MESH_PORT are both %d", c.VXLANPort)
+	}
+	if len(problems) > 0 {
+		return c, fmt.Errorf("invalid plugin settings: %s", strings.Join(problems, "; "))
+	}
+	return c, nil
+}
+
+// EnvConfig reads the configuration from the process environment.
+func EnvConfig() (Config, error) { return ConfigFromEnv(os.Getenv) }

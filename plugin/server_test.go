@@ -1,0 +1,88 @@
+package plugin
+
+import (
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/docker/go-plugins-helpers/network"
+
+	"github.com/weftnet/weft/driver"
+	"github.com/weftnet/weft/ipam"
+)
+
+// panicDriver panics in Join, standing for any bug in a handler.
+type panicDriver struct{ *driver.Driver }
+
+func (panicDriver) Join(*network.JoinRequest) (*network.JoinResponse, error) { panic("boom") }
+
+func newServer(t *testing.T) *httptest.Server {
+	t.Helper()
+	d, err := driver.New(driver.DefaultConfig(), nopPlane{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _ := ipam.New(ipam.Config{})
+	srv := httptest.NewServer(NewHandler(panicDriver{d}, a, slog.New(slog.DiscardHandler)))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func post(t *testing.T, srv *httptest.Server, path, body string) (int, map[string]any) {
+	t.Helper()
+	resp, err := http.Post(srv.URL+path, "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		t.Fatalf("%s: response is not JSON: %v", path, err)
+	}
+	return resp.StatusCode, out
+}
+
+func TestActivateDeclaresBothDrivers(t *testing.T) {
+	srv := newServer(t)
+	code, out := post(t, srv, "/Plugin.Activate", "")
+	impl, _ := out["Implements"].([]any)
+	if code != 200 || len(impl) != 2 || impl[0] != "NetworkDriver" || impl[1] != "IpamDriver" {
+		t.Fatalf("Activate = %d %v", code, out)
+	}
+	code, out = post(t, srv, "/NetworkDriver.GetCapabilities", "")
+	if code != 200 || out["Scope"] != "global" || out["ConnectivityScope"] != "global" {
+		t.Fatalf("GetCapabilities = %d %v", code, out)
+	}
+	code, out = post(t, srv, "/IpamDriver.GetDefaultAddressSpaces", "null")
+	if code != 200 || out["GlobalDefaultAddressSpace"] != "weft" {
+		t.Fatalf("GetDefaultAddressSpaces = %d %v", code, out)
+	}
+}
+
+func TestBadRequestsGetOneSentence(t *testing.T) {
+	srv := newServer(t)
+	cases := []struct{ path, body, want string }{
+		{"/NetworkDriver.CreateNetwork", "{not json", "malformed NetworkDriver.CreateNetwork request"},
+		{"/NetworkDriver.CreateNetwork", `{"NetworkID": 5}`, "malformed"},
+		{"/NetworkDriver.CreateNetwork", `{"NetworkID":"n1","Options":{"com.docker.network.generic":{"bogus":"1"}},"IPv4Data":[{"Pool":"10.0.0.0/24"}]}`, `unknown option "bogus"`},
+		{"/NetworkDriver.CreateEndpoint", `{"NetworkID":"nope","EndpointID":"e","Interface":{"Address":"10.0.0.2/24"}}`, "not known on this host"},
+		{"/NetworkDriver.Join", `{"NetworkID":"n","EndpointID":"e"}`, "internal error in NetworkDriver.Join"},
+		{"/NetworkDriver.CreateNetwork", `{"NetworkID":"` + strings.Repeat("x", 2<<20) + `"}`, "larger than"},
+		{"/IpamDriver.RequestPool", `{"Pool":""}`, "--subnet"},
+		{"/NetworkDriver.Nonsense", `{}`, "does not implement"},
+	}
+	for _, c := range cases {
+		code, out := post(t, srv, c.path, c.body)
+		msg, _ := out["Err"].(string)
+		if code == 200 || !strings.Contains(msg, c.want) || strings.Contains(msg, "\n") {
+			t.Errorf("%s %.40q: got %d %q, want an error containing %q", c.path, c.body, code, msg, c.want)
+		}
+	}
+	// The server still answers after all that.
+	if code, _ := post(t, srv, "/NetworkDriver.GetCapabilities", ""); code != 200 {
+		t.Fatalf("server broken after bad requests: %d", code)
+	}
+}
