@@ -38,7 +38,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "plugin":
 		return servePlugin(stderr)
 	case "status":
-		return status(args[1:], stdout, stderr)
+		return runStatus(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "weft", version)
 		return 0
@@ -58,6 +58,7 @@ func servePlugin(stderr io.Writer) int {
 		return 1
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	plugin.Version = version
 	log.Info("weft starting", "version", version)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()

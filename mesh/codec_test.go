@@ -1,0 +1,229 @@
+package mesh
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"reflect"
+	"testing"
+	"time"
+)
+
+func TestCodecRoundTrip(t *testing.T) {
+	es := []wireEntry{
+		{Entry: Entry{Table: "endpoint", Key: "abc", Owner: "host-1", Clock: 1, Value: []byte(`{"ip":"10.0.0.2"}`)}},
+		{Entry: Entry{Table: "endpoint", Key: "", Owner: "host-2", Clock: 1 << 60, Value: []byte{}}},
+		{Entry: Entry{Table: "network", Key: "n", Owner: "host-1", Clock: 7, Deleted: true}, Residual: 90 * time.Second},
+	}
+	for _, typ := range []byte{msgBroadcast, msgSync} {
+		msg, err := decodeMessage(encodeEntries(typ, es), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if msg.Type != typ || !reflect.DeepEqual(msg.Entries, es) {
+			t.Fatalf("round trip:\n got %+v\nwant %+v", msg.Entries, es)
+		}
+	}
+	d := &digestMsg{Sender: "host-1", Reply: true, Owners: []ownerDigest{
+		{Owner: "host-1", Count: 3, MaxClock: 99, Hash: 0xdeadbeefcafef00d},
+		{Owner: "host-2", Count: 0, MaxClock: 0, Hash: 0},
+	}}
+	msg, err := decodeMessage(encodeDigest(d), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if msg.Type != msgDigest || !reflect.DeepEqual(msg.Digest, d) {
+		t.Fatalf("digest round trip: %+v", msg.Digest)
+	}
+}
+
+func TestDecodeCopiesInput(t *testing.T) {
+	b := encodeEntries(msgSync, []wireEntry{{Entry: Entry{Table: "t", Key: "k", Owner: "o", Clock: 1, Value: []byte("value")}}})
+	msg, err := decodeMessage(b, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range b {
+		b[i] = 0
+	}
+	if e := msg.Entries[0]; e.Key != "k" || string(e.Value) != "value" || e.Owner != "o" {
+		t.Fatalf("decoded entry aliases its input: %+v", e)
+	}
+}
+
+func TestDecodeRejects(t *testing.T) {
+	good := encodeEntries(msgSync, []wireEntry{{Entry: Entry{Table: "t", Key: "k", Owner: "o", Clock: 1, Value: []byte("v")}}})
+	huge := appendHeader(nil, msgSync)
+	huge = appendUvarint(huge, 1)
+	huge = appendUvarint(huge, maxTableLen+1)
+	huge = append(huge, bytes.Repeat([]byte("t"), maxTableLen+1)...)
+	for name, in := range map[string][]byte{
+		"empty":           nil,
+		"short header":    {msgMagic, msgVersion},
+		"bad magic":       {0, msgVersion, msgSync, 0},
+		"future version":  {msgMagic, msgVersion + 1, msgSync, 0},
+		"unknown type":    {msgMagic, msgVersion, 'q', 0},
+		"count too large": {msgMagic, msgVersion, msgSync, 0xff, 0xff, 0x03},
+		"varint overflow": {msgMagic, msgVersion, msgSync, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01},
+		"truncated":       good[:len(good)-2],
+		"trailing bytes":  append(append([]byte{}, good...), 1),
+		"oversized table": huge,
+		"no owner": encodeEntries(msgSync, []wireEntry{{Entry: Entry{Table: "t", Key: "k", Clock: 1}}}),
+		"bad flags": func() []byte {
+			b := appendHeader(nil, msgSync)
+			b = appendUvarint(b, 1)
+			b = appendString(b, "t")
+			b = appendString(b, "k")
+			b = appendString(b, "o")
+			b = appendUvarint(b, 1)
+			return append(b, 0x80, 0)
+		}(),
+		"digest without sender": encodeDigest(&digestMsg{}),
+		"digest truncated":      encodeDigest(&digestMsg{Sender: "s", Owners: []ownerDigest{{Owner: "o"}}})[:10],
+	} {
+		if _, err := decodeMessage(in, nil); err == nil {
+			t.Errorf("%s: decoded without error", name)
+		}
+	}
+	if _, err := decodeMessage(huge, nil); !errors.Is(err, errTooLarge) {
+		t.Errorf("oversized table: %v", err)
+	}
+}
+
+func TestDecodeRandomGarbage(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	good := encodeEntries(msgBroadcast, []wireEntry{
+		{Entry: Entry{Table: "t", Key: "k", Owner: "o", Clock: 1, Value: []byte("v")}},
+		{Entry: Entry{Table: "t", Key: "k2", Owner: "o", Clock: 2, Deleted: true}, Residual: time.Second},
+	})
+	s := newTestState("me", "o")
+	for range 20000 {
+		b := append([]byte(nil), good...)
+		for range 1 + r.IntN(4) {
+			b[r.IntN(len(b))] = byte(r.Uint32())
+		}
+		b = b[:r.IntN(len(b)+1)]
+		if msg, err := decodeMessage(b, s.internBytes); err == nil {
+			for _, e := range msg.Entries {
+				s.apply(e, t0)
+			}
+		}
+	}
+}
+
+// FuzzDecode feeds arbitrary bytes to the decoder and merges whatever
+// decodes into a table: nothing may panic, a decoded message must encode
+// back to the same bytes, and merging must keep the table's invariants.
+func FuzzDecode(f *testing.F) {
+	for _, seed := range fuzzSeeds() {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		msg, err := decodeMessage(b, nil)
+		if err != nil {
+			return
+		}
+		switch msg.Type {
+		case msgLeave:
+			again, err := decodeMessage(encodeLeave(msg.Node), nil)
+			if err != nil || again.Node != msg.Node {
+				t.Fatalf("leave does not round trip: %v", err)
+			}
+			s := newTestState("me", "o")
+			s.memberLeaving(msg.Node)
+		case msgDigest:
+			if re := encodeDigest(msg.Digest); !bytes.Equal(re, b) {
+				// Varints may be non-minimal on input; decoding again must agree.
+				again, err := decodeMessage(re, nil)
+				if err != nil || !reflect.DeepEqual(again.Digest, msg.Digest) {
+					t.Fatalf("digest does not round trip: %v", err)
+				}
+			}
+			s := newTestState("me", "o")
+			s.delta(msg.Digest.Owners, t0)
+		default:
+			re := encodeEntries(msg.Type, msg.Entries)
+			again, err := decodeMessage(re, nil)
+			if err != nil || !reflect.DeepEqual(again.Entries, msg.Entries) {
+				t.Fatalf("entries do not round trip: %v", err)
+			}
+			s := newTestState("me", "o", "p")
+			for _, e := range msg.Entries {
+				s.apply(e, t0)
+			}
+			checkInvariants(t, s)
+		}
+	})
+}
+
+// checkInvariants verifies the state's indexes and digests agree.
+func checkInvariants(t *testing.T, s *state) {
+	t.Helper()
+	n := 0
+	for table, keys := range s.tables {
+		for key, r := range keys {
+			n++
+			if r.Table != table || r.Key != key {
+				t.Fatalf("record %s/%s filed under %s/%s", r.Table, r.Key, table, key)
+			}
+			if _, ok := s.owners[r.Owner].recs[r]; !ok {
+				t.Fatalf("record %s/%s missing from its owner's set", table, key)
+			}
+			if _, ok := s.tombs[r]; ok != r.Deleted {
+				t.Fatalf("record %s/%s tombstone index wrong", table, key)
+			}
+		}
+	}
+	m := 0
+	for owner, os := range s.owners {
+		var h uint64
+		for r := range os.recs {
+			h ^= entryHash(&r.Entry)
+			if r.Owner != owner {
+				t.Fatalf("record of %s in %s's set", r.Owner, owner)
+			}
+		}
+		if h != os.hash {
+			t.Fatalf("owner %s hash out of date", owner)
+		}
+		m += len(os.recs)
+	}
+	if n != m {
+		t.Fatalf("%d records in tables, %d in owner sets", n, m)
+	}
+}
+
+func fuzzSeeds() [][]byte {
+	return [][]byte{
+		encodeEntries(msgBroadcast, []wireEntry{{Entry: Entry{Table: "endpoint", Key: "ep1", Owner: "o", Clock: 3, Value: []byte(`{"ip":"10.1.0.2"}`)}}}),
+		encodeEntries(msgSync, []wireEntry{
+			{Entry: Entry{Table: "endpoint", Key: "ep1", Owner: "me", Clock: 9, Value: []byte("stale")}},
+			{Entry: Entry{Table: "endpoint", Key: "ep1", Owner: "p", Clock: 9, Deleted: true}, Residual: time.Minute},
+			{Entry: Entry{Table: "network", Key: "n1", Owner: "o", Clock: 1, Value: []byte{}}},
+		}),
+		encodeDigest(&digestMsg{Sender: "o", Reply: true, Owners: []ownerDigest{{Owner: "o", Count: 2, MaxClock: 9, Hash: 42}}}),
+		{msgMagic, msgVersion, msgSync, 0},
+		encodeLeave("o"),
+	}
+}
+
+// TestWriteFuzzSeeds refreshes testdata/fuzz/FuzzDecode when
+// MESH_WRITE_FUZZ_SEEDS is set; the files are checked in.
+func TestWriteFuzzSeeds(t *testing.T) {
+	if os.Getenv("MESH_WRITE_FUZZ_SEEDS") == "" {
+		t.Skip("set MESH_WRITE_FUZZ_SEEDS=1 to rewrite testdata/fuzz/FuzzDecode")
+	}
+	dir := filepath.Join("testdata", "fuzz", "FuzzDecode")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for i, s := range fuzzSeeds() {
+		body := fmt.Sprintf("go test fuzz v1\n[]byte(%q)\n", s)
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("seed-%d", i)), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

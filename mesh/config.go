@@ -1,0 +1,239 @@
+package mesh
+
+import (
+	"errors"
+	"fmt"
+	"log"
+	"log/slog"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// DefaultPort is the gossip port (TCP and UDP). It stays clear of Docker's
+// swarm ports (2377 management, 7946 gossip, 4789 VXLAN).
+const DefaultPort = 7950
+
+// Config configures a Mesh. Start from DefaultConfig and set NodeName and
+// Peers; every duration left at zero takes its default.
+type Config struct {
+	// NodeName names this host in the mesh; it must be unique and stable
+	// across restarts, since entries are owned by name. Required.
+	NodeName string
+	// BindAddr is the address to listen on (default 0.0.0.0). Ignored when
+	// Transport is set.
+	BindAddr string
+	// AdvertiseAddr is the address other hosts reach us on, normally the
+	// underlay address. Empty: memberlist picks BindAddr or a private address.
+	AdvertiseAddr string
+	// Port is the gossip port, TCP and UDP, both listened on and advertised
+	// (default DefaultPort). Also the port assumed for peers given without one.
+	Port int
+	// Meta is this node's metadata (for weft: its VTEP address), shown to
+	// every member in Members. At most memberlist.MetaMaxSize (512) bytes.
+	Meta []byte
+	// Peers are addresses ("ip" or "ip:port", or a resolvable host name) to
+	// join. They are tried at start and every RejoinInterval while they are
+	// not alive members, so a partitioned or rebooted host rejoins by itself.
+	Peers []string
+	// StateDir, if set, keeps the last known peers (peers.json), tried at
+	// start until a join succeeds, and a ceiling of the local Lamport clock
+	// (clock.json), so a restarted host writes with newer clocks than
+	// before. Missing or corrupt files are logged once and ignored.
+	StateDir string
+	// Logger receives the mesh's and memberlist's logs (default: discard).
+	Logger *slog.Logger
+	// Transport carries memberlist's packets and streams. Nil: memberlist's
+	// UDP/TCP transport on BindAddr:Port. Tests inject a MemNetwork one.
+	Transport memberlist.Transport
+	// TombstoneTTL is how long deletes are kept before they are reaped, and
+	// how long entries of an owner never seen alive are kept hidden
+	// (default 2 min). It must exceed the time a change takes to reach every
+	// member, or a reaped delete can be undone by a late copy (the owner
+	// repairs that too, but later).
+	TombstoneTTL time.Duration
+	// RepairGrace is how long, after start, the owner waits for its caller
+	// to put its entries back before it deletes stale copies of its entries
+	// that it does not hold (default 10 s). Keeps a restarted host's
+	// endpoints from blinking out on every other host.
+	RepairGrace time.Duration
+
+	// Failure detection. With the defaults a dead host is declared dead by
+	// everyone within about 3 s on a LAN of up to ten hosts: it is probed
+	// within a round (ProbeInterval × hosts / (hosts-1)), fails ProbeTimeout
+	// and the indirect probes, then stays suspect for
+	// SuspicionMult × ProbeInterval × max(1, log10(hosts)).
+
+	// ProbeInterval is the time between failure probes (default 500 ms).
+	ProbeInterval time.Duration
+	// ProbeTimeout is how long to wait for a probe's ack (default 250 ms).
+	ProbeTimeout time.Duration
+	// SuspicionMult scales how long a suspect has to refute (default 2).
+	SuspicionMult int
+	// SuspicionMaxTimeoutMult caps the suspicion time when confirmations are
+	// expected (SuspicionMult > 2) (default 3).
+	SuspicionMaxTimeoutMult int
+
+	// Dissemination.
+
+	// GossipInterval is the time between gossip rounds (default 200 ms).
+	GossipInterval time.Duration
+	// GossipNodes is how many members each round sends to (default 3).
+	GossipNodes int
+	// RetransmitMult: each broadcast is sent RetransmitMult × log10(n+1)
+	// times (default 4).
+	RetransmitMult int
+	// PushPullInterval is the time between memberlist's state exchanges with
+	// a random member (default 10 s; memberlist stretches it above 32
+	// members). The exchange carries a digest; the differences follow over
+	// TCP.
+	PushPullInterval time.Duration
+	// SyncInterval is how often, while the table is changing in bulk (more
+	// than a broadcast queue can carry), the mesh runs an extra anti-entropy
+	// exchange with a random member; and how often it syncs with members that
+	// came back (default 1 s).
+	SyncInterval time.Duration
+	// RejoinInterval is the time between attempts to join peers that are not
+	// alive members (default 1 s).
+	RejoinInterval time.Duration
+	// TCPTimeout bounds a join, a state exchange or a TCP send (default 5 s).
+	TCPTimeout time.Duration
+	// MaxQueuedBroadcasts caps the broadcast queue; beyond it the oldest
+	// broadcasts are dropped and anti-entropy carries the changes
+	// (default 4096).
+	MaxQueuedBroadcasts int
+	// UDPBufferSize is the largest gossip packet (default 1400, fits an
+	// Ethernet MTU). Entries too large for a packet travel over TCP.
+	UDPBufferSize int
+
+	// Security and isolation.
+
+	// SecretKey, if set, encrypts all gossip (AES, 16, 24 or 32 bytes); it
+	// is handed to memberlist's keyring.
+	SecretKey []byte
+	// Label, if set, is attached to every packet and stream; members with
+	// another label are ignored, which keeps two clusters on one network
+	// apart.
+	Label string
+	// DisableCompression turns off memberlist's compression of packets and
+	// state exchanges.
+	DisableCompression bool
+}
+
+// DefaultConfig returns the defaults, tuned for hosts on one LAN.
+func DefaultConfig() Config {
+	return Config{
+		BindAddr:                "0.0.0.0",
+		Port:                    DefaultPort,
+		TombstoneTTL:            2 * time.Minute,
+		RepairGrace:             10 * time.Second,
+		ProbeInterval:           500 * time.Millisecond,
+		ProbeTimeout:            250 * time.Millisecond,
+		SuspicionMult:           2,
+		SuspicionMaxTimeoutMult: 3,
+		GossipInterval:          200 * time.Millisecond,
+		GossipNodes:             3,
+		RetransmitMult:          4,
+		PushPullInterval:        10 * time.Second,
+		SyncInterval:            time.Second,
+		RejoinInterval:          time.Second,
+		TCPTimeout:              5 * time.Second,
+		MaxQueuedBroadcasts:     4096,
+		UDPBufferSize:           1400,
+	}
+}
+
+// withDefaults fills zero fields from DefaultConfig and validates.
+func (c Config) withDefaults() (Config, error) {
+	d := DefaultConfig()
+	if c.NodeName == "" {
+		return c, errors.New("mesh config: NodeName is required")
+	}
+	if len(c.NodeName) > maxOwnerLen {
+		return c, fmt.Errorf("mesh config: NodeName is longer than %d bytes", maxOwnerLen)
+	}
+	if len(c.Meta) > memberlist.MetaMaxSize {
+		return c, fmt.Errorf("mesh config: Meta is %d bytes, the limit is %d", len(c.Meta), memberlist.MetaMaxSize)
+	}
+	switch len(c.SecretKey) {
+	case 0, 16, 24, 32:
+	default:
+		return c, fmt.Errorf("mesh config: SecretKey must be 16, 24 or 32 bytes, not %d", len(c.SecretKey))
+	}
+	if c.Port < 0 || c.Port > 65535 {
+		return c, fmt.Errorf("mesh config: bad port %d", c.Port)
+	}
+	if c.BindAddr == "" {
+		c.BindAddr = d.BindAddr
+	}
+	if c.Port == 0 {
+		c.Port = d.Port
+	}
+	setDur := func(v *time.Duration, def time.Duration) {
+		if *v <= 0 {
+			*v = def
+		}
+	}
+	setInt := func(v *int, def int) {
+		if *v <= 0 {
+			*v = def
+		}
+	}
+	setDur(&c.TombstoneTTL, d.TombstoneTTL)
+	if c.RepairGrace < 0 {
+		c.RepairGrace = 0
+	} else if c.RepairGrace == 0 {
+		c.RepairGrace = d.RepairGrace
+	}
+	setDur(&c.ProbeInterval, d.ProbeInterval)
+	setDur(&c.ProbeTimeout, d.ProbeTimeout)
+	setInt(&c.SuspicionMult, d.SuspicionMult)
+	setInt(&c.SuspicionMaxTimeoutMult, d.SuspicionMaxTimeoutMult)
+	setDur(&c.GossipInterval, d.GossipInterval)
+	setInt(&c.GossipNodes, d.GossipNodes)
+	setInt(&c.RetransmitMult, d.RetransmitMult)
+	setDur(&c.PushPullInterval, d.PushPullInterval)
+	setDur(&c.SyncInterval, d.SyncInterval)
+	setDur(&c.RejoinInterval, d.RejoinInterval)
+	setDur(&c.TCPTimeout, d.TCPTimeout)
+	setInt(&c.MaxQueuedBroadcasts, d.MaxQueuedBroadcasts)
+	setInt(&c.UDPBufferSize, d.UDPBufferSize)
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c, nil
+}
+
+// memberlistConfig translates c (after withDefaults) for memberlist.
+func (c *Config) memberlistConfig(d *delegate) *memberlist.Config {
+	mc := memberlist.DefaultLANConfig()
+	mc.Name = c.NodeName
+	mc.BindAddr = c.BindAddr
+	mc.BindPort = c.Port
+	mc.AdvertiseAddr = c.AdvertiseAddr
+	mc.AdvertisePort = c.Port
+	mc.Transport = c.Transport
+	mc.Label = c.Label
+	mc.TCPTimeout = c.TCPTimeout
+	mc.ProbeInterval = c.ProbeInterval
+	mc.ProbeTimeout = c.ProbeTimeout
+	mc.SuspicionMult = c.SuspicionMult
+	mc.SuspicionMaxTimeoutMult = c.SuspicionMaxTimeoutMult
+	mc.GossipInterval = c.GossipInterval
+	mc.GossipNodes = c.GossipNodes
+	mc.RetransmitMult = c.RetransmitMult
+	mc.PushPullInterval = c.PushPullInterval
+	mc.UDPBufferSize = c.UDPBufferSize
+	mc.EnableCompression = !c.DisableCompression
+	// A host that comes back with a new address under the same name may
+	// take its name back once the old one has been dead this long.
+	mc.DeadNodeReclaimTime = 30 * time.Second
+	if len(c.SecretKey) > 0 {
+		mc.SecretKey = append([]byte(nil), c.SecretKey...)
+	}
+	mc.Delegate = d
+	mc.Events = d
+	mc.LogOutput = nil
+	mc.Logger = log.New(&logWriter{l: c.Logger}, "", 0)
+	return mc
+}

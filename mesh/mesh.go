@@ -1,0 +1,821 @@
+// Package mesh owns weft's control plane between hosts: gossip membership
+// (hashicorp/memberlist) and a replicated table of entries, each owned by the
+// host that wrote it. It knows nothing of Docker; values are opaque bytes.
+//
+// Design notes:
+//
+//   - Ownership. Every entry names its owner, the node that wrote it, and
+//     only the owner writes it (Put, Delete). Keys are meant to be written by
+//     one owner; if two owners write one key, the newest write wins.
+//   - Lamport clock. Each local write increments the node's clock; each
+//     entry received advances it to max(local, entry). Per (table, key) the
+//     newest clock wins; ties go to the greater owner name, then to the
+//     tombstone, then to the greater value, so every node picks the same
+//     winner in any order of arrival. With a StateDir the clock's ceiling
+//     survives restarts.
+//   - Deletes are tombstones that travel like writes and are reaped after
+//     TombstoneTTL. A tombstone carries the time it has left, so all holders
+//     reap it together and one that reaches a node after reaping is not
+//     stored again.
+//   - Owner repair. A node that receives a copy of its own entry that it
+//     does not hold, or holds older (a copy from before a restart with an
+//     empty memory, or from before a tombstone was reaped), answers with its
+//     own view under a newer clock: its live entry again, or a tombstone.
+//     After a restart it waits RepairGrace before deleting, so the caller
+//     can put its entries back first and nothing blinks on other hosts.
+//   - Membership decides visibility. Entries of a member declared dead or
+//     gone are dropped at once (withdrawn from Entries) and copies still
+//     travelling are refused; when the member is alive again its entries
+//     come back through anti-entropy, which starts at once with a member
+//     that returns. Entries of an owner never seen alive are kept hidden for
+//     TombstoneTTL, then dropped.
+//   - Dissemination. Every change is queued in a memberlist
+//     TransmitLimitedQueue, one item per key so a newer change replaces an
+//     older one still queued, and packed many to a packet; a node whose
+//     table a broadcast changes passes it on. Entries too large for a packet
+//     are fanned out over TCP instead.
+//   - Anti-entropy. memberlist's push/pull carries a digest (per owner:
+//     count, newest clock, XOR of entry hashes), not the table; each side
+//     sends the other, over TCP, the entries of the owners where the two
+//     differ. A join carries the full table both ways, so a joining node is
+//     complete when the join returns. While the table changes in bulk (more
+//     than the broadcast queue carries), extra digest exchanges run every
+//     SyncInterval.
+//   - Wire format: a compact binary encoding (codec.go), decoded
+//     defensively: garbage is dropped and logged at a limited rate.
+//
+// Concurrency: memberlist calls the delegates from its own goroutines; they
+// copy what they receive, hold Mesh.mu briefly, and hand anything slow (TCP
+// sends) to the mesh's workers. Lock order: memberlist's node lock (held
+// while it calls the event delegate) → Mesh.mu → the broadcast queue's lock.
+// Nothing that holds Mesh.mu calls into memberlist. Close stops and waits
+// for every goroutine the mesh started.
+package mesh
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// Entry is one replicated record.
+type Entry struct {
+	Table   string // e.g. "endpoint", "network"
+	Key     string // unique within Table
+	Owner   string // node name that wrote it; only the owner writes its entries
+	Clock   uint64 // Lamport clock of the write
+	Deleted bool   // tombstone
+	Value   []byte // opaque to the mesh (the caller's JSON)
+}
+
+// Member is a node of the mesh as this node sees it.
+type Member struct {
+	Name  string
+	Addr  string // gossip address, "ip:port"
+	Meta  []byte // the member's Config.Meta
+	State string // StateAlive, StateSuspect, StateDead or StateLeft
+}
+
+// Mesh is a running member of the mesh. Its methods are safe for concurrent
+// use.
+type Mesh struct {
+	cfg  Config
+	log  *slog.Logger
+	bad  *rateLog
+	self string
+
+	// ml is set in New before any goroutine of ours starts; the delegates,
+	// which memberlist may call before New returns, never use it.
+	ml       *memberlist.Memberlist
+	selfAddr string
+
+	queue    *memberlist.TransmitLimitedQueue // entries, packed many to a message
+	control  *memberlist.TransmitLimitedQueue // whole messages (leave notices)
+	numAlive atomic.Int32                     // alive members, self included; read by the queues
+	// maxBroadcast is the largest encoded entry that fits a gossip packet.
+	maxBroadcast int
+
+	changes chan struct{} // capacity 1, coalesced
+	tasks   chan task     // TCP work for the workers; never closed
+	stop    chan struct{} // closed by Close
+	wg      sync.WaitGroup
+	left    atomic.Bool
+	closed  atomic.Bool
+	once    sync.Once
+
+	// peersMu guards the peer sets. Never held together with mu.
+	peersMu sync.Mutex
+	peers   map[string]bool // configured and Join()ed: retried for ever
+	boot    map[string]bool // from peers.json: tried until a join succeeds
+
+	// mu guards st and the fields below it (see the lock order above).
+	mu         sync.Mutex
+	st         *state
+	dirty      int    // table changes since the last extra sync
+	pruned     bool   // the broadcast queue overflowed since the last sync
+	peersDirty bool   // membership changed since peers.json was written
+	clockCeil  uint64 // clock value persisted as a ceiling
+
+	// persistMu serialises writes to StateDir. Never held together with mu.
+	persistMu  sync.Mutex
+	savedClock uint64 // guarded by persistMu
+}
+
+// task is TCP work handed to a worker.
+type task struct {
+	to     string        // member name
+	theirs []ownerDigest // with delta: the peer's digest
+	delta  bool          // send what the peer lacks according to theirs
+	digest bool   // send our digest
+	reply  bool   // ...asking for the peer's digest back
+	raw    []byte // send this message as is
+}
+
+const (
+	// fastSyncThreshold: more changes than this between two SyncIntervals
+	// means a bulk change, worth an extra digest exchange.
+	fastSyncThreshold = 16
+	// returnSyncs bounds the members synced with per SyncInterval because
+	// they came back, so a healed partition does not set off a storm.
+	returnSyncs = 3
+	// fanout is how many members an entry too large for a packet is sent to
+	// over TCP; each of them passes it on the same way.
+	fanout = 3
+	// syncChunk bounds one TCP message of entries.
+	syncChunk = 512 << 10
+	// applyBatch bounds how many received entries are merged per lock hold.
+	applyBatch = 256
+	// clockReserve is how far ahead of the clock its ceiling is persisted.
+	clockReserve = 1 << 10
+	// forgetAfter is how long dead or gone members stay in Members.
+	forgetAfter = 10 * time.Minute
+	// maxSavedPeers bounds peers.json.
+	maxSavedPeers = 64
+	workers       = 2
+)
+
+// New starts a member: it binds (or uses cfg.Transport), then joins
+// cfg.Peers and the peers saved in cfg.StateDir in the background, retrying
+// while they do not answer. It does not wait for a join; Changes fires when
+// members or entries arrive.
+func New(cfg Config) (*Mesh, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	m := &Mesh{
+		cfg:     cfg,
+		log:     cfg.Logger.With("node", cfg.NodeName),
+		self:    cfg.NodeName,
+		changes: make(chan struct{}, 1),
+		tasks:   make(chan task, 256),
+		stop:    make(chan struct{}),
+		peers:   make(map[string]bool),
+		boot:    make(map[string]bool),
+		st:      newState(cfg.NodeName, cfg.TombstoneTTL, now, cfg.RepairGrace),
+	}
+	m.bad = newRateLog(m.log, 30*time.Second)
+	m.queue = &memberlist.TransmitLimitedQueue{
+		NumNodes:       func() int { return int(m.numAlive.Load()) },
+		RetransmitMult: cfg.RetransmitMult,
+	}
+	m.control = &memberlist.TransmitLimitedQueue{
+		NumNodes:       m.queue.NumNodes,
+		RetransmitMult: cfg.RetransmitMult,
+	}
+	m.maxBroadcast = cfg.UDPBufferSize - 32
+	if cfg.Label != "" {
+		m.maxBroadcast -= 2 + len(cfg.Label)
+	}
+	if len(cfg.SecretKey) > 0 {
+		m.maxBroadcast -= 45 // memberlist's worst-case encryption overhead
+	}
+	for _, p := range cfg.Peers {
+		if a, ok := normalizeAddr(p, cfg.Port); ok {
+			m.peers[a] = true
+		}
+	}
+	if cfg.StateDir != "" {
+		m.loadState()
+	}
+
+	ml, err := memberlist.Create(cfg.memberlistConfig(&delegate{m}))
+	if err != nil {
+		return nil, fmt.Errorf("start mesh member %s: %w", cfg.NodeName, err)
+	}
+	m.ml = ml
+	if n := ml.LocalNode(); n != nil {
+		m.selfAddr = n.Address()
+	}
+	m.log.Info("mesh started", "addr", m.selfAddr, "peers", len(m.peers), "saved_peers", len(m.boot))
+
+	m.start(m.maintainLoop)
+	m.start(m.syncLoop)
+	m.start(m.rejoinLoop)
+	for range workers {
+		m.start(m.worker)
+	}
+	return m, nil
+}
+
+func (m *Mesh) start(f func()) {
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		f()
+	}()
+}
+
+// LocalNode returns this node's name.
+func (m *Mesh) LocalNode() string { return m.self }
+
+// Put writes an entry under this node's name with a new clock and
+// broadcasts it. Putting the value an entry already has does nothing. Empty
+// tables, and names or values over the wire limits (table 256 bytes, key
+// 4 KiB, value 4 MiB), are refused and logged.
+func (m *Mesh) Put(table, key string, value []byte) {
+	if table == "" || len(table) > maxTableLen || len(key) > maxKeyLen || len(value) > maxValueLen {
+		m.log.Error("mesh put refused: table, key or value size out of limits",
+			"table", table, "key_len", len(key), "value_len", len(value))
+		return
+	}
+	m.write(func(now time.Time) *record { return m.st.put(table, key, value, now) })
+}
+
+// Delete tombstones an entry this node owns and broadcasts the tombstone.
+// Deleting an absent entry, or one owned by another node, does nothing.
+func (m *Mesh) Delete(table, key string) {
+	m.write(func(now time.Time) *record { return m.st.del(table, key, now) })
+}
+
+func (m *Mesh) write(f func(time.Time) *record) {
+	now := time.Now()
+	var ceil uint64
+	m.mu.Lock()
+	r := f(now)
+	if r != nil {
+		m.dirty++
+		m.broadcastLocked(r, now)
+		if m.cfg.StateDir != "" && m.st.clock >= m.clockCeil {
+			m.clockCeil = m.st.clock + clockReserve
+			ceil = m.clockCeil
+		}
+	}
+	m.mu.Unlock()
+	if r != nil {
+		m.notify()
+	}
+	if ceil != 0 {
+		m.saveClock(ceil)
+	}
+}
+
+// Entries returns copies of the live entries of table whose owner is this
+// node or an alive member, sorted by key.
+func (m *Mesh) Entries(table string) []Entry {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.st.live(table)
+}
+
+// Get returns a copy of one entry, if it is live and its owner is this node
+// or an alive member.
+func (m *Mesh) Get(table, key string) (Entry, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	r := m.st.lookup(table, key)
+	if !m.st.visible(r) {
+		return Entry{}, false
+	}
+	e := r.Entry
+	e.Value = slices.Clone(e.Value)
+	return e, true
+}
+
+// Changes returns a channel that receives a value, coalesced, whenever what
+// Entries or Members return may have changed. Read it, then read the state.
+func (m *Mesh) Changes() <-chan struct{} { return m.changes }
+
+func (m *Mesh) notify() {
+	select {
+	case m.changes <- struct{}{}:
+	default:
+	}
+}
+
+// Members returns every member this node knows, itself included, sorted by
+// name. Dead and gone members stay listed for a while.
+func (m *Mesh) Members() []Member {
+	suspect := map[string]bool{}
+	if !m.closed.Load() {
+		for _, n := range m.ml.Members() {
+			if n.State == memberlist.StateSuspect {
+				suspect[n.Name] = true
+			}
+		}
+	}
+	m.mu.Lock()
+	out := make([]Member, 0, len(m.st.members))
+	for _, mb := range m.st.members {
+		c := mb.Member
+		c.Meta = slices.Clone(c.Meta)
+		if c.State == StateAlive && suspect[c.Name] {
+			c.State = StateSuspect
+		}
+		out = append(out, c)
+	}
+	m.mu.Unlock()
+	slices.SortFunc(out, func(a, b Member) int {
+		switch {
+		case a.Name < b.Name:
+			return -1
+		case a.Name > b.Name:
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+// Join joins the given addresses ("ip", "ip:port" or "host:port") at once
+// and adds them to the peers retried in the background. It returns how many
+// answered.
+func (m *Mesh) Join(addrs []string) (int, error) {
+	if m.closed.Load() {
+		return 0, errors.New("mesh is closed")
+	}
+	var norm []string
+	m.peersMu.Lock()
+	for _, a := range addrs {
+		if n, ok := normalizeAddr(a, m.cfg.Port); ok {
+			m.peers[n] = true
+			if n != m.selfAddr {
+				norm = append(norm, n)
+			}
+		}
+	}
+	m.peersMu.Unlock()
+	if len(norm) == 0 {
+		return 0, nil
+	}
+	n, err := m.ml.Join(norm)
+	if err != nil && n == 0 {
+		return 0, fmt.Errorf("join mesh peers %v: %w", norm, err)
+	}
+	return n, nil
+}
+
+// Leave tells the other members that this node is leaving, waiting up to
+// timeout for the news to go out, and stops rejoining. Its entries are
+// withdrawn everywhere. Call Close afterwards.
+func (m *Mesh) Leave(timeout time.Duration) error {
+	if m.closed.Load() {
+		return errors.New("mesh is closed")
+	}
+	m.left.Store(true)
+	// Our notice first: the others then record memberlist's "dead" news of
+	// us as a departure.
+	m.mu.Lock()
+	m.st.memberLeaving(m.self)
+	m.control.QueueBroadcast(&broadcast{name: m.self, msg: encodeLeave(m.self)})
+	m.mu.Unlock()
+	if err := m.ml.Leave(timeout); err != nil {
+		return fmt.Errorf("leave mesh: %w", err)
+	}
+	return nil
+}
+
+// Close shuts the member down without a goodbye (the others will find it
+// dead), waits for the mesh's goroutines and saves the peers and clock in
+// StateDir. It is safe to call more than once.
+func (m *Mesh) Close() error {
+	var err error
+	m.once.Do(func() {
+		m.closed.Store(true)
+		close(m.stop)
+		if e := m.ml.Shutdown(); e != nil {
+			err = fmt.Errorf("shut down mesh member: %w", e)
+		}
+		m.wg.Wait()
+		if m.cfg.StateDir != "" {
+			m.mu.Lock()
+			c := max(m.st.clock, m.clockCeil)
+			m.mu.Unlock()
+			m.saveClock(c)
+			m.savePeers()
+		}
+	})
+	return err
+}
+
+// broadcastLocked queues a changed record for gossip, or fans it out over
+// TCP if it is too large for a packet. Caller holds mu.
+func (m *Mesh) broadcastLocked(r *record, now time.Time) {
+	var residual time.Duration
+	if r.Deleted {
+		residual = r.reapAt.Sub(now)
+	}
+	b := appendEntry(nil, &r.Entry, residual)
+	if len(b) > m.maxBroadcast {
+		raw := encodeEntries(msgBroadcast, []wireEntry{{Entry: r.Entry, Residual: residual}})
+		for _, to := range m.randomMembersLocked(fanout) {
+			m.enqueue(task{to: to, raw: raw})
+		}
+		return
+	}
+	m.queue.QueueBroadcast(&broadcast{name: r.Table + "\x00" + r.Key, msg: b})
+	if m.queue.NumQueued() > m.cfg.MaxQueuedBroadcasts {
+		m.queue.Prune(m.cfg.MaxQueuedBroadcasts)
+		m.pruned = true
+	}
+}
+
+// randomMembersLocked picks up to n alive members other than self.
+func (m *Mesh) randomMembersLocked(n int) []string {
+	var names []string
+	for name, mb := range m.st.members {
+		if name != m.self && (mb.State == StateAlive || mb.State == StateSuspect) {
+			names = append(names, name)
+		}
+	}
+	rand.Shuffle(len(names), func(i, j int) { names[i], names[j] = names[j], names[i] })
+	return names[:min(n, len(names))]
+}
+
+// enqueue hands a task to the workers without blocking; when they are
+// behind, the task is dropped and anti-entropy makes up for it.
+func (m *Mesh) enqueue(t task) {
+	select {
+	case m.tasks <- t:
+	default:
+		m.bad.warn("tasks", "mesh TCP work queue full, dropping a send", "peer", t.to)
+	}
+}
+
+// handle merges a decoded message. Called from delegates.
+func (m *Mesh) handle(msg message) {
+	switch msg.Type {
+	case msgDigest:
+		d := msg.Digest
+		if d.Sender == m.self {
+			return
+		}
+		m.enqueue(task{to: d.Sender, theirs: d.Owners, delta: true, digest: d.Reply})
+	case msgBroadcast, msgSync:
+		m.merge(msg.Entries, msg.Type == msgBroadcast)
+	case msgLeave:
+		if msg.Node == m.self {
+			return
+		}
+		m.mu.Lock()
+		news := m.st.memberLeaving(msg.Node)
+		if news {
+			// Pass it on, as memberlist does its own leave message.
+			m.control.QueueBroadcast(&broadcast{name: msg.Node, msg: encodeLeave(msg.Node)})
+		}
+		m.mu.Unlock()
+		if news {
+			m.notify()
+		}
+	}
+}
+
+// merge applies received entries in batches, so a large state does not
+// hold the lock for long. relay passes changes on by broadcast.
+func (m *Mesh) merge(es []wireEntry, relay bool) {
+	changed := false
+	for len(es) > 0 {
+		batch := es[:min(applyBatch, len(es))]
+		es = es[len(batch):]
+		now := time.Now()
+		m.mu.Lock()
+		for i := range batch {
+			res := m.st.apply(batch[i], now)
+			if res.rec == nil {
+				continue
+			}
+			m.dirty++
+			if res.visible {
+				changed = true
+			}
+			if res.repair || (relay && m.st.memberAlive(res.rec.Owner)) {
+				m.broadcastLocked(res.rec, now)
+			}
+		}
+		m.mu.Unlock()
+	}
+	if changed {
+		m.notify()
+	}
+}
+
+// worker runs TCP sends.
+func (m *Mesh) worker() {
+	for {
+		select {
+		case <-m.stop:
+			return
+		case t := <-m.tasks:
+			m.run(t)
+		}
+	}
+}
+
+func (m *Mesh) run(t task) {
+	now := time.Now()
+	m.mu.Lock()
+	mb := m.st.members[t.to]
+	if mb == nil || !(mb.State == StateAlive || mb.State == StateSuspect) || t.to == m.self {
+		m.mu.Unlock()
+		return
+	}
+	host, _, _ := net.SplitHostPort(mb.Addr)
+	node := &memberlist.Node{Name: mb.Name, Addr: net.ParseIP(host), Port: mb.port}
+	var delta []wireEntry
+	if t.delta {
+		delta = m.st.delta(t.theirs, now)
+	}
+	var dg *digestMsg
+	if t.digest {
+		dg = &digestMsg{Sender: m.self, Reply: t.reply, Owners: m.st.digest()}
+	}
+	m.mu.Unlock()
+
+	send := func(b []byte) bool {
+		if err := m.ml.SendReliable(node, b); err != nil {
+			m.bad.warn("send "+t.to, "mesh send failed", "peer", t.to, "err", err)
+			return false
+		}
+		return true
+	}
+	for len(delta) > 0 {
+		n, size := 0, 0
+		for n < len(delta) && (n == 0 || size < syncChunk) {
+			size += entrySize(&delta[n].Entry)
+			n++
+		}
+		if !send(encodeEntries(msgSync, delta[:n])) {
+			return
+		}
+		delta = delta[n:]
+	}
+	if dg != nil && !send(encodeDigest(dg)) {
+		return
+	}
+	if t.raw != nil {
+		send(t.raw)
+	}
+}
+
+// maintainLoop reaps tombstones and orphans, ends the repair grace and
+// saves the peers.
+func (m *Mesh) maintainLoop() {
+	every := min(max(m.cfg.TombstoneTTL/4, 10*time.Millisecond), time.Second)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	var lastSave time.Time // the first change is saved at once
+	for {
+		select {
+		case <-m.stop:
+			return
+		case <-t.C:
+		}
+		now := time.Now()
+		m.mu.Lock()
+		m.st.reap(now)
+		for _, res := range m.st.endGrace(now) {
+			m.dirty++
+			m.broadcastLocked(res.rec, now)
+		}
+		m.st.forgetMembers(now, forgetAfter)
+		save := m.cfg.StateDir != "" && m.peersDirty && now.Sub(lastSave) > 5*time.Second
+		if save {
+			m.peersDirty = false
+		}
+		m.mu.Unlock()
+		if save {
+			lastSave = now
+			m.savePeers()
+		}
+	}
+}
+
+// syncLoop starts extra anti-entropy exchanges: with members that came
+// back (their entries were dropped here when they went), and with a random
+// member while the table changes in bulk.
+func (m *Mesh) syncLoop() {
+	t := time.NewTicker(m.cfg.SyncInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-m.stop:
+			return
+		case <-t.C:
+		}
+		var targets []string
+		m.mu.Lock()
+		for name, mb := range m.st.members {
+			if mb.returned && len(targets) < returnSyncs {
+				mb.returned = false
+				targets = append(targets, name)
+			}
+		}
+		if m.dirty > fastSyncThreshold || m.pruned {
+			targets = append(targets, m.randomMembersLocked(1)...)
+		}
+		m.dirty, m.pruned = 0, false
+		m.mu.Unlock()
+		for _, to := range targets {
+			m.enqueue(task{to: to, digest: true, reply: true})
+		}
+	}
+}
+
+// delegate implements memberlist.Delegate and memberlist.EventDelegate. It
+// is a separate type so those methods are not part of Mesh's API.
+type delegate struct{ m *Mesh }
+
+var (
+	_ memberlist.Delegate      = (*delegate)(nil)
+	_ memberlist.EventDelegate = (*delegate)(nil)
+)
+
+// NodeMeta returns our metadata (its size was checked in New).
+func (d *delegate) NodeMeta(limit int) []byte {
+	if len(d.m.cfg.Meta) > limit {
+		return nil
+	}
+	return slices.Clone(d.m.cfg.Meta)
+}
+
+// NotifyMsg handles a user message, from gossip or TCP. buf is only valid
+// during the call; decoding copies it.
+func (d *delegate) NotifyMsg(buf []byte) {
+	m := d.m
+	msg, err := decodeMessage(buf, nil)
+	if err != nil {
+		m.bad.warn("decode", "mesh dropped a bad message", "len", len(buf), "err", err)
+		return
+	}
+	m.handle(msg)
+}
+
+// GetBroadcasts returns the queued control messages, then packs as many
+// queued entries as fit into one more message.
+func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
+	const hdr = headerLen + 2 // header and a two-byte count (< 16384 entries)
+	out := d.m.control.GetBroadcasts(overhead, limit)
+	for _, b := range out {
+		limit -= overhead + len(b)
+	}
+	avail := limit - overhead - hdr
+	if avail <= 0 {
+		return out
+	}
+	items := d.m.queue.GetBroadcasts(0, avail)
+	if len(items) == 0 {
+		return out
+	}
+	n := hdr
+	for _, it := range items {
+		n += len(it)
+	}
+	b := make([]byte, 0, n)
+	b = appendHeader(b, msgBroadcast)
+	b = appendUvarint(b, uint64(len(items)))
+	for _, it := range items {
+		b = append(b, it...)
+	}
+	return append(out, b)
+}
+
+// LocalState is our side of a push/pull: the whole table for a join, a
+// digest otherwise.
+func (d *delegate) LocalState(join bool) []byte {
+	m := d.m
+	now := time.Now()
+	m.mu.Lock()
+	if join {
+		all := m.st.all(now)
+		m.mu.Unlock()
+		b := encodeEntries(msgSync, all)
+		if len(b) <= maxStateBytes {
+			return b
+		}
+		m.log.Warn("mesh table too large for a join's state exchange, sending a digest", "bytes", len(b))
+		m.mu.Lock()
+	}
+	dg := &digestMsg{Sender: m.self, Owners: m.st.digest()}
+	m.mu.Unlock()
+	return encodeDigest(dg)
+}
+
+// maxStateBytes keeps a full state under memberlist's 20 MiB limit on what
+// it accepts in a push/pull.
+const maxStateBytes = 16 << 20
+
+// MergeRemoteState merges the other side of a push/pull.
+func (d *delegate) MergeRemoteState(buf []byte, join bool) {
+	m := d.m
+	if len(buf) == 0 {
+		return
+	}
+	msg, err := decodeMessage(buf, nil)
+	if err != nil {
+		m.bad.warn("decode", "mesh dropped a bad remote state", "len", len(buf), "err", err)
+		return
+	}
+	if msg.Type == msgBroadcast {
+		msg.Type = msgSync
+	}
+	m.handle(msg)
+}
+
+// NotifyJoin records a member as alive. Called with memberlist's node lock
+// held: it must not call memberlist.
+func (d *delegate) NotifyJoin(n *memberlist.Node) {
+	d.up(n)
+}
+
+// NotifyUpdate records a member's new metadata or address.
+func (d *delegate) NotifyUpdate(n *memberlist.Node) {
+	d.up(n)
+}
+
+func (d *delegate) up(n *memberlist.Node) {
+	m := d.m
+	mb := Member{Name: n.Name, Addr: n.Address(), Meta: slices.Clone(n.Meta)}
+	m.mu.Lock()
+	fresh := m.st.memberUp(mb, n.Port, time.Now())
+	m.numAlive.Store(int32(m.st.alive))
+	m.peersDirty = true
+	m.mu.Unlock()
+	if fresh && n.Name != m.self {
+		m.log.Info("mesh member alive", "peer", n.Name, "addr", mb.Addr)
+	}
+	m.notify()
+}
+
+// NotifyLeave records a member as dead or gone and withdraws its entries.
+func (d *delegate) NotifyLeave(n *memberlist.Node) {
+	m := d.m
+	st := StateDead
+	if n.State == memberlist.StateLeft {
+		st = StateLeft
+	}
+	m.mu.Lock()
+	m.st.memberDown(n.Name, st, time.Now())
+	m.numAlive.Store(int32(m.st.alive))
+	m.peersDirty = true
+	m.mu.Unlock()
+	if n.Name != m.self {
+		m.log.Info("mesh member "+st, "peer", n.Name, "addr", n.Address())
+	}
+	m.notify()
+}
+
+// broadcast is one queued entry. Named by table and key, so queueing a
+// newer version of a key drops the older one.
+type broadcast struct {
+	name string
+	msg  []byte // the encoded entry, without a message header
+}
+
+var _ memberlist.NamedBroadcast = (*broadcast)(nil)
+
+func (b *broadcast) Invalidates(o memberlist.Broadcast) bool {
+	nb, ok := o.(memberlist.NamedBroadcast)
+	return ok && nb.Name() == b.name
+}
+func (b *broadcast) Name() string    { return b.name }
+func (b *broadcast) Message() []byte { return b.msg }
+func (b *broadcast) Finished()       {}
+
+// normalizeAddr turns "ip", "ip:port", "host" or "host:port" into
+// "host:port", with port as the default.
+func normalizeAddr(a string, port int) (string, bool) {
+	if a == "" {
+		return "", false
+	}
+	if host, p, err := net.SplitHostPort(a); err == nil {
+		if host == "" || p == "" {
+			return "", false
+		}
+		return net.JoinHostPort(host, p), true
+	}
+	// No port, or an IPv6 literal without brackets.
+	if ip := net.ParseIP(a); ip != nil {
+		return net.JoinHostPort(ip.String(), strconv.Itoa(port)), true
+	}
+	return net.JoinHostPort(a, strconv.Itoa(port)), true
+}

@@ -1,0 +1,591 @@
+package mesh
+
+import (
+	"bytes"
+	"encoding/binary"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+)
+
+// state is the replicated table plus what the mesh knows of its members.
+// It does no locking and no I/O: Mesh.mu guards it, and every method assumes
+// the caller holds that lock. Keeping the rules here, away from memberlist,
+// lets them be tested one by one.
+type state struct {
+	self string
+	ttl  time.Duration // tombstone lifetime
+	// orphanTTL is how long entries of an owner never seen alive are kept.
+	orphanTTL time.Duration
+	// graceUntil: until then, stale copies of our own entries that we do not
+	// hold are remembered in pending instead of being deleted at once, to
+	// give a restarted caller time to put its entries back.
+	graceUntil time.Time
+
+	clock uint64
+
+	tables  map[string]map[string]*record // table -> key -> newest version
+	owners  map[string]*ownerSet          // owner -> its entries
+	tombs   map[*record]struct{}          // every tombstone, for reaping
+	pending map[tkey]uint64               // own stale keys seen in grace -> their clock
+	members map[string]*member            // by node name, self included
+	alive   int                           // members alive, self included
+	names   map[string]string             // interned table and owner names
+}
+
+type tkey struct{ table, key string }
+
+// record is the newest version of one (table, key) that this node holds.
+type record struct {
+	Entry
+	hash   uint64    // this version's share of its owner's digest hash
+	reapAt time.Time // tombstones only
+}
+
+// ownerSet holds the entries of one owner and their digest, kept up to date
+// incrementally except for maxClock, which is recomputed lazily when an
+// entry leaves the set.
+type ownerSet struct {
+	recs        map[*record]struct{}
+	hash        uint64
+	maxClock    uint64
+	maxStale    bool
+	hiddenSince time.Time // set while the owner is not an alive member
+}
+
+// member is what the mesh knows of one node.
+type member struct {
+	Member
+	port  uint16
+	since time.Time // last state change
+	// returned is set when a member we had seen dead or gone is alive again,
+	// so anti-entropy syncs with it at once.
+	returned bool
+	// leaving is set by the member's leave notice: when it goes, it left.
+	leaving bool
+}
+
+// Member states as reported by Members.
+const (
+	StateAlive   = "alive"
+	StateSuspect = "suspect"
+	StateDead    = "dead"
+	StateLeft    = "left"
+)
+
+func newState(self string, ttl time.Duration, now time.Time, grace time.Duration) *state {
+	s := &state{
+		self:       self,
+		ttl:        ttl,
+		orphanTTL:  ttl,
+		graceUntil: now.Add(grace),
+		tables:     make(map[string]map[string]*record),
+		owners:     make(map[string]*ownerSet),
+		tombs:      make(map[*record]struct{}),
+		pending:    make(map[tkey]uint64),
+		members:    make(map[string]*member),
+		names:      make(map[string]string),
+	}
+	return s
+}
+
+// internBytes returns a shared string for a table or owner name, so that
+// thousands of entries do not each hold a copy.
+func (s *state) internBytes(b []byte) string {
+	if v, ok := s.names[string(b)]; ok {
+		return v
+	}
+	v := string(b)
+	s.names[v] = v
+	return v
+}
+
+func (s *state) intern(v string) string {
+	if w, ok := s.names[v]; ok {
+		return w
+	}
+	s.names[v] = v
+	return v
+}
+
+// supersedes reports whether a should replace b: the newer clock wins; on a
+// tie the greater owner name, then a tombstone over a live entry, then the
+// greater value. Every node picks the same winner whatever the order of
+// arrival.
+func supersedes(a, b *Entry) bool {
+	if a.Clock != b.Clock {
+		return a.Clock > b.Clock
+	}
+	if a.Owner != b.Owner {
+		return a.Owner > b.Owner
+	}
+	if a.Deleted != b.Deleted {
+		return a.Deleted
+	}
+	return bytes.Compare(a.Value, b.Value) > 0
+}
+
+// entryHash is the share of one version in its owner's digest. FNV-1a:
+// stable across processes and versions, unlike hash/maphash.
+func entryHash(e *Entry) uint64 {
+	const prime = 1099511628211
+	h := uint64(14695981039346656037)
+	add := func(b []byte) {
+		for _, c := range b {
+			h ^= uint64(c)
+			h *= prime
+		}
+	}
+	var n [binary.MaxVarintLen64 + 1]byte
+	add(binary.AppendUvarint(n[:0], uint64(len(e.Table))))
+	add([]byte(e.Table))
+	add(binary.AppendUvarint(n[:0], uint64(len(e.Key))))
+	add([]byte(e.Key))
+	b := binary.AppendUvarint(n[:0], e.Clock)
+	if e.Deleted {
+		b = append(b, 1)
+	} else {
+		b = append(b, 0)
+	}
+	add(b)
+	add(e.Value)
+	// One more mixing round so XOR-ing many hashes keeps its spread.
+	h ^= h >> 33
+	h *= 0xff51afd7ed558ccd
+	h ^= h >> 33
+	return h
+}
+
+// memberAlive reports whether entries of owner may be shown.
+func (s *state) memberAlive(owner string) bool {
+	if owner == s.self {
+		return true
+	}
+	m := s.members[owner]
+	return m != nil && (m.State == StateAlive || m.State == StateSuspect)
+}
+
+// memberGone reports whether owner is known to be dead or to have left.
+func (s *state) memberGone(owner string) bool {
+	m := s.members[owner]
+	return m != nil && (m.State == StateDead || m.State == StateLeft)
+}
+
+func (s *state) visible(r *record) bool {
+	return r != nil && !r.Deleted && s.memberAlive(r.Owner)
+}
+
+func (s *state) lookup(table, key string) *record {
+	return s.tables[table][key]
+}
+
+// store makes e the version held for its key, replacing old (which may be
+// nil) and keeping the indexes and digests right. It takes ownership of e.
+func (s *state) store(old *record, e Entry, reapAt time.Time, now time.Time) *record {
+	if old != nil {
+		s.unlink(old)
+	}
+	e.Table = s.intern(e.Table)
+	e.Owner = s.intern(e.Owner)
+	if e.Deleted {
+		e.Value = nil
+	}
+	r := &record{Entry: e, hash: entryHash(&e)}
+	t := s.tables[e.Table]
+	if t == nil {
+		t = make(map[string]*record)
+		s.tables[e.Table] = t
+	}
+	t[e.Key] = r
+	os := s.owners[e.Owner]
+	if os == nil {
+		os = &ownerSet{recs: make(map[*record]struct{})}
+		s.owners[e.Owner] = os
+	}
+	if !s.memberAlive(e.Owner) && os.hiddenSince.IsZero() {
+		os.hiddenSince = now
+	}
+	os.recs[r] = struct{}{}
+	os.hash ^= r.hash
+	if e.Clock > os.maxClock {
+		os.maxClock = e.Clock
+	}
+	if e.Deleted {
+		r.reapAt = reapAt
+		s.tombs[r] = struct{}{}
+	}
+	return r
+}
+
+// unlink removes r from every index.
+func (s *state) unlink(r *record) {
+	if t := s.tables[r.Table]; t != nil && t[r.Key] == r {
+		delete(t, r.Key)
+		if len(t) == 0 {
+			delete(s.tables, r.Table)
+		}
+	}
+	if os := s.owners[r.Owner]; os != nil {
+		if _, ok := os.recs[r]; ok {
+			delete(os.recs, r)
+			os.hash ^= r.hash
+			if r.Clock >= os.maxClock {
+				os.maxStale = true
+			}
+			if len(os.recs) == 0 {
+				delete(s.owners, r.Owner)
+			}
+		}
+	}
+	delete(s.tombs, r)
+}
+
+// tick advances the Lamport clock for a local write.
+func (s *state) tick() uint64 {
+	s.clock++
+	return s.clock
+}
+
+// observe advances the Lamport clock past a clock seen on the wire.
+func (s *state) observe(c uint64) {
+	if c > s.clock {
+		s.clock = c
+	}
+}
+
+// put writes a local entry. It returns the new record, or nil if the same
+// value is already live under our name (so repeated puts cost nothing).
+func (s *state) put(table, key string, value []byte, now time.Time) *record {
+	old := s.lookup(table, key)
+	if old != nil && old.Owner == s.self && !old.Deleted && bytes.Equal(old.Value, value) {
+		return nil
+	}
+	delete(s.pending, tkey{table, key})
+	e := Entry{Table: table, Key: key, Owner: s.self, Clock: s.tick(), Value: bytes.Clone(value)}
+	if e.Value == nil {
+		e.Value = []byte{}
+	}
+	return s.store(old, e, time.Time{}, now)
+}
+
+// del tombstones a local entry. Only the owner deletes: the call does
+// nothing if the key is absent, already deleted, or held under another
+// owner's name.
+func (s *state) del(table, key string, now time.Time) *record {
+	old := s.lookup(table, key)
+	if old == nil || old.Deleted || old.Owner != s.self {
+		return nil
+	}
+	e := Entry{Table: table, Key: key, Owner: s.self, Clock: s.tick(), Deleted: true}
+	return s.store(old, e, now.Add(s.ttl), now)
+}
+
+// applyResult says what merging one received entry did.
+type applyResult struct {
+	rec     *record // the stored version when the table changed, else nil
+	visible bool    // what Entries shows changed
+	repair  bool    // rec is our own entry re-issued to correct a stale copy
+}
+
+// apply merges one entry received from the network.
+func (s *state) apply(in wireEntry, now time.Time) applyResult {
+	s.observe(in.Clock)
+	old := s.lookup(in.Table, in.Key)
+	if in.Owner == s.self {
+		return s.applyOwn(in, old, now)
+	}
+	if old != nil && !supersedes(&in.Entry, &old.Entry) {
+		return applyResult{}
+	}
+	// A member known dead or gone keeps its entries withdrawn until it is
+	// back; copies still travelling are not taken in.
+	if s.memberGone(in.Owner) {
+		return applyResult{}
+	}
+	var reapAt time.Time
+	if in.Deleted {
+		res := min(in.Residual, s.ttl)
+		if old == nil && res <= 0 {
+			// A tombstone reaped elsewhere for a key we never had.
+			return applyResult{}
+		}
+		reapAt = now.Add(res)
+	}
+	wasVisible := s.visible(old)
+	r := s.store(old, in.Entry, reapAt, now)
+	return applyResult{rec: r, visible: wasVisible || s.visible(r)}
+}
+
+// applyOwn handles a received copy of an entry under our own name. We are
+// its only writer, so a copy that is newer than what we hold, or that we do
+// not hold at all, is stale (from before a restart, or from before a
+// tombstone was reaped): answer with our current view under a newer clock.
+func (s *state) applyOwn(in wireEntry, old *record, now time.Time) applyResult {
+	if old != nil && old.Owner == s.self {
+		if !supersedes(&in.Entry, &old.Entry) {
+			return applyResult{}
+		}
+		e := old.Entry
+		e.Clock = s.tick()
+		reapAt := old.reapAt
+		if e.Deleted {
+			reapAt = now.Add(s.ttl)
+		}
+		return applyResult{rec: s.store(old, e, reapAt, now), repair: true}
+	}
+	if in.Deleted {
+		// A tombstone of ours that we no longer hold: nothing to correct.
+		return applyResult{}
+	}
+	if old != nil && !supersedes(&in.Entry, &old.Entry) {
+		// Another owner has since written the key; our old copy loses anyway.
+		return applyResult{}
+	}
+	if now.Before(s.graceUntil) {
+		k := tkey{in.Table, in.Key}
+		s.pending[k] = max(s.pending[k], in.Clock)
+		return applyResult{}
+	}
+	return s.tombstoneStale(in.Table, in.Key, old, now)
+}
+
+// tombstoneStale deletes a stale copy of our entry that we do not hold.
+func (s *state) tombstoneStale(table, key string, old *record, now time.Time) applyResult {
+	wasVisible := s.visible(old)
+	e := Entry{Table: table, Key: key, Owner: s.self, Clock: s.tick(), Deleted: true}
+	r := s.store(old, e, now.Add(s.ttl), now)
+	return applyResult{rec: r, visible: wasVisible, repair: true}
+}
+
+// endGrace deletes the stale copies of our entries seen during the grace
+// period that the caller has not put back since.
+func (s *state) endGrace(now time.Time) []applyResult {
+	if now.Before(s.graceUntil) || len(s.pending) == 0 {
+		return nil
+	}
+	var out []applyResult
+	for k, clock := range s.pending {
+		delete(s.pending, k)
+		old := s.lookup(k.table, k.key)
+		if old != nil && old.Owner == s.self && old.Clock > clock {
+			continue
+		}
+		if old != nil && old.Owner != s.self && old.Clock > clock {
+			continue
+		}
+		out = append(out, s.tombstoneStale(k.table, k.key, old, now))
+	}
+	return out
+}
+
+// reap drops tombstones whose time is up and entries of owners that have
+// not been seen alive for orphanTTL. Neither is visible, so Entries does
+// not change.
+func (s *state) reap(now time.Time) (n int) {
+	for r := range s.tombs {
+		if !now.Before(r.reapAt) {
+			s.unlink(r)
+			n++
+		}
+	}
+	for owner, os := range s.owners {
+		if owner == s.self || s.memberAlive(owner) || os.hiddenSince.IsZero() {
+			continue
+		}
+		if now.Sub(os.hiddenSince) >= s.orphanTTL {
+			n += s.dropOwner(owner)
+		}
+	}
+	return n
+}
+
+// dropOwner forgets every entry of owner and returns how many there were.
+func (s *state) dropOwner(owner string) int {
+	os := s.owners[owner]
+	if os == nil {
+		return 0
+	}
+	n := len(os.recs)
+	for r := range os.recs {
+		s.unlink(r)
+	}
+	delete(s.owners, owner)
+	return n
+}
+
+// memberUp records a member as alive (or updated). It reports whether the
+// member was not alive before.
+func (s *state) memberUp(m Member, port uint16, now time.Time) bool {
+	cur := s.members[m.Name]
+	if cur != nil && (cur.State == StateAlive || cur.State == StateSuspect) {
+		cur.Addr, cur.Meta = m.Addr, m.Meta
+		cur.port = port
+		return false
+	}
+	returned := cur != nil
+	m.State = StateAlive
+	s.members[m.Name] = &member{Member: m, port: port, since: now, returned: returned && m.Name != s.self}
+	s.alive++
+	if os := s.owners[m.Name]; os != nil {
+		os.hiddenSince = time.Time{}
+	}
+	return true
+}
+
+// memberDown records a member as dead or left and withdraws its entries.
+// It reports whether any visible entry went away.
+func (s *state) memberDown(name, st string, now time.Time) (visible bool) {
+	cur := s.members[name]
+	if cur == nil {
+		return false
+	}
+	if cur.State == StateAlive || cur.State == StateSuspect {
+		s.alive--
+	}
+	if cur.leaving {
+		st = StateLeft
+	}
+	cur.State, cur.since, cur.returned = st, now, false
+	if name == s.self {
+		return false
+	}
+	if os := s.owners[name]; os != nil {
+		for r := range os.recs {
+			if !r.Deleted {
+				visible = true
+				break
+			}
+		}
+		s.dropOwner(name)
+	}
+	return visible
+}
+
+// memberLeaving records a member's leave notice. It reports whether the
+// notice is news.
+func (s *state) memberLeaving(name string) bool {
+	cur := s.members[name]
+	switch {
+	case cur == nil || cur.leaving || cur.State == StateLeft:
+		return false
+	case cur.State == StateDead:
+		cur.State = StateLeft
+	}
+	cur.leaving = true
+	return true
+}
+
+// forgetMembers drops members that have been dead or gone for longer than d.
+func (s *state) forgetMembers(now time.Time, d time.Duration) {
+	for name, m := range s.members {
+		if (m.State == StateDead || m.State == StateLeft) && now.Sub(m.since) > d {
+			delete(s.members, name)
+		}
+	}
+}
+
+// live returns copies of the visible entries of table, sorted by key.
+func (s *state) live(table string) []Entry {
+	t := s.tables[table]
+	out := make([]Entry, 0, len(t))
+	for _, r := range t {
+		if s.visible(r) {
+			e := r.Entry
+			e.Value = bytes.Clone(e.Value)
+			out = append(out, e)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+	return out
+}
+
+// countLive counts the visible entries of table without copying them.
+func (s *state) countLive(table string) int {
+	n := 0
+	for _, r := range s.tables[table] {
+		if s.visible(r) {
+			n++
+		}
+	}
+	return n
+}
+
+// digest summarises the entries of ourselves and of alive members; entries
+// of others are not offered to anyone.
+func (s *state) digest() []ownerDigest {
+	out := make([]ownerDigest, 0, len(s.owners))
+	for owner, os := range s.owners {
+		if !s.memberAlive(owner) {
+			continue
+		}
+		if os.maxStale {
+			os.maxClock = 0
+			for r := range os.recs {
+				os.maxClock = max(os.maxClock, r.Clock)
+			}
+			os.maxStale = false
+		}
+		out = append(out, ownerDigest{Owner: owner, Count: uint64(len(os.recs)), MaxClock: os.maxClock, Hash: os.hash})
+	}
+	slices.SortFunc(out, func(a, b ownerDigest) int { return strings.Compare(a.Owner, b.Owner) })
+	return out
+}
+
+// delta returns the entries a peer whose digest is theirs lacks, judged
+// owner by owner (only for ourselves and alive members):
+//   - peer has nothing of the owner: everything;
+//   - peer's newest clock is older than ours: our entries above it;
+//   - peer's newest clock is newer: nothing (the peer sends us its own);
+//   - same newest clock, different content: everything, so both sides end
+//     up with the union and the newest version of each key.
+func (s *state) delta(theirs []ownerDigest, now time.Time) []wireEntry {
+	mine := s.digest()
+	peer := make(map[string]*ownerDigest, len(theirs))
+	for i := range theirs {
+		peer[theirs[i].Owner] = &theirs[i]
+	}
+	var out []wireEntry
+	for _, d := range mine {
+		p := peer[d.Owner]
+		var above uint64
+		switch {
+		case p == nil:
+		case p.Count == d.Count && p.Hash == d.Hash:
+			continue
+		case p.MaxClock < d.MaxClock:
+			above = p.MaxClock
+		case p.MaxClock > d.MaxClock:
+			continue
+		}
+		for r := range s.owners[d.Owner].recs {
+			if above == 0 || r.Clock > above {
+				out = append(out, s.wire(r, now))
+			}
+		}
+	}
+	return out
+}
+
+// all returns every entry held, for a join's full state exchange. Entries
+// of owners that are not alive go too: a restarting owner must see its
+// stale copies to correct them.
+func (s *state) all(now time.Time) []wireEntry {
+	out := make([]wireEntry, 0, 64)
+	for _, t := range s.tables {
+		for _, r := range t {
+			out = append(out, s.wire(r, now))
+		}
+	}
+	return out
+}
+
+// wire copies a record for sending. Values are never modified in place
+// (every write stores a fresh record), so sharing the slice is safe.
+func (s *state) wire(r *record, now time.Time) wireEntry {
+	w := wireEntry{Entry: r.Entry}
+	if r.Deleted {
+		w.Residual = r.reapAt.Sub(now)
+	}
+	return w
+}

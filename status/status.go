@@ -1,0 +1,117 @@
+// Package status serves a host's view of weft as JSON on a loopback HTTP
+// port, and renders that view for `weft status`.
+package status
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Report is one host's view of weft.
+type Report struct {
+	Node     string    `json:"node"`
+	VTEP     string    `json:"vtep"`
+	Version  string    `json:"version"`
+	Scope    string    `json:"scope"`
+	Peers    []Peer    `json:"peers"`
+	Networks []Network `json:"networks"`
+}
+
+// Peer is one member of the mesh.
+type Peer struct {
+	Name  string `json:"name"`
+	Addr  string `json:"addr"`
+	State string `json:"state"`
+}
+
+// Network is one weft network on this host.
+type Network struct {
+	ID     string     `json:"id"`
+	VNI    uint32     `json:"vni"`
+	Subnet string     `json:"subnet"`
+	MTU    int        `json:"mtu"`
+	Local  []Endpoint `json:"local"`
+	Remote []Endpoint `json:"remote"`
+}
+
+// Endpoint is one endpoint of a network.
+type Endpoint struct {
+	ID        string `json:"id"`
+	IP        string `json:"ip"`
+	MAC       string `json:"mac"`
+	Interface string `json:"interface,omitempty"`
+	Host      string `json:"host,omitempty"`
+	VTEP      string `json:"vtep,omitempty"`
+}
+
+// Handler serves the report that get returns at /status.
+func Handler(get func() Report) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/status", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(get())
+	})
+	return mux
+}
+
+// Fetch reads the report of the plugin listening on addr.
+func Fetch(ctx context.Context, addr string) (Report, error) {
+	var rep Report
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/status", nil)
+	if err != nil {
+		return rep, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return rep, fmt.Errorf("no weft plugin answers on %s (is it enabled on this host?): %w", addr, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return rep, fmt.Errorf("weft status on %s: %s", addr, resp.Status)
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(&rep); err != nil {
+		return rep, fmt.Errorf("weft status on %s: %w", addr, err)
+	}
+	return rep, nil
+}
+
+// Render writes the report for people.
+func Render(w io.Writer, r Report) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "node %s  vtep %s  scope %s  version %s\n\n", r.Node, r.VTEP, r.Scope, r.Version)
+	fmt.Fprintln(tw, "PEER\tADDRESS\tSTATE")
+	peers := append([]Peer(nil), r.Peers...)
+	sort.Slice(peers, func(i, j int) bool { return peers[i].Name < peers[j].Name })
+	for _, p := range peers {
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", p.Name, p.Addr, p.State)
+	}
+	for _, n := range r.Networks {
+		fmt.Fprintf(tw, "\nNETWORK %s  vni %d  subnet %s  mtu %d\n", short(n.ID), n.VNI, n.Subnet, n.MTU)
+		fmt.Fprintln(tw, "ENDPOINT\tIP\tMAC\tWHERE")
+		for _, e := range n.Local {
+			fmt.Fprintf(tw, "%s\t%s\t%s\tlocal %s\n", short(e.ID), e.IP, e.MAC, e.Interface)
+		}
+		for _, e := range n.Remote {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", short(e.ID), e.IP, e.MAC, strings.TrimSpace(e.Host+" "+e.VTEP))
+		}
+	}
+	return tw.Flush()
+}
+
+func short(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}

@@ -1,0 +1,43 @@
+package status
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+func TestServeFetchRender(t *testing.T) {
+	want := Report{Node: "h1", VTEP: "198.18.0.1", Scope: "global", Peers: []Peer{{Name: "h2", Addr: "198.18.0.2", State: "alive"}},
+		Networks: []Network{{ID: "0123456789abcdef", VNI: 4242, Subnet: "10.1.0.0/24", MTU: 1450,
+			Local:  []Endpoint{{ID: "e1", IP: "10.1.0.2", MAC: "02:77:0a:01:00:02", Interface: "wve1"}},
+			Remote: []Endpoint{{ID: "e2", IP: "10.1.0.3", MAC: "02:77:0a:01:00:03", Host: "h2", VTEP: "198.18.0.2"}}}}}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: Handler(func() Report { return want })}
+	go srv.Serve(l)
+	defer srv.Close()
+	got, err := Fetch(context.Background(), l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Node != "h1" || len(got.Networks) != 1 || got.Networks[0].Remote[0].VTEP != "198.18.0.2" {
+		t.Fatalf("Fetch = %+v", got)
+	}
+	var b bytes.Buffer
+	if err := Render(&b, got); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"NETWORK 0123456789ab", "vni 4242", "10.1.0.3", "h2 198.18.0.2", "local wve1"} {
+		if !strings.Contains(b.String(), s) {
+			t.Errorf("rendered status lacks %q:\n%s", s, b.String())
+		}
+	}
+	if _, err := Fetch(context.Background(), "127.0.0.1:1"); err == nil {
+		t.Fatal("Fetch from a closed port succeeded")
+	}
+}

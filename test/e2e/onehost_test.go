@@ -1,0 +1,131 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/weftnet/weft/test/lab"
+)
+
+// TestOneHost: a weft network used by a swarm service constrained to one
+// host and by a plain container on that host; isolation from a second
+// weft network; the way out through Docker's gateway bridge; a plugin
+// restart under running containers; and nothing left behind.
+func TestOneHost(t *testing.T) {
+	l := need(t)
+	h := l.Hosts[0]
+	createNetwork(t, l, "one-a", "10.91.1.0/24")
+	createNetwork(t, l, "one-b", "10.91.2.0/24")
+
+	createService(t, l, "one-svc", "--network", "one-a", "--replicas", "2", "--endpoint-mode", "dnsrr",
+		"--constraint", "node.hostname=="+h.Name)
+	tasks := serviceTasks(t, l, "one-svc", "one-a", 2, 3*time.Minute)
+	var ids, ips []string
+	for id, ip := range tasks[h] {
+		ids = append(ids, id)
+		ips = append(ips, ip)
+		if !strings.HasPrefix(ip, "10.91.1.") {
+			t.Fatalf("task %s has address %s, not one of swarm's in 10.91.1.0/24", id, ip)
+		}
+	}
+	if len(ids) != 2 {
+		t.Fatalf("tasks on %s: %v", h.Name, tasks)
+	}
+
+	// The task's weft interface: the macvlan child, with the device's MTU.
+	link := docker(t, h, "exec", ids[0], "ip", "-o", "link", "show")
+	if !strings.Contains(link, "mtu 1450") {
+		t.Fatalf("no 1450-MTU interface in the task:\n%s", link)
+	}
+
+	reach(t, h, ids[0], ips[1], 30*time.Second)
+	reach(t, h, ids[1], ips[0], 30*time.Second)
+
+	ctrIP := run(t, h, "one-ctr", "one-a")
+	reach(t, h, "one-ctr", ips[0], 30*time.Second)
+	reach(t, h, ids[1], ctrIP, 30*time.Second)
+
+	// A container on the second network reaches neither way.
+	otherIP := run(t, h, "one-other", "one-b")
+	unreachable(t, h, "one-ctr", otherIP)
+	unreachable(t, h, "one-other", ctrIP)
+	unreachable(t, h, "one-other", ips[0])
+
+	// Outside: the underlay bridge's address, through docker_gwbridge.
+	gw := l.Config().Underlay.Addr().String()
+	if err := canPing(h, "one-ctr", gw); err != nil {
+		t.Fatalf("container cannot reach the underlay %s through the gateway bridge: %v", gw, err)
+	}
+
+	// Disabling the plugin must not take the interfaces away.
+	docker(t, h, "plugin", "disable", "-f", pluginName)
+	if err := canPing(h, "one-ctr", ips[0]); err != nil {
+		t.Fatalf("traffic stopped with the plugin disabled: %v", err)
+	}
+	docker(t, h, "plugin", "enable", pluginName)
+	reach(t, h, "one-ctr", ips[1], 30*time.Second)
+	reach(t, h, ids[0], ctrIP, 30*time.Second)
+	if out := docker(t, h, "exec", "one-ctr", "ip", "-o", "addr", "show"); !strings.Contains(out, ctrIP+"/24") {
+		t.Fatalf("container lost its weft address after the plugin restart:\n%s", out)
+	}
+
+	// Take it all down: no device or interface of weft's may remain.
+	docker(t, l.Manager(), "service", "rm", "one-svc")
+	docker(t, h, "rm", "-f", "one-ctr", "one-other")
+	for _, n := range []string{"one-a", "one-b"} {
+		err := lab.WaitFor(context.Background(), time.Minute, 500*time.Millisecond, func() error {
+			_, err := l.Manager().Docker(context.Background(), "network", "rm", n)
+			return err
+		})
+		if err != nil {
+			t.Fatalf("network rm %s: %v", n, err)
+		}
+	}
+	waitNoWeftLinks(t, h, 30*time.Second)
+}
+
+// TestBadNetworkOptions: swarm allocates networks asynchronously, so
+// `docker network create --scope swarm` cannot show the driver's refusal;
+// a refused option must leave a network that no container can join, with
+// weft's sentence in the manager's log, and no device on any host.
+func TestBadNetworkOptions(t *testing.T) {
+	l := need(t)
+	m := l.Manager()
+	cases := []struct {
+		opt, want string
+	}{
+		{"bogus=1", `weft: unknown option \"bogus\" for the weft driver`},
+		{"weft.vni=0", `weft: option weft.vni=\"0\" is not a VNI`},
+		{"com.docker.network.driver.mtu=10", `weft: option com.docker.network.driver.mtu=\"10\" is not an MTU`},
+	}
+	for i, c := range cases {
+		name := fmt.Sprintf("bad-%d", i)
+		docker(t, m, "network", "create", "-d", pluginName, "--scope", "swarm", "--attachable", "--subnet", fmt.Sprintf("10.92.%d.0/24", i), "-o", c.opt, name)
+		err := lab.WaitFor(context.Background(), 20*time.Second, 250*time.Millisecond, func() error {
+			if !strings.Contains(m.LogTail(2000), c.want) {
+				return fmt.Errorf("manager log lacks %q", c.want)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("-o %s: %v", c.opt, err)
+		}
+		if i == 0 { // Docker takes its time to give up; once is enough.
+			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+			_, err = l.Hosts[1].Docker(ctx, "run", "--rm", "--network", name, lab.ImageTag, "true")
+			cancel()
+			if err == nil {
+				t.Fatalf("-o %s: a container joined the refused network", c.opt)
+			}
+		}
+		docker(t, m, "network", "rm", name)
+	}
+	for _, h := range l.Hosts {
+		if links := weftLinks(t, h); len(links) > 0 {
+			t.Fatalf("%s: refused networks left devices: %v", h.Name, links)
+		}
+	}
+}
