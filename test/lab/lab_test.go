@@ -106,8 +106,8 @@ func TestLab(t *testing.T) {
 			t.Error("no shim found before Down")
 		}
 		plugins := pluginIDs(l.cfg)
-		if len(plugins) == 0 {
-			t.Error("no plugin found before Down")
+		if len(plugins) == 0 || len(pluginCgroups(plugins)) == 0 {
+			t.Errorf("no plugin or plugin cgroup found before Down (plugins %v)", plugins)
 		}
 		if err := l.Down(context.Background()); err != nil {
 			t.Errorf("Down: %v", err)
