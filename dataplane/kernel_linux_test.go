@@ -4,11 +4,13 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -305,5 +307,67 @@ func TestTwoHostsPing(t *testing.T) {
 	run(t, "ip", "-n", c1, "neigh", "flush", "all")
 	if ping(c1, "10.50.0.2") {
 		t.Fatal("c2 still reachable after its peer entry was withdrawn")
+	}
+}
+
+// TestGateway: the gateway lives in its own namespace, answers containers
+// of its network on the gateway address (ICMP and the TCP socket weft's
+// DNS uses), adds no route to the host's namespace, and goes away on
+// Close.
+func TestGateway(t *testing.T) {
+	needRoot(t)
+	h, hh := newNS(t)
+	c, _ := newNS(t)
+	k := newKernel(t, hh)
+	if err := k.EnsureNetwork(Network{VNI: 600, MTU: 1450, Port: 4790}); err != nil {
+		t.Fatal(err)
+	}
+	if err := k.CreateInterface(600, "wc1", mac("02:77:0a:3c:00:02")); err != nil {
+		t.Fatal(err)
+	}
+	run(t, "ip", "-n", h, "link", "set", "wc1", "netns", c)
+	run(t, "ip", "-n", c, "addr", "add", "10.60.0.2/24", "dev", "wc1")
+	run(t, "ip", "-n", c, "link", "set", "wc1", "up")
+
+	g, err := k.OpenGateway(600, netip.MustParsePrefix("10.60.0.1/24"), mac("02:77:0a:3c:00:01"), 53)
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted := make(chan struct{}, 1)
+	go func() {
+		conn, err := g.TCP.Accept()
+		if err == nil {
+			conn.Close()
+			accepted <- struct{}{}
+		}
+	}()
+	if out, err := exec.Command("ip", "netns", "exec", c, "ping", "-c1", "-W2", "10.60.0.1").CombinedOutput(); err != nil {
+		t.Fatalf("container cannot reach the gateway: %v\n%s", err, out)
+	}
+	if out, err := exec.Command("ip", "netns", "exec", c, "busybox", "nc", "-w", "2", "10.60.0.1", "53").CombinedOutput(); err != nil {
+		t.Fatalf("TCP to the gateway: %v\n%s", err, out)
+	}
+	select {
+	case <-accepted:
+	case <-time.After(3 * time.Second):
+		t.Fatal("gateway socket accepted nothing")
+	}
+	if routes := run(t, "ip", "-n", h, "route", "show"); strings.Contains(routes, "10.60.0.") {
+		t.Fatalf("host namespace got a route into the network:\n%s", routes)
+	}
+	// A second gateway for the same network (a plugin restart) works too.
+	g.Close()
+	g2, err := k.OpenGateway(600, netip.MustParsePrefix("10.60.0.1/24"), mac("02:77:0a:3c:00:01"), 53)
+	if err != nil {
+		t.Fatalf("reopen: %v", err)
+	}
+	g2.Close()
+	// The kernel tears the namespace down asynchronously.
+	deadline := time.Now().Add(5 * time.Second)
+	for exec.Command("ip", "netns", "exec", c, "ping", "-c1", "-W1", "10.60.0.1").Run() == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("gateway still answers 5 s after Close")
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

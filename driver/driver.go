@@ -67,6 +67,9 @@ type Record struct {
 	VTEP string `json:"vtep"`
 	// Host is the name of the endpoint's host in the mesh.
 	Host string `json:"host,omitempty"`
+	// Names are the endpoint's DNS names (hostname, container name,
+	// aliases, service names), learned from the engine.
+	Names []string `json:"names,omitempty"`
 }
 
 // Config holds the driver's settings.
@@ -89,6 +92,10 @@ type Config struct {
 	ResyncInterval time.Duration
 	// Logger receives the driver's log; nil discards it.
 	Logger *slog.Logger
+	// Reconciled, if set, is called after every reconcile with the remote
+	// records it programmed (DNS rebuilds its zones from it). It must not
+	// block or call back into the driver while holding its own locks.
+	Reconciled func(remote []Record)
 }
 
 // DefaultConfig returns the settings weft runs with unless told otherwise.
@@ -136,6 +143,8 @@ type Endpoint struct {
 	MAC     string `json:"mac"`
 	IfName  string `json:"ifname"`
 	Joined  bool   `json:"joined"`
+	// Names are the endpoint's DNS names, learned from the engine.
+	Names []string `json:"names,omitempty"`
 }
 
 // New returns a driver with the networks of its state directory loaded and
@@ -260,6 +269,35 @@ func (d *Driver) Reconcile() {
 			d.log.Error("program peers", "vni", s.VNI, "err", err)
 		}
 	}
+	if d.cfg.Reconciled != nil {
+		d.cfg.Reconciled(remote)
+	}
+}
+
+// SetNames records the DNS names of a local endpoint and publishes them.
+// It reports whether the endpoint is known.
+func (d *Driver) SetNames(networkID, endpointID string, names []string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	n, ok := d.networks[networkID]
+	if !ok {
+		return false
+	}
+	ep, ok := n.Endpoints[endpointID]
+	if !ok {
+		return false
+	}
+	if slices.Equal(ep.Names, names) {
+		return true
+	}
+	ep.Names = slices.Clone(names)
+	if err := d.saveLocked(); err != nil {
+		d.log.Error("persist state", "err", err)
+	}
+	d.publishLocked(n, ep)
+	d.log.Debug("endpoint names", "network", short(n.ID), "endpoint", short(ep.ID), "names", names)
+	d.trigger()
+	return true
 }
 
 func (r Record) peer() (dataplane.Peer, bool) {
@@ -437,6 +475,7 @@ func (d *Driver) DeleteNetwork(req *network.DeleteNetworkRequest) error {
 		d.log.Error("persist state", "err", err)
 	}
 	d.log.Info("network deleted", "network", short(n.ID), "vni", n.VNI)
+	d.trigger()
 	return nil
 }
 
@@ -481,6 +520,9 @@ func (d *Driver) CreateEndpoint(req *network.CreateEndpointRequest) (*network.Cr
 	}
 	ep := &Endpoint{ID: req.EndpointID, Address: req.Interface.Address, MAC: mac.String(), IfName: ifName(req.EndpointID)}
 	prev, existed := n.Endpoints[ep.ID]
+	if existed {
+		ep.Names = prev.Names // a replayed create keeps what was learned
+	}
 	n.Endpoints[ep.ID] = ep
 	if err := d.saveLocked(); err != nil {
 		if existed {
@@ -517,6 +559,7 @@ func (d *Driver) DeleteEndpoint(req *network.DeleteEndpointRequest) error {
 		d.log.Error("persist state", "err", err)
 	}
 	d.log.Info("endpoint deleted", "network", short(n.ID), "endpoint", short(ep.ID))
+	d.trigger()
 	return nil
 }
 
@@ -629,6 +672,7 @@ func (d *Driver) publishLocked(n *Network, ep *Endpoint) {
 	d.peers.Publish(Record{
 		Network: n.ID, VNI: n.VNI, Endpoint: ep.ID,
 		IP: ip.String(), MAC: ep.MAC, VTEP: d.vtep.String(),
+		Names: slices.Clone(ep.Names),
 	})
 }
 
@@ -650,6 +694,7 @@ func (d *Driver) Networks() []Network {
 		c.Endpoints = make(map[string]*Endpoint, len(n.Endpoints))
 		for id, ep := range n.Endpoints {
 			e := *ep
+			e.Names = slices.Clone(ep.Names)
 			c.Endpoints[id] = &e
 		}
 		out = append(out, c)

@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"time"
 )
 
@@ -88,4 +89,87 @@ func (c *Client) get(ctx context.Context, path string, v any) error {
 		return fmt.Errorf("engine API %s: decode: %w", path, err)
 	}
 	return nil
+}
+
+// Container is the part of a container's inspect that weft uses.
+type Container struct {
+	ID     string
+	Name   string // with Docker's leading "/"
+	Config struct {
+		Hostname string
+		Labels   map[string]string
+	}
+	NetworkSettings struct {
+		Networks map[string]EndpointSettings
+	}
+}
+
+// EndpointSettings is a container's attachment to one network.
+type EndpointSettings struct {
+	NetworkID  string
+	EndpointID string
+	IPAddress  string
+	Aliases    []string
+}
+
+// ContainerSummary is one line of the engine's container list.
+type ContainerSummary struct {
+	ID string
+}
+
+// Inspect returns a container's details.
+func (c *Client) Inspect(ctx context.Context, id string) (Container, error) {
+	var out Container
+	err := c.get(ctx, "/containers/"+url.PathEscape(id)+"/json", &out)
+	return out, err
+}
+
+// Containers lists the running containers.
+func (c *Client) Containers(ctx context.Context) ([]ContainerSummary, error) {
+	var out []ContainerSummary
+	err := c.get(ctx, "/containers/json", &out)
+	return out, err
+}
+
+// Event is one engine event.
+type Event struct {
+	Type   string
+	Action string
+	Actor  struct {
+		ID         string
+		Attributes map[string]string
+	}
+}
+
+// Events streams the engine's network connect and disconnect events to fn
+// until ctx ends or the stream breaks; it returns once the stream is
+// closed. ready is called once the stream is established.
+func (c *Client) Events(ctx context.Context, ready func(), fn func(Event)) error {
+	filters := `{"type":["network"],"event":["connect","disconnect"]}`
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://docker/events?filters="+url.QueryEscape(filters), nil)
+	if err != nil {
+		return err
+	}
+	// The shared client's timeout would cut the stream: use one without.
+	hc := &http.Client{Transport: c.http.Transport}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("engine API at %s: %w", c.socket, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("engine events: %s", resp.Status)
+	}
+	ready()
+	dec := json.NewDecoder(resp.Body)
+	for {
+		var ev Event
+		if err := dec.Decode(&ev); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("engine events: %w", err)
+		}
+		fn(ev)
+	}
 }

@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"github.com/docker/go-plugins-helpers/network"
+
+	"github.com/weftnet/weft/dns"
 )
 
 // Config is everything the plugin process is told through its
@@ -40,6 +42,13 @@ type Config struct {
 	// StatusAddr is the loopback address of the status endpoint
 	// (WEFT_STATUS_ADDR).
 	StatusAddr string
+	// DNSDomain is the domain weft's names are answered under, besides
+	// bare (WEFT_DNS_DOMAIN).
+	DNSDomain string
+	// DNSUpstreams are the resolvers for names outside weft, "ip:port"
+	// (WEFT_DNS_UPSTREAM: a comma-separated list, "none", or empty for
+	// the nameservers of the host's /etc/resolv.conf).
+	DNSUpstreams []string
 }
 
 // DefaultConfig returns the settings a plugin has with no environment.
@@ -53,6 +62,7 @@ func DefaultConfig() Config {
 		VXLANPort:    4790,
 		MeshPort:     7950,
 		StatusAddr:   "127.0.0.1:7951",
+		DNSDomain:    "weft.local",
 	}
 }
 
@@ -132,6 +142,30 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 			c.StatusAddr = v
 		}
 	}
+	if v := getenv("WEFT_DNS_DOMAIN"); v != "" {
+		v = strings.TrimSuffix(strings.ToLower(v), ".")
+		if !dns.ValidName(v) {
+			bad("WEFT_DNS_DOMAIN=%q is not a DNS name", getenv("WEFT_DNS_DOMAIN"))
+		} else {
+			c.DNSDomain = v
+		}
+	}
+	switch v := strings.TrimSpace(getenv("WEFT_DNS_UPSTREAM")); v {
+	case "none":
+	case "":
+		c.DNSUpstreams = resolvConf("/etc/resolv.conf")
+	default:
+		for _, u := range strings.Split(v, ",") {
+			u = strings.TrimSpace(u)
+			if a, err := netip.ParseAddr(u); err == nil {
+				c.DNSUpstreams = append(c.DNSUpstreams, net.JoinHostPort(a.String(), "53"))
+			} else if ap, err := netip.ParseAddrPort(u); err == nil {
+				c.DNSUpstreams = append(c.DNSUpstreams, ap.String())
+			} else {
+				bad("WEFT_DNS_UPSTREAM entry %q is not an IP address or IP:port", u)
+			}
+		}
+	}
 	if c.VXLANPort == c.MeshPort {
 		bad("WEFT_VXLAN_PORT and WEFT_MESH_PORT are both %d", c.VXLANPort)
 	}
@@ -139,6 +173,24 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		return c, fmt.Errorf("invalid plugin settings: %s", strings.Join(problems, "; "))
 	}
 	return c, nil
+}
+
+// resolvConf returns the nameservers of a resolv.conf file as "ip:53".
+func resolvConf(path string) []string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 2 && f[0] == "nameserver" {
+			if a, err := netip.ParseAddr(f[1]); err == nil {
+				out = append(out, net.JoinHostPort(a.String(), "53"))
+			}
+		}
+	}
+	return out
 }
 
 // EnvConfig reads the configuration from the process environment.

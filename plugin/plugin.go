@@ -60,6 +60,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	defer kernel.Close()
 
 	peers := newMeshPeers(log.With("component", "peers"))
+	names := newDNSManager(cfg, log.With("component", "dns"), kernel)
+	defer names.close()
 	dcfg := driver.DefaultConfig()
 	dcfg.Scope = cfg.Scope
 	dcfg.StateDir = cfg.StateDir
@@ -71,10 +73,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	dcfg.VTEP = vtep
 	dcfg.UnderlayMTU = func() int { return kernel.UnderlayMTU(vtep) }
 	dcfg.Logger = log.With("component", "driver")
+	dcfg.Reconciled = names.update
 	drv, err := driver.New(dcfg, kernel, peers)
 	if err != nil {
 		return err
 	}
+	names.drv = drv
 	alloc, err := ipam.New(ipam.Config{StateDir: cfg.StateDir, Logger: log.With("component", "ipam")})
 	if err != nil {
 		return err
@@ -86,6 +90,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 
 	c := &controlPlane{cfg: cfg, log: log, node: node, drv: drv, peers: peers, engine: engine.New(cfg.DockerSocket)}
 	go c.run(ctx)
+	w := &nameWatcher{log: log.With("component", "names"), engine: c.engine, drv: drv}
+	go w.run(ctx)
 	defer c.close()
 
 	if err := os.MkdirAll(filepath.Dir(cfg.Socket), 0o755); err != nil {
@@ -235,11 +241,11 @@ func (c *controlPlane) report() status.Report {
 		sn := status.Network{ID: n.ID, VNI: n.VNI, Subnet: n.Subnet, MTU: n.MTU}
 		for _, ep := range n.Endpoints {
 			ip, _, _ := net.ParseCIDR(ep.Address)
-			sn.Local = append(sn.Local, status.Endpoint{ID: ep.ID, IP: ip.String(), MAC: ep.MAC, Interface: ep.IfName})
+			sn.Local = append(sn.Local, status.Endpoint{ID: ep.ID, IP: ip.String(), MAC: ep.MAC, Interface: ep.IfName, Names: ep.Names})
 		}
 		for _, r := range remote {
 			if r.VNI == n.VNI {
-				sn.Remote = append(sn.Remote, status.Endpoint{ID: r.Endpoint, IP: r.IP, MAC: r.MAC, Host: r.Host, VTEP: r.VTEP})
+				sn.Remote = append(sn.Remote, status.Endpoint{ID: r.Endpoint, IP: r.IP, MAC: r.MAC, Host: r.Host, VTEP: r.VTEP, Names: r.Names})
 			}
 		}
 		slices.SortFunc(sn.Local, func(a, b status.Endpoint) int { return compareIP(a.IP, b.IP) })

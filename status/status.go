@@ -43,12 +43,13 @@ type Network struct {
 
 // Endpoint is one endpoint of a network.
 type Endpoint struct {
-	ID        string `json:"id"`
-	IP        string `json:"ip"`
-	MAC       string `json:"mac"`
-	Interface string `json:"interface,omitempty"`
-	Host      string `json:"host,omitempty"`
-	VTEP      string `json:"vtep,omitempty"`
+	ID        string   `json:"id"`
+	IP        string   `json:"ip"`
+	MAC       string   `json:"mac"`
+	Interface string   `json:"interface,omitempty"`
+	Host      string   `json:"host,omitempty"`
+	VTEP      string   `json:"vtep,omitempty"`
+	Names     []string `json:"names,omitempty"`
 }
 
 // Handler serves the report that get returns at /status.
@@ -98,12 +99,12 @@ func Render(w io.Writer, r Report) error {
 	}
 	for _, n := range r.Networks {
 		fmt.Fprintf(tw, "\nNETWORK %s  vni %d  subnet %s  mtu %d\n", short(n.ID), n.VNI, n.Subnet, n.MTU)
-		fmt.Fprintln(tw, "ENDPOINT\tIP\tMAC\tWHERE")
+		fmt.Fprintln(tw, "ENDPOINT\tIP\tMAC\tWHERE\tNAMES")
 		for _, e := range n.Local {
-			fmt.Fprintf(tw, "%s\t%s\t%s\tlocal %s\n", short(e.ID), e.IP, e.MAC, e.Interface)
+			fmt.Fprintf(tw, "%s\t%s\t%s\tlocal %s\t%s\n", short(e.ID), e.IP, e.MAC, e.Interface, strings.Join(e.Names, ","))
 		}
 		for _, e := range n.Remote {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", short(e.ID), e.IP, e.MAC, strings.TrimSpace(e.Host+" "+e.VTEP))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", short(e.ID), e.IP, e.MAC, strings.TrimSpace(e.Host+" "+e.VTEP), strings.Join(e.Names, ","))
 		}
 	}
 	return tw.Flush()

@@ -1,0 +1,232 @@
+package dns
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	mdns "github.com/miekg/dns"
+)
+
+// Config holds the name server's settings.
+type Config struct {
+	// Domain is weft's domain; names are answered bare and under it.
+	Domain string
+	// TTL of weft's answers, in seconds; short, since containers come and go.
+	TTL uint32
+	// Upstreams are "ip:port" resolvers for names outside weft's
+	// knowledge; none means such names get SERVFAIL.
+	Upstreams []string
+	// ForwardTimeout bounds one upstream exchange.
+	ForwardTimeout time.Duration
+	// Logger receives the server's log; nil discards it.
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns the settings weft runs with unless told otherwise.
+func DefaultConfig() Config {
+	return Config{Domain: "weft.local", TTL: 5, ForwardTimeout: 2 * time.Second}
+}
+
+// Server answers queries from a Table. One Server serves every network;
+// Handler gives the handler of one.
+type Server struct {
+	cfg   Config
+	log   *slog.Logger
+	table *Table
+
+	// warned limits the log to one line per kind of bad input.
+	warned sync.Map
+}
+
+// NewServer returns a server answering from table.
+func NewServer(cfg Config, table *Table) *Server {
+	if cfg.TTL == 0 {
+		cfg.TTL = DefaultConfig().TTL
+	}
+	if cfg.ForwardTimeout == 0 {
+		cfg.ForwardTimeout = DefaultConfig().ForwardTimeout
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Server{cfg: cfg, log: log, table: table}
+}
+
+// Handler returns the handler for the network vni.
+func (s *Server) Handler(vni uint32) mdns.Handler {
+	return mdns.HandlerFunc(func(w mdns.ResponseWriter, r *mdns.Msg) {
+		resp := s.answer(vni, r, w.RemoteAddr())
+		if resp == nil {
+			return // dropped
+		}
+		_ = w.WriteMsg(resp)
+	})
+}
+
+// answer builds the reply to r, or nil to drop it.
+func (s *Server) answer(vni uint32, r *mdns.Msg, from net.Addr) *mdns.Msg {
+	m := new(mdns.Msg)
+	if r.Response {
+		return nil
+	}
+	if r.Opcode != mdns.OpcodeQuery {
+		return m.SetRcode(r, mdns.RcodeNotImplemented)
+	}
+	if len(r.Question) != 1 {
+		s.warnOnce("questions", "query with other than one question answered FORMERR", "from", addrString(from))
+		return m.SetRcode(r, mdns.RcodeFormatError)
+	}
+	q := r.Question[0]
+	if q.Qclass != mdns.ClassINET {
+		return m.SetRcode(r, mdns.RcodeNotImplemented)
+	}
+	name := strings.ToLower(q.Name)
+	if _, ok := mdns.IsDomainName(name); !ok {
+		return m.SetRcode(r, mdns.RcodeFormatError)
+	}
+
+	if q.Qtype == mdns.TypePTR {
+		if addr, ok := reverseAddr(name); ok {
+			if target, ok := s.table.Reverse(vni, addr); ok {
+				m.SetReply(r)
+				m.Authoritative = true
+				m.Answer = append(m.Answer, &mdns.PTR{Hdr: s.hdr(q.Name, mdns.TypePTR), Ptr: target})
+				return s.fit(m, r, from)
+			}
+		}
+	}
+
+	addrs, found := s.table.Lookup(vni, name)
+	switch {
+	case found:
+		m.SetReply(r)
+		m.Authoritative = true
+		if q.Qtype == mdns.TypeA || q.Qtype == mdns.TypeANY {
+			rand.Shuffle(len(addrs), func(i, j int) { addrs[i], addrs[j] = addrs[j], addrs[i] })
+			for _, a := range addrs {
+				m.Answer = append(m.Answer, &mdns.A{Hdr: s.hdr(q.Name, mdns.TypeA), A: net.IP(a.AsSlice())})
+			}
+		}
+		// Other types of a weft name: NOERROR with no answer.
+		return s.fit(m, r, from)
+	case s.table.InDomain(name):
+		m.SetRcode(r, mdns.RcodeNameError)
+		m.Authoritative = true
+		return m
+	default:
+		return s.forward(r, from)
+	}
+}
+
+func (s *Server) hdr(name string, t uint16) mdns.RR_Header {
+	return mdns.RR_Header{Name: name, Rrtype: t, Class: mdns.ClassINET, Ttl: s.cfg.TTL}
+}
+
+// fit truncates a UDP answer to what the client can take, setting TC so
+// that it asks again over TCP.
+func (s *Server) fit(m, r *mdns.Msg, from net.Addr) *mdns.Msg {
+	if _, tcp := from.(*net.TCPAddr); tcp {
+		m.Truncate(mdns.MaxMsgSize)
+		return m
+	}
+	size := mdns.MinMsgSize
+	if o := r.IsEdns0(); o != nil {
+		size = max(int(o.UDPSize()), mdns.MinMsgSize)
+		m.SetEdns0(uint16(size), false)
+	}
+	m.Truncate(size)
+	return m
+}
+
+// forward asks the upstream resolvers, over the transport the query came
+// on.
+func (s *Server) forward(r *mdns.Msg, from net.Addr) *mdns.Msg {
+	m := new(mdns.Msg)
+	if len(s.cfg.Upstreams) == 0 {
+		return m.SetRcode(r, mdns.RcodeServerFailure)
+	}
+	network := "udp"
+	if _, tcp := from.(*net.TCPAddr); tcp {
+		network = "tcp"
+	}
+	c := &mdns.Client{Net: network, Timeout: s.cfg.ForwardTimeout}
+	for _, up := range s.cfg.Upstreams {
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ForwardTimeout)
+		resp, _, err := c.ExchangeContext(ctx, r, up)
+		cancel()
+		if err == nil && resp != nil {
+			resp.Id = r.Id
+			return resp
+		}
+		s.warnOnce("upstream "+up, "upstream resolver failed", "upstream", up, "err", err)
+	}
+	return m.SetRcode(r, mdns.RcodeServerFailure)
+}
+
+func (s *Server) warnOnce(key, msg string, args ...any) {
+	if _, loaded := s.warned.LoadOrStore(key, true); !loaded {
+		s.log.Warn(msg+" (logged once)", args...)
+	}
+}
+
+// reverseAddr parses d.c.b.a.in-addr.arpa.
+func reverseAddr(name string) (netip.Addr, bool) {
+	rest, ok := strings.CutSuffix(name, ".in-addr.arpa.")
+	if !ok {
+		return netip.Addr{}, false
+	}
+	p := strings.Split(rest, ".")
+	if len(p) != 4 {
+		return netip.Addr{}, false
+	}
+	a, err := netip.ParseAddr(p[3] + "." + p[2] + "." + p[1] + "." + p[0])
+	if err != nil || !a.Is4() {
+		return netip.Addr{}, false
+	}
+	return a, true
+}
+
+func addrString(a net.Addr) string {
+	if a == nil {
+		return ""
+	}
+	return a.String()
+}
+
+// Listener is one network's pair of sockets, UDP and TCP.
+type Listener struct {
+	udp *mdns.Server
+	tcp *mdns.Server
+}
+
+// Serve answers queries for network vni on the given sockets until Close.
+func (s *Server) Serve(vni uint32, pc net.PacketConn, l net.Listener) *Listener {
+	h := s.Handler(vni)
+	ls := &Listener{
+		udp: &mdns.Server{PacketConn: pc, Handler: h, UDPSize: mdns.DefaultMsgSize},
+		tcp: &mdns.Server{Listener: l, Handler: h, ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second, IdleTimeout: func() time.Duration { return 5 * time.Second }},
+	}
+	go s.run(ls.udp, "udp", vni)
+	go s.run(ls.tcp, "tcp", vni)
+	return ls
+}
+
+func (s *Server) run(srv *mdns.Server, proto string, vni uint32) {
+	if err := srv.ActivateAndServe(); err != nil && !errors.Is(err, net.ErrClosed) {
+		s.log.Debug("dns server stopped", "proto", proto, "vni", vni, "err", err)
+	}
+}
+
+// Close stops serving and closes the sockets.
+func (l *Listener) Close() {
+	_ = l.udp.Shutdown()
+	_ = l.tcp.Shutdown()
+}
