@@ -53,8 +53,32 @@ test-unit: ## unit and root (namespace) tests with the race detector
 test-e2e: plugin-dir ## end-to-end tests: real dockerd engines, swarm and the plugin in a lab of namespaces (root)
 	WEFT_E2E=1 WEFT_PLUGIN_DIR=$(CURDIR)/$(BUILD)/plugin $(GO) test -count=1 -timeout 60m -v ./test/... 2>&1 | tee $(BUILD)/e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go:'; exit $${PIPESTATUS[0]}
 
+FUZZ_TIME ?= 10s
+.PHONY: fuzz
+fuzz: ## run every fuzz target for FUZZ_TIME (default 10s); crashers land in testdata/fuzz
+	@set -e; for t in $$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname | sort -u); do \
+	  for f in $$(grep -h '^func Fuzz' $$t/*_test.go | sed 's/func \(Fuzz[A-Za-z0-9_]*\).*/\1/'); do \
+	    echo "fuzz $$t $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZ_TIME) $$t; done; done
+
 .PHONY: test
-test: check test-unit test-e2e ## everything CI runs
+test: check test-unit fuzz test-e2e ## everything CI runs
+
+.PHONY: bench-build
+bench-build: ## build weftbench (harness and in-lab load tools) and its own plugin directory in build/bench
+	rm -rf $(BUILD)/bench/plugin
+	mkdir -p $(BUILD)/bench/plugin/rootfs/run/docker/plugins $(BUILD)/bench/plugin/rootfs/var/lib/weft $(BUILD)/bench/plugin/rootfs/tmp
+	chmod 1777 $(BUILD)/bench/plugin/rootfs/tmp
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BUILD)/bench/plugin/rootfs/weft ./cmd/weft
+	cp config.json $(BUILD)/bench/plugin/config.json
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BUILD)/bench/weftbench ./cmd/weftbench
+
+.PHONY: bench
+bench: bench-build ## benchmark weft vs the underlay and Docker's overlay (root, about an hour): bench/RESULTS.md, results.png
+	$(BUILD)/bench/weftbench run -plugin $(BUILD)/bench/plugin -out bench $(BENCH_ARGS)
+
+.PHONY: bench-smoke
+bench-smoke: bench-build ## a short bench run (one repetition, small sizes) into build/bench/smoke
+	$(BUILD)/bench/weftbench run -smoke -plugin $(BUILD)/bench/plugin -out $(BUILD)/bench/smoke $(BENCH_ARGS)
 
 .PHONY: setup
 setup: ## install what weft's build, demo and tests need (Debian, as root)

@@ -1,0 +1,265 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Parts of a run, for Options.Parts.
+const (
+	PartScale   = "scale"
+	PartData    = "data"
+	PartControl = "control"
+	PartDNS     = "dns"
+)
+
+// Options configure a run. DefaultOptions and SmokeOptions give complete
+// sets.
+type Options struct {
+	// Parts to run (PartScale, PartData, PartControl, PartDNS).
+	Parts []string
+	// Reps is the number of repetitions of every figure (at least 3 for a
+	// report worth reading).
+	Reps int
+	// Smoke marks a short run; its report says so.
+	Smoke bool
+	// MTUs are the underlay MTUs of the data-plane labs; the control plane
+	// and DNS run in the first lab only.
+	MTUs []int
+	// IperfTime, RRTime and DNSTime are the lengths of one iperf3 test,
+	// one request/response test and one DNS load test; PingCount is the
+	// pings per RTT figure (one every 10 ms).
+	IperfTime time.Duration
+	RRTime    time.Duration
+	DNSTime   time.Duration
+	PingCount int
+	// Containers is how many containers per network and repetition the
+	// run-to-reachable figure starts.
+	Containers int
+	// DNSClients are the concurrent DNS clients to load with.
+	DNSClients []int
+	// WeftDNS, when set, adds weft's DNS to the DNS part: "gateway" for
+	// the weft network's gateway address (where weft's DNS listens), or an
+	// address. Empty leaves weft's DNS out.
+	WeftDNS string
+	// ScaleMembers and ScaleEntries are the simulated mesh sizes;
+	// ScaleTimeout bounds one convergence.
+	ScaleMembers []int
+	ScaleEntries []int
+	ScaleTimeout time.Duration
+	// PluginDir is the managed plugin directory (make plugin-dir).
+	PluginDir string
+	// Self is the static weftbench binary, mounted into containers.
+	Self string
+	// OutDir receives RESULTS.md, results.json and results.png.
+	OutDir string
+	// KeepLab leaves the last lab up at the end.
+	KeepLab bool
+	// Logf receives progress.
+	Logf func(format string, args ...any)
+
+	mu    sync.Mutex
+	notes []string
+}
+
+// DefaultOptions is the full run of make bench.
+func DefaultOptions() *Options {
+	return &Options{
+		Parts:        []string{PartScale, PartData, PartControl, PartDNS},
+		Reps:         3,
+		MTUs:         []int{1500, 9000},
+		IperfTime:    6 * time.Second,
+		RRTime:       5 * time.Second,
+		DNSTime:      5 * time.Second,
+		PingCount:    500,
+		Containers:   20,
+		DNSClients:   []int{1, 8, 32},
+		WeftDNS:      "gateway",
+		ScaleMembers: []int{10, 50, 200},
+		ScaleEntries: []int{1000, 10000},
+		ScaleTimeout: 3 * time.Minute,
+		OutDir:       "bench",
+	}
+}
+
+// SmokeOptions is a short run that exercises every part once.
+func SmokeOptions() *Options {
+	o := DefaultOptions()
+	o.Smoke = true
+	o.Reps = 1
+	o.MTUs = []int{1500}
+	o.IperfTime = 2 * time.Second
+	o.RRTime = time.Second
+	o.DNSTime = time.Second
+	o.PingCount = 50
+	o.Containers = 3
+	o.DNSClients = []int{1, 8}
+	o.ScaleMembers = []int{10}
+	o.ScaleEntries = []int{1000}
+	o.ScaleTimeout = time.Minute
+	return o
+}
+
+// note records a remark for the report and logs it.
+func (o *Options) note(format string, args ...any) {
+	s := fmt.Sprintf(format, args...)
+	o.Logf("NOTE: %s", s)
+	o.mu.Lock()
+	o.notes = append(o.notes, s)
+	o.mu.Unlock()
+}
+
+func (o *Options) has(part string) bool {
+	for _, p := range o.Parts {
+		if p == part {
+			return true
+		}
+	}
+	return false
+}
+
+// Run measures what o asks, and writes the report, results.json and the
+// chart to o.OutDir. Figures that fail are left out of the report with a
+// note; Run fails only when a whole part cannot run.
+func Run(ctx context.Context, o *Options) (*Results, error) {
+	if o.Logf == nil {
+		o.Logf = func(string, ...any) {}
+	}
+	start := time.Now()
+	res := &Results{Date: start.UTC(), Machine: machine(), Commit: commit(), Smoke: o.Smoke, Reps: o.Reps}
+	var errs []error
+	save := func() error {
+		res.Seconds = time.Since(start).Seconds()
+		o.mu.Lock()
+		res.Notes = append([]string(nil), o.notes...)
+		o.mu.Unlock()
+		return WriteOutputs(res, o.OutDir)
+	}
+
+	if o.has(PartScale) {
+		sr, err := scale(ctx, o)
+		res.Scale = sr
+		if err != nil {
+			errs = append(errs, fmt.Errorf("scale: %w", err))
+		}
+	}
+	labParts := o.has(PartData) || o.has(PartControl) || o.has(PartDNS)
+	if labParts {
+		if o.PluginDir == "" || o.Self == "" {
+			return res, errors.New("the lab parts need the plugin directory and the static weftbench binary")
+		}
+		for i, mtu := range o.MTUs {
+			first := i == 0
+			if !first && !o.has(PartData) {
+				break
+			}
+			err := func() error {
+				e, err := up(ctx, o, mtu)
+				keep := o.KeepLab && (i == len(o.MTUs)-1 || !o.has(PartData))
+				defer e.down(context.WithoutCancel(ctx), keep)
+				if err != nil {
+					return err
+				}
+				// The data plane's containers are the other parts' probes.
+				dr, err := e.dataPlane(ctx, o.has(PartData))
+				if err != nil {
+					return fmt.Errorf("data plane (MTU %d): %w", mtu, err)
+				}
+				if o.has(PartData) {
+					res.Data = append(res.Data, dr)
+				}
+				if first && o.has(PartControl) {
+					cr, err := e.controlPlane(ctx)
+					res.Control = cr
+					if err != nil {
+						errs = append(errs, fmt.Errorf("control plane: %w", err))
+					}
+				}
+				if first && o.has(PartDNS) {
+					rows, err := e.dns(ctx)
+					res.DNS = rows
+					if err != nil {
+						errs = append(errs, fmt.Errorf("dns: %w", err))
+					}
+				}
+				return nil
+			}()
+			if err != nil {
+				errs = append(errs, err)
+			}
+			if err := save(); err != nil {
+				errs = append(errs, err)
+			}
+			if ctx.Err() != nil {
+				break
+			}
+		}
+	}
+	if err := save(); err != nil {
+		errs = append(errs, err)
+	}
+	return res, errors.Join(errs...)
+}
+
+// machine describes the machine the run is on.
+func machine() string {
+	cpu := "unknown CPU"
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				cpu = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	mem := ""
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		var kb int64
+		if _, err := fmt.Sscanf(string(b), "MemTotal: %d kB", &kb); err == nil {
+			mem = fmt.Sprintf(", %.0f GiB", float64(kb)/(1<<20))
+		}
+	}
+	kernel := ""
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		kernel = ", Linux " + strings.TrimSpace(string(b))
+	}
+	docker := ""
+	if out, err := exec.Command("dockerd", "--version").Output(); err == nil {
+		docker = ", " + strings.TrimSpace(string(out))
+	}
+	return fmt.Sprintf("%d cores (%s)%s%s%s, %s", runtime.NumCPU(), cpu, mem, kernel, docker, runtime.Version())
+}
+
+// commit is the source tree's commit, "-dirty" if it has changes.
+func commit() string {
+	if v := os.Getenv("WEFT_BENCH_COMMIT"); v != "" {
+		return v
+	}
+	out, err := exec.Command("git", "describe", "--always", "--dirty", "--abbrev=12").Output()
+	if err != nil {
+		return "unknown"
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// WriteOutputs writes results.json, RESULTS.md and results.png to dir.
+func WriteOutputs(r *Results, dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	if err := r.Save(filepath.Join(dir, "results.json")); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "RESULTS.md"), []byte(Report(r)), 0o644); err != nil {
+		return err
+	}
+	return WriteChart(r, filepath.Join(dir, "results.png"))
+}

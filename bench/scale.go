@@ -1,0 +1,208 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"runtime"
+	"time"
+
+	"github.com/weftnet/weft/mesh"
+)
+
+// Scale, simulated: N mesh members in this process over the mesh package's
+// in-memory transport (no sockets, a lossy-network model), all joined
+// through the first. Per repetition, E endpoint records are written spread
+// over every member (each member owns E/N of them, as hosts own their
+// containers' endpoints), and the time until every member holds every
+// record is taken. Memory: the live heap added by those records, per member
+// and per 1,000 records, after a full GC.
+//
+// Dissemination runs with the production defaults; failure detection is
+// relaxed (probe every 2 s), because hundreds of members share the
+// machine's two cores and would otherwise suspect each other under load,
+// which a real host with its own CPU would not.
+
+// scaleConfig is one member's configuration.
+func scaleConfig(name string, t *mesh.MemTransport, peer string) mesh.Config {
+	c := mesh.DefaultConfig()
+	c.NodeName = name
+	c.Transport = t
+	if peer != "" {
+		c.Peers = []string{peer}
+	}
+	c.ProbeInterval = 2 * time.Second
+	c.ProbeTimeout = time.Second
+	c.SuspicionMult = 4
+	c.RejoinInterval = 5 * time.Second
+	return c
+}
+
+// endpointValue is a record shaped like weft's endpoint records (its JSON
+// size matters for the packets and the memory).
+func endpointValue(i, members int) []byte {
+	return fmt.Appendf(nil,
+		`{"net":"9f3c2a81d0e4","ip":"10.%d.%d.%d/16","mac":"02:42:0a:%02x:%02x:%02x","vtep":"192.168.%d.%d","names":["web-%d","svc.%d.x7k2q"]}`,
+		i>>16&255, i>>8&255, i&255, i>>16&255, i>>8&255, i&255, i%members/250, i%members%250+1, i, i%7)
+}
+
+// scale runs every size in o.
+func scale(ctx context.Context, o *Options) ([]ScaleResult, error) {
+	var out []ScaleResult
+	for _, members := range o.ScaleMembers {
+		rs, err := scaleMembers(ctx, o, members)
+		out = append(out, rs...)
+		if err != nil {
+			return out, err
+		}
+	}
+	return out, nil
+}
+
+func scaleMembers(ctx context.Context, o *Options, members int) ([]ScaleResult, error) {
+	mn := mesh.NewMemNetwork()
+	var ms []*mesh.Mesh
+	defer func() {
+		for _, m := range ms {
+			m.Close()
+		}
+	}()
+	first := ""
+	start := time.Now()
+	for i := range members {
+		t, err := mn.NewTransport("")
+		if err != nil {
+			return nil, err
+		}
+		if i == 0 {
+			first = t.Addr()
+		}
+		m, err := mesh.New(scaleConfig(fmt.Sprintf("host-%03d", i), t, first))
+		if err != nil {
+			return nil, err
+		}
+		ms = append(ms, m)
+	}
+	err := waitUntil(ctx, 5*time.Minute, 200*time.Millisecond, func() error {
+		for _, m := range ms {
+			alive := 0
+			for _, mb := range m.Members() {
+				if mb.State == mesh.StateAlive {
+					alive++
+				}
+			}
+			if alive != members {
+				return fmt.Errorf("%s sees %d of %d members alive", m.LocalNode(), alive, members)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%d members did not join: %w", members, err)
+	}
+	join := time.Since(start).Seconds()
+	o.Logf("scale: %d members joined in %.1f s", members, join)
+
+	results := make([]ScaleResult, len(o.ScaleEntries))
+	for i, n := range o.ScaleEntries {
+		results[i] = ScaleResult{Members: members, Entries: n, Join: join}
+	}
+	for rep := range o.Reps {
+		for i, n := range o.ScaleEntries {
+			took, perK, err := scaleOnce(ctx, o, ms, fmt.Sprintf("endpoint-%d-%d", rep, n), n)
+			if err != nil {
+				o.note("scale %d members, %d entries, rep %d: %v", members, n, rep+1, err)
+			}
+			o.Logf("scale: %d members, %d entries, rep %d/%d: %.2f s, %.0f B per member per 1k", members, n, rep+1, o.Reps, took, perK)
+			results[i].Converge = append(results[i].Converge, took)
+			results[i].HeapPerK = append(results[i].HeapPerK, perK)
+			if ctx.Err() != nil {
+				return results, ctx.Err()
+			}
+		}
+	}
+	return results, nil
+}
+
+// scaleOnce writes n records in a fresh table and waits until every
+// member holds them all. It returns seconds (NaN past the timeout) and heap
+// bytes per member per 1,000 records.
+func scaleOnce(ctx context.Context, o *Options, ms []*mesh.Mesh, table string, n int) (float64, float64, error) {
+	keys := make([]string, n)
+	values := make([][]byte, n)
+	for i := range n {
+		keys[i] = fmt.Sprintf("%08x5c1d7e0f9a8b6c4d2e1f0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a1b", i)
+		values[i] = endpointValue(i, len(ms))
+	}
+	// What each member still lacks, in write order; checked from the front
+	// and stopped at the first miss, so a check costs about one lookup per
+	// new arrival.
+	missing := make([][]string, len(ms))
+	for i := range ms {
+		missing[i] = keys
+	}
+	runtime.GC()
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+
+	start := time.Now()
+	for i := range n {
+		ms[i%len(ms)].Put(table, keys[i], values[i])
+	}
+	err := waitUntil(ctx, o.ScaleTimeout, 20*time.Millisecond, func() error {
+		left := 0
+		for i, m := range ms {
+			rest := missing[i]
+			for len(rest) > 0 {
+				if _, ok := m.Get(table, rest[0]); !ok {
+					break
+				}
+				rest = rest[1:]
+			}
+			missing[i] = rest
+			if len(rest) > 0 {
+				// The first miss may hide later arrivals: count exactly
+				// only when reporting.
+				left++
+			}
+		}
+		if left > 0 {
+			return fmt.Errorf("%d of %d members lack records", left, len(ms))
+		}
+		return nil
+	})
+	took := time.Since(start).Seconds()
+	if err != nil {
+		took = math.NaN()
+	}
+	missing = nil
+	runtime.GC()
+	var after runtime.MemStats
+	runtime.ReadMemStats(&after)
+	// The caller's keys and values were counted before; keep them alive so
+	// the difference is what the members added.
+	runtime.KeepAlive(keys)
+	runtime.KeepAlive(values)
+	perK := float64(int64(after.HeapAlloc)-int64(before.HeapAlloc)) / float64(len(ms)) / (float64(n) / 1000)
+	return took, perK, err
+}
+
+// waitUntil calls fn every interval until it returns nil, timeout passes or
+// ctx ends.
+func waitUntil(ctx context.Context, timeout, interval time.Duration, fn func() error) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		err := fn()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not within %s: %w", timeout, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(interval):
+		}
+	}
+}
