@@ -86,3 +86,39 @@ func TestBadRequestsGetOneSentence(t *testing.T) {
 		t.Fatalf("server broken after bad requests: %d", code)
 	}
 }
+
+// FuzzRequests sends arbitrary bodies to every call of the plugin API: the
+// answer is always one JSON object, never a panic or a dropped connection.
+func FuzzRequests(f *testing.F) {
+	paths := []string{
+		"/NetworkDriver.CreateNetwork", "/NetworkDriver.AllocateNetwork", "/NetworkDriver.CreateEndpoint",
+		"/NetworkDriver.Join", "/NetworkDriver.Leave", "/NetworkDriver.DeleteEndpoint", "/NetworkDriver.DeleteNetwork",
+		"/NetworkDriver.EndpointOperInfo", "/IpamDriver.RequestPool", "/IpamDriver.RequestAddress", "/IpamDriver.ReleaseAddress",
+	}
+	f.Add(uint8(0), []byte(`{"NetworkID":"n1","Options":{"com.docker.network.generic":{"weft.vni":"42"}},"IPv4Data":[{"Pool":"10.0.0.0/24","Gateway":"10.0.0.1/24"}]}`))
+	f.Add(uint8(1), []byte(`{"NetworkID":"n1","Options":{"weft.vni":"x"},"IPv4Data":[{"Pool":"10.0.0.0/24"}]}`))
+	f.Add(uint8(2), []byte(`{"NetworkID":"n1","EndpointID":"e1","Interface":{"Address":"10.0.0.2/24"}}`))
+	f.Add(uint8(3), []byte(`{"NetworkID":"n1","EndpointID":"e1"}`))
+	f.Add(uint8(8), []byte(`{"Pool":"10.1.0.0/24"}`))
+	f.Add(uint8(9), []byte(`{"PoolID":"10.1.0.0/24","Address":"10.1.0.9"}`))
+	d, err := driver.New(driver.DefaultConfig(), nopPlane{}, nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	a, _ := ipam.New(ipam.Config{})
+	h := NewHandler(d, a, slog.New(slog.DiscardHandler))
+	f.Fuzz(func(t *testing.T, which uint8, body []byte) {
+		path := paths[int(which)%len(paths)]
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, path, strings.NewReader(string(body))))
+		var out map[string]any
+		if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil {
+			t.Fatalf("%s: answer is not a JSON object: %q", path, rec.Body.String())
+		}
+		if rec.Code != 200 {
+			if msg, _ := out["Err"].(string); msg == "" {
+				t.Fatalf("%s: error status %d without a message", path, rec.Code)
+			}
+		}
+	})
+}
