@@ -63,6 +63,9 @@ type Options struct {
 	OutDir string
 	// KeepLab leaves the last lab up at the end.
 	KeepLab bool
+	// Merge keeps, from the results.json already in OutDir, the parts this
+	// run does not measure, so one part can be measured again alone.
+	Merge bool
 	// Logf receives progress.
 	Logf func(format string, args ...any)
 
@@ -136,12 +139,24 @@ func Run(ctx context.Context, o *Options) (*Results, error) {
 	start := time.Now()
 	res := &Results{Date: start.UTC(), Machine: machine(), Commit: commit(), Smoke: o.Smoke, Reps: o.Reps}
 	var errs []error
+	var prev *Results
+	if o.Merge {
+		p, err := LoadResults(filepath.Join(o.OutDir, "results.json"))
+		if err != nil {
+			return res, fmt.Errorf("merge: %w", err)
+		}
+		prev = p
+	}
 	save := func() error {
 		res.Seconds = time.Since(start).Seconds()
 		o.mu.Lock()
 		res.Notes = append([]string(nil), o.notes...)
 		o.mu.Unlock()
-		return WriteOutputs(res, o.OutDir)
+		out := res
+		if prev != nil {
+			out = merged(res, prev, o)
+		}
+		return WriteOutputs(out, o.OutDir)
 	}
 
 	if o.has(PartScale) {
@@ -207,6 +222,35 @@ func Run(ctx context.Context, o *Options) (*Results, error) {
 		errs = append(errs, err)
 	}
 	return res, errors.Join(errs...)
+}
+
+// merged returns r with the parts it did not measure taken from prev.
+func merged(r, prev *Results, o *Options) *Results {
+	m := *r
+	from := fmt.Sprintf("the run of %s (commit %s, %.0f min)", prev.Date.Format("2006-01-02 15:04 UTC"), prev.Commit, prev.Seconds/60)
+	var took []string
+	if !o.has(PartData) && len(prev.Data) > 0 {
+		m.Data, took = prev.Data, append(took, PartData)
+	}
+	if !o.has(PartControl) && prev.Control != nil {
+		m.Control, took = prev.Control, append(took, PartControl)
+	}
+	if !o.has(PartScale) && len(prev.Scale) > 0 {
+		m.Scale, took = prev.Scale, append(took, PartScale)
+	}
+	if !o.has(PartDNS) && len(prev.DNS) > 0 {
+		m.DNS, took = prev.DNS, append(took, PartDNS)
+	}
+	if len(took) > 0 {
+		m.Notes = append([]string{fmt.Sprintf("Parts %s come from %s; the others (%s) from this run.", strings.Join(took, ", "), from, strings.Join(o.Parts, ", "))}, m.Notes...)
+		for _, n := range prev.Notes {
+			if !strings.HasPrefix(n, "Parts ") {
+				m.Notes = append(m.Notes, "(earlier run) "+n)
+			}
+		}
+		m.Seconds += prev.Seconds
+	}
+	return &m
 }
 
 // machine describes the machine the run is on.

@@ -23,6 +23,9 @@ import (
 // machine's two cores and would otherwise suspect each other under load,
 // which a real host with its own CPU would not.
 
+// scaleSettle is the pause after each convergence before the heap is read.
+const scaleSettle = 5 * time.Second
+
 // scaleConfig is one member's configuration.
 func scaleConfig(name string, t *mesh.MemTransport, peer string) mesh.Config {
 	c := mesh.DefaultConfig()
@@ -176,6 +179,13 @@ func scaleOnce(ctx context.Context, o *Options, ms []*mesh.Mesh, table string, n
 		took = math.NaN()
 	}
 	missing = nil
+	// Let the broadcasts still queued for retransmission drain (a few
+	// gossip rounds), so the heap holds the records, not the traffic, and
+	// the next table starts from a quiet mesh.
+	select {
+	case <-ctx.Done():
+	case <-time.After(scaleSettle):
+	}
 	runtime.GC()
 	var after runtime.MemStats
 	runtime.ReadMemStats(&after)

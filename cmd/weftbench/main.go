@@ -3,7 +3,7 @@
 // small load tools the measurement runs inside the lab's containers.
 //
 //	weftbench run [-smoke] [-reps 3] [-parts scale,data,control,dns] [-mtus 1500,9000]
-//	              [-containers 20] [-weft-dns gateway|IP[:port]] [-plugin build/plugin] [-out bench] [-keep]
+//	              [-containers 20] [-weft-dns gateway|IP[:port]] [-plugin build/plugin] [-out bench] [-keep] [-merge]
 //	weftbench report [-out bench]      # RESULTS.md and results.png again from results.json
 //	weftbench down                     # remove a bench lab left up (-keep, or an interrupted run)
 //
@@ -112,6 +112,7 @@ func run(args []string) error {
 	plugin := fs.String("plugin", "build/plugin", "managed plugin directory (make plugin-dir)")
 	out := fs.String("out", "bench", "where RESULTS.md, results.json and results.png go")
 	keep := fs.Bool("keep", false, "leave the last lab up")
+	merge := fs.Bool("merge", false, "keep the parts not run from the results.json already in -out")
 	_ = fs.Parse(args)
 
 	o := bench.DefaultOptions()
@@ -140,6 +141,7 @@ func run(args []string) error {
 	o.WeftDNS = *weftDNS
 	o.OutDir = *out
 	o.KeepLab = *keep
+	o.Merge = *merge
 	o.Logf = logf
 	var err error
 	if o.PluginDir, err = filepath.Abs(*plugin); err != nil {
