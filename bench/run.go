@@ -167,7 +167,7 @@ func Run(ctx context.Context, o *Options) (*Results, error) {
 		}
 	}
 	labParts := o.has(PartData) || o.has(PartControl) || o.has(PartDNS)
-	if labParts {
+	if labParts && ctx.Err() == nil {
 		if o.PluginDir == "" || o.Self == "" {
 			return res, errors.New("the lab parts need the plugin directory and the static weftbench binary")
 		}
