@@ -111,6 +111,10 @@ type Config struct {
 	// SecretKey, if set, encrypts all gossip (AES, 16, 24 or 32 bytes); it
 	// is handed to memberlist's keyring.
 	SecretKey []byte
+	// Keyring, if set, encrypts all gossip with its primary key and
+	// accepts any of its keys; the caller keeps it to rotate keys while the
+	// mesh runs (install, use, remove). It takes precedence over SecretKey.
+	Keyring *memberlist.Keyring
 	// Label, if set, is attached to every packet and stream; members with
 	// another label are ignored, which keeps two clusters on one network
 	// apart.
@@ -230,6 +234,9 @@ func (c *Config) memberlistConfig(d *delegate) *memberlist.Config {
 	mc.DeadNodeReclaimTime = 30 * time.Second
 	if len(c.SecretKey) > 0 {
 		mc.SecretKey = append([]byte(nil), c.SecretKey...)
+	}
+	if c.Keyring != nil {
+		mc.Keyring = c.Keyring
 	}
 	mc.Delegate = d
 	mc.Events = d

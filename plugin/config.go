@@ -42,6 +42,10 @@ type Config struct {
 	// StatusAddr is the loopback address of the status endpoint
 	// (WEFT_STATUS_ADDR).
 	StatusAddr string
+	// MeshKey seeds the mesh's keyring when the state directory has none
+	// (WEFT_MESH_KEY, base64; the file mesh.key in the state directory
+	// takes precedence and keeps the key out of `docker plugin inspect`).
+	MeshKey string
 	// DNSDomain is the domain weft's names are answered under, besides
 	// bare (WEFT_DNS_DOMAIN).
 	DNSDomain string
@@ -140,6 +144,13 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 			bad("WEFT_STATUS_ADDR=%q must be a loopback address", v)
 		} else {
 			c.StatusAddr = v
+		}
+	}
+	if v := strings.TrimSpace(getenv("WEFT_MESH_KEY")); v != "" {
+		if _, err := ParseKey(v); err != nil {
+			bad("WEFT_MESH_KEY: %v", err)
+		} else {
+			c.MeshKey = v
 		}
 	}
 	if v := getenv("WEFT_DNS_DOMAIN"); v != "" {

@@ -53,6 +53,14 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		log.Warn("save node identity", "err", err)
 	}
 
+	keys, keysErr := loadKeyring(cfg.StateDir, cfg.MeshKey)
+	if keysErr != nil {
+		// Never fall back to an open mesh: serve local containers only.
+		log.Error("mesh keyring unusable; the mesh stays off until it is fixed", "err", keysErr)
+	} else if keys == nil {
+		log.Warn("the mesh is not encrypted: anyone who reaches its port can join; set WEFT_MESH_KEY or write mesh.key in the state directory")
+	}
+
 	kernel, err := dataplane.NewKernel(log.With("component", "dataplane"))
 	if err != nil {
 		return err
@@ -88,7 +96,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	defer cancel()
 	go drv.Run(ctx)
 
-	c := &controlPlane{cfg: cfg, log: log, node: node, drv: drv, peers: peers, engine: engine.New(cfg.DockerSocket)}
+	if err := serveControl(ctx, cfg.StateDir, keys, log.With("component", "control")); err != nil {
+		log.Error("control socket unavailable", "err", err)
+	}
+	c := &controlPlane{cfg: cfg, log: log, node: node, drv: drv, peers: peers, engine: engine.New(cfg.DockerSocket), keys: keys, keysBroken: keysErr != nil}
 	go c.run(ctx)
 	w := &nameWatcher{log: log.With("component", "names"), engine: c.engine, drv: drv}
 	go w.run(ctx)
@@ -139,6 +150,11 @@ type controlPlane struct {
 	peers  *meshPeers
 	engine *engine.Client
 
+	// keys is the mesh's keyring (nil: unencrypted); keysBroken keeps the
+	// mesh off when a configured keyring cannot be read.
+	keys       *keyring
+	keysBroken bool
+
 	// node is written only by run before the mesh starts, then read.
 	node nodeState
 }
@@ -181,7 +197,13 @@ func (c *controlPlane) run(ctx context.Context) {
 		}
 	}
 
+	if c.keysBroken {
+		return
+	}
 	mcfg := mesh.DefaultConfig()
+	if c.keys != nil {
+		mcfg.Keyring = c.keys.kr
+	}
 	mcfg.NodeName = c.node.Name
 	mcfg.BindAddr = c.node.Addr
 	mcfg.AdvertiseAddr = c.node.Addr

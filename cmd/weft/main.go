@@ -22,6 +22,7 @@ const usage = `weft: a Docker network plugin meshing containers across hosts wit
 Usage:
   weft plugin            serve the plugin (the managed plugin's entrypoint)
   weft status [--json]   print this host's view of weft (run on a host)
+  weft key ...           manage the mesh's cluster key (weft key for help)
   weft version           print the version
 `
 
@@ -39,6 +40,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return servePlugin(stderr)
 	case "status":
 		return runStatus(args[1:], stdout, stderr)
+	case "key":
+		return runKey(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "weft", version)
 		return 0

@@ -8,6 +8,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"hash/fnv"
 	"net/netip"
 	"os"
 	"testing"
@@ -22,6 +23,9 @@ var theLab *lab.Lab
 
 const pluginName = "weft:latest"
 
+// testMeshKey is the lab's cluster key (32 bytes, base64).
+const testMeshKey = "d2VmdC1sYWItY2x1c3Rlci1rZXktMzItYnl0ZXMhISE="
+
 func TestMain(m *testing.M) {
 	if os.Getenv("WEFT_E2E") != "1" || os.Geteuid() != 0 {
 		fmt.Println("e2e: skipped (needs root and WEFT_E2E=1; run `make test-e2e`)")
@@ -32,20 +36,19 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "e2e: WEFT_PLUGIN_DIR must name the plugin directory (run `make test-e2e`)")
 		os.Exit(2)
 	}
-	// A lab of its own, apart from the demo's (weftlab) so that running
-	// the tests never disturbs a demo left up.
-	cfg := lab.DefaultConfig()
-	cfg.Name = "weftci"
-	cfg.Bridge = "weftci0"
-	cfg.VethPrefix = "wci"
-	cfg.Underlay = netip.MustParsePrefix("198.18.2.254/24")
-	cfg.StateRoot, cfg.RunRoot = "", ""
+	cfg, err := labConfig(os.Getenv)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		os.Exit(2)
+	}
 	cfg.Hosts = 3
 	cfg.Swarm = true
 	cfg.Image = true
 	cfg.PluginDir = dir
 	cfg.PluginName = pluginName
-	cfg.PluginSettings = []string{"LOG_LEVEL=debug"}
+	// No upstream resolver: the lab must never send queries off this machine.
+	// A keyed mesh, as README asks of production.
+	cfg.PluginSettings = []string{"LOG_LEVEL=debug", "WEFT_DNS_UPSTREAM=none", "WEFT_MESH_KEY=" + testMeshKey}
 	cfg.KeepLogs = true
 	cfg.Logf = func(format string, args ...any) { fmt.Printf("lab: "+format+"\n", args...) }
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
@@ -75,6 +78,39 @@ func TestMain(m *testing.M) {
 		}
 	}
 	os.Exit(code)
+}
+
+// labConfig names the tests' lab. By default it is weftci, apart from the
+// demo's (weftlab) so that running the tests never disturbs a demo left
+// up. WEFT_E2E_LAB=name (and WEFT_E2E_SUBNET=bridge-address/prefix) give
+// a lab of another name, bridge, veth prefix and underlay, so that two
+// runs of the tests can share one machine.
+func labConfig(getenv func(string) string) (lab.Config, error) {
+	cfg := lab.DefaultConfig()
+	cfg.Name = "weftci"
+	cfg.Bridge = "weftci0"
+	cfg.VethPrefix = "wci"
+	cfg.Underlay = netip.MustParsePrefix("198.18.2.254/24")
+	cfg.StateRoot, cfg.RunRoot = "", ""
+	if name := getenv("WEFT_E2E_LAB"); name != "" && name != cfg.Name {
+		cfg.Name = name
+		cfg.Bridge = name + "0"
+		// Short, derived from the name, and starting with a letter that
+		// no other lab's prefix (wci, wlh) nor weft's devices use.
+		h := fnv.New32a()
+		h.Write([]byte(name))
+		cfg.VethPrefix = fmt.Sprintf("e%04x", h.Sum32()&0xffff)
+		subnet := getenv("WEFT_E2E_SUBNET")
+		if subnet == "" {
+			return cfg, fmt.Errorf("WEFT_E2E_LAB=%s needs WEFT_E2E_SUBNET (the bridge's address and prefix, e.g. 198.18.4.254/24) apart from other labs'", name)
+		}
+		p, err := netip.ParsePrefix(subnet)
+		if err != nil {
+			return cfg, fmt.Errorf("WEFT_E2E_SUBNET=%q: %w", subnet, err)
+		}
+		cfg.Underlay = p
+	}
+	return cfg, nil
 }
 
 func need(t *testing.T) *lab.Lab {
