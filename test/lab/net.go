@@ -145,7 +145,11 @@ func removeNet(ctx context.Context, c Config) error {
 			continue // went with its peer's namespace
 		}
 		if _, err := run(ctx, "ip", "link", "del", l); err != nil {
-			errs = append(errs, err)
+			// The kernel removes a veth whose peer's namespace is going
+			// a moment later: gone in between is done, not an error.
+			if _, serr := os.Stat(filepath.Join("/sys/class/net", l)); serr == nil {
+				errs = append(errs, err)
+			}
 		}
 	}
 	if _, err := os.Stat(filepath.Join("/sys/class/net", c.Bridge)); err == nil {
