@@ -414,15 +414,25 @@ func (d *Driver) CreateNetwork(req *network.CreateNetworkRequest) error {
 
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if opts.VNI == 0 {
-		// Not allocated by a swarm leader (local scope): derive it from the
-		// network ID like the leader would.
+	derived := false
+	switch {
+	case opts.VNI != 0:
+	case d.cfg.Scope == network.LocalScope:
+		// Each engine gives the network its own ID; the subnet is what
+		// every host shares, so it names the segment.
+		opts.VNI, derived = subnetVNI(pool.Pool), true
+	default:
+		// Not allocated by a swarm leader: derive it from the network ID
+		// like the leader would.
 		opts.VNI, err = autoVNI(req.NetworkID, func(v uint32) bool { return d.vniOwnerLocked(v, req.NetworkID) != "" })
 		if err != nil {
 			return fmt.Errorf("weft: %w", err)
 		}
 	}
 	if other := d.vniOwnerLocked(opts.VNI, req.NetworkID); other != "" {
+		if derived {
+			return fmt.Errorf("weft: VNI %d, derived from subnet %s, is already used by network %s on this host; choose one with -o %s=N, the same on every host", opts.VNI, pool.Pool, short(other), OptVNI)
+		}
 		return fmt.Errorf("weft: VNI %d is already used by network %s on this host", opts.VNI, short(other))
 	}
 	mtu := opts.MTU

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"maps"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -107,4 +108,19 @@ func autoVNI(networkID string, taken func(uint32) bool) (uint32, error) {
 		}
 	}
 	return 0, fmt.Errorf("no free VNI found for network %s", networkID)
+}
+
+// subnetVNI derives a local-scope network's VNI from its subnet: engines
+// that are not in a swarm give one network different IDs, but every host
+// creates it with the same subnet. Collisions are not skipped, since the
+// hosts would not skip alike; CreateNetwork refuses them instead.
+func subnetVNI(subnet string) uint32 {
+	key := subnet
+	if p, err := netip.ParsePrefix(subnet); err == nil {
+		key = p.Masked().String()
+	}
+	h := fnv.New32a()
+	h.Write([]byte("subnet:" + key))
+	span := uint32(dataplane.MaxVNI - MinAutoVNI + 1)
+	return MinAutoVNI + h.Sum32()%span
 }

@@ -1,6 +1,9 @@
 package ipam
 
 import (
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/docker/go-plugins-helpers/ipam"
@@ -56,5 +59,33 @@ func TestAllocateReleasePersist(t *testing.T) {
 	}
 	if _, err := b.RequestAddress(&ipam.RequestAddressRequest{PoolID: p.PoolID, Address: "10.40.0.7"}); err == nil {
 		t.Fatal("broadcast address handed out")
+	}
+}
+
+// The single-host allocator's ipam.json (a map of pools) is read as pools
+// with nothing claimed.
+func TestLoadsSingleHostState(t *testing.T) {
+	dir := t.TempDir()
+	old := `{"10.40.0.0/24":{"prefix":"10.40.0.0/24","refs":1,"used":{"10.40.0.1":true}}}`
+	if err := os.WriteFile(filepath.Join(dir, stateFile), []byte(old), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a, err := New(Config{StateDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := a.RequestAddress(&ipam.RequestAddressRequest{PoolID: "10.40.0.0/24"})
+	if err != nil || !strings.HasPrefix(r.Address, "10.40.0.") {
+		t.Fatalf("after the old state: %v, %v", r, err)
+	}
+	// A corrupt file is set aside, not lost.
+	if err := os.WriteFile(filepath.Join(dir, stateFile), []byte("{nope"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(Config{StateDir: dir}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, stateFile+".corrupt")); err != nil {
+		t.Fatalf("corrupt state not kept aside: %v", err)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/docker/go-plugins-helpers/network"
 
@@ -53,6 +54,13 @@ type Config struct {
 	// (WEFT_DNS_UPSTREAM: a comma-separated list, "none", or empty for
 	// the nameservers of the host's /etc/resolv.conf).
 	DNSUpstreams []string
+	// IPAMBlock is the prefix length of the blocks hosts claim in a pool
+	// (WEFT_IPAM_BLOCK, e.g. 26 or /26); 0 keeps the IPAM's default.
+	IPAMBlock int
+	// IPAMReclaim is how long a host must be unreachable before the
+	// others take its address blocks back (WEFT_IPAM_RECLAIM, a Go
+	// duration); 0 keeps the IPAM's default.
+	IPAMReclaim time.Duration
 }
 
 // DefaultConfig returns the settings a plugin has with no environment.
@@ -175,6 +183,22 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 			} else {
 				bad("WEFT_DNS_UPSTREAM entry %q is not an IP address or IP:port", u)
 			}
+		}
+	}
+	if v := strings.TrimSpace(getenv("WEFT_IPAM_BLOCK")); v != "" {
+		n, err := strconv.Atoi(strings.TrimPrefix(v, "/"))
+		if err != nil || n < 8 || n > 30 {
+			bad("WEFT_IPAM_BLOCK=%q is not a prefix length from 8 to 30", v)
+		} else {
+			c.IPAMBlock = n
+		}
+	}
+	if v := strings.TrimSpace(getenv("WEFT_IPAM_RECLAIM")); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < time.Second {
+			bad("WEFT_IPAM_RECLAIM=%q is not a duration of 1s or more", v)
+		} else {
+			c.IPAMReclaim = d
 		}
 	}
 	if c.VXLANPort == c.MeshPort {

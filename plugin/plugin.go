@@ -26,7 +26,6 @@ import (
 	"github.com/weftnet/weft/dataplane"
 	"github.com/weftnet/weft/driver"
 	"github.com/weftnet/weft/engine"
-	"github.com/weftnet/weft/ipam"
 	"github.com/weftnet/weft/mesh"
 	"github.com/weftnet/weft/status"
 )
@@ -45,6 +44,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	node, err := loadNode(cfg.StateDir)
 	if err != nil {
 		log.Warn("node identity", "err", err)
+	}
+	if a, err := localAdvertise(cfg); err != nil {
+		log.Warn("cannot derive this host's underlay address from WEFT_PEERS; set WEFT_ADVERTISE_ADDR", "err", err)
+	} else if a.IsValid() {
+		cfg.AdvertiseAddr = a
 	}
 	if cfg.AdvertiseAddr.IsValid() {
 		node.Addr = cfg.AdvertiseAddr.String()
@@ -87,7 +91,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	names.drv = drv
-	alloc, err := ipam.New(ipam.Config{StateDir: cfg.StateDir, Logger: log.With("component", "ipam")})
+	alloc, runIPAM, err := newIPAM(cfg, node, peers, log.With("component", "ipam"))
 	if err != nil {
 		return err
 	}
@@ -95,6 +99,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go drv.Run(ctx)
+	runIPAM(ctx)
 
 	if err := serveControl(ctx, cfg.StateDir, keys, log.With("component", "control")); err != nil {
 		log.Error("control socket unavailable", "err", err)
@@ -182,6 +187,9 @@ func (c *controlPlane) run(ctx context.Context) {
 	var joinAddrs []string
 	for c.node.Addr == "" {
 		addr, managers := swarmPeers()
+		if a, err := localAdvertise(c.cfg); err == nil && a.IsValid() {
+			addr, managers = a.String(), nil
+		}
 		if a, err := netip.ParseAddr(addr); err == nil && a.Is4() {
 			c.node.Addr = addr
 			joinAddrs = managers

@@ -1,0 +1,192 @@
+package ipam
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+)
+
+const stateFile = "ipam.json"
+
+// stateVersion is the layout of ipam.json. Version 0 was the single-host
+// allocator's map of pools; it is read and converted.
+const stateVersion = 2
+
+// persisted is everything the allocator must remember across restarts:
+// what this host decided (pools, claims, votes, dead and removed hosts,
+// lent and foreign addresses) and the last copy of the other hosts'
+// entries, which the mesh drops while their owner is dead.
+type persisted struct {
+	Version int    `json:"version"`
+	Node    string `json:"node"`
+	Epoch   uint64 `json:"epoch"`
+	// Restoring: this host was removed and is re-homing what it kept.
+	Restoring bool                  `json:"restoring,omitempty"`
+	Pools     map[string]*pool      `json:"pools"`
+	Claims    map[string]*claim     `json:"claims"` // own, by block
+	Old       map[string]*claim     `json:"old,omitempty"`
+	Votes     map[string]*voteRec   `json:"votes"` // own, by block
+	Dead      map[string]*deadRec   `json:"dead"`  // own, by host
+	Removed   map[string]*removal   `json:"removed"`
+	Lent      map[netip.Addr]string `json:"lent"`    // own block's address -> borrower
+	Foreign   map[netip.Addr]string `json:"foreign"` // address in another's block -> its holder
+	// Cache holds the other hosts' entries: owner -> key -> value.
+	Cache map[string]map[string]json.RawMessage `json:"cache"`
+}
+
+// pool is one subnet Docker asked for on this host.
+type pool struct {
+	Prefix netip.Prefix `json:"prefix"`
+	// Bits is the prefix length of the pool's blocks.
+	Bits int `json:"bits"`
+	Refs int `json:"refs"`
+}
+
+// claim is one of this host's claims.
+type claim struct {
+	Block netip.Prefix `json:"block"`
+	claimRec
+	// Acked is the largest Limit a majority has seen: addresses below it
+	// may be handed out. 0 while the claim does not hold.
+	Acked int `json:"acked"`
+}
+
+// removal records a host the majority removed at Epoch.
+type removal struct {
+	Epoch uint64 `json:"epoch"`
+	// Windows stay quarantined until the host is back in a newer epoch
+	// and has listed what it still uses (then Lifted).
+	Windows []span `json:"windows,omitempty"`
+	Lifted  bool   `json:"lifted,omitempty"`
+}
+
+func newPersisted(node string) *persisted {
+	return &persisted{
+		Version: stateVersion, Node: node,
+		Pools: map[string]*pool{}, Claims: map[string]*claim{}, Old: map[string]*claim{},
+		Votes: map[string]*voteRec{}, Dead: map[string]*deadRec{}, Removed: map[string]*removal{},
+		Lent: map[netip.Addr]string{}, Foreign: map[netip.Addr]string{},
+		Cache: map[string]map[string]json.RawMessage{},
+	}
+}
+
+// fill makes every map usable after decoding.
+func (p *persisted) fill() {
+	if p.Pools == nil {
+		p.Pools = map[string]*pool{}
+	}
+	if p.Claims == nil {
+		p.Claims = map[string]*claim{}
+	}
+	if p.Old == nil {
+		p.Old = map[string]*claim{}
+	}
+	if p.Votes == nil {
+		p.Votes = map[string]*voteRec{}
+	}
+	if p.Dead == nil {
+		p.Dead = map[string]*deadRec{}
+	}
+	if p.Removed == nil {
+		p.Removed = map[string]*removal{}
+	}
+	if p.Lent == nil {
+		p.Lent = map[netip.Addr]string{}
+	}
+	if p.Foreign == nil {
+		p.Foreign = map[netip.Addr]string{}
+	}
+	if p.Cache == nil {
+		p.Cache = map[string]map[string]json.RawMessage{}
+	}
+	for id, pl := range p.Pools {
+		if pl == nil || !pl.Prefix.IsValid() || pl.Bits < pl.Prefix.Bits() || pl.Bits > 30 {
+			delete(p.Pools, id)
+		}
+	}
+	for k, c := range p.Claims {
+		if c == nil || !c.Block.IsValid() {
+			delete(p.Claims, k)
+		} else if len(c.Used) != len(newBitmap(size(c.Block))) {
+			c.Used = newBitmap(size(c.Block))
+		}
+	}
+	for k, c := range p.Old {
+		if c == nil || !c.Block.IsValid() {
+			delete(p.Old, k)
+		}
+	}
+}
+
+// load reads the state file. A missing file is a fresh start; an
+// unreadable one is reported (the caller starts fresh but keeps the file
+// aside, since it may hold votes that must not be forgotten).
+func load(dir, node string) (*persisted, error) {
+	st := newPersisted(node)
+	if dir == "" {
+		return st, nil
+	}
+	path := filepath.Join(dir, stateFile)
+	b, err := os.ReadFile(path)
+	if os.IsNotExist(err) {
+		return st, nil
+	}
+	if err != nil {
+		return st, fmt.Errorf("read IPAM state: %w", err)
+	}
+	var probe struct {
+		Version int `json:"version"`
+	}
+	if err := json.Unmarshal(b, &probe); err != nil {
+		return st, setAside(path, fmt.Errorf("IPAM state %s is corrupt: %w", path, err))
+	}
+	if probe.Version == 0 {
+		// The single-host allocator's file: its pools, nothing claimed.
+		var old map[string]*struct {
+			Prefix netip.Prefix `json:"prefix"`
+		}
+		if err := json.Unmarshal(b, &old); err == nil {
+			for id, p := range old {
+				if p != nil && p.Prefix.IsValid() {
+					st.Pools[id] = &pool{Prefix: p.Prefix, Bits: defaultBits(p.Prefix, DefaultConfig().BlockBits)}
+				}
+			}
+		}
+		return st, nil
+	}
+	var p persisted
+	if err := json.Unmarshal(b, &p); err != nil {
+		return st, setAside(path, fmt.Errorf("IPAM state %s is corrupt: %w", path, err))
+	}
+	p.fill()
+	p.Version = stateVersion
+	return &p, nil
+}
+
+func setAside(path string, err error) error {
+	if rerr := os.Rename(path, path+".corrupt"); rerr == nil {
+		return fmt.Errorf("%w (kept as %s.corrupt)", err, path)
+	}
+	return err
+}
+
+func (p *persisted) save(dir string) error {
+	if dir == "" {
+		return nil
+	}
+	b, err := json.Marshal(p)
+	if err != nil {
+		return fmt.Errorf("encode IPAM state: %w", err)
+	}
+	path := filepath.Join(dir, stateFile)
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return fmt.Errorf("write IPAM state: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("replace IPAM state: %w", err)
+	}
+	return nil
+}
