@@ -253,7 +253,7 @@ func WriteChart(r *Results, path string) error {
 	const W, H = 1400, 980
 	c := canvas{image.NewRGBA(image.Rect(0, 0, W, H))}
 	c.rect(0, 0, W, H, colBG)
-	title := fmt.Sprintf("weft vs Docker overlay  (%s, commit %s, %d reps%s)", r.Date.Format("2006-01-02"), r.Commit, r.Reps, map[bool]string{true: ", SMOKE RUN", false: ""}[r.Smoke])
+	title := fmt.Sprintf("weft vs Docker overlay  (%s, commit %s, %d/%d reps%s)", r.Date.Format("2006-01-02"), r.Commit, max(r.Reps, r.DataReps), r.Reps, map[bool]string{true: ", SMOKE RUN", false: ""}[r.Smoke])
 	c.text(20, 14, title, colText, 2)
 	// Legend.
 	lx := W - 460

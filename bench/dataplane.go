@@ -13,9 +13,9 @@ import (
 	"github.com/weftnet/weft/test/lab"
 )
 
-// Data plane: h1 sends to h2 over three paths, measured one after the
-// other in each repetition (the order rotates from one repetition to the
-// next, so a slow drift of the machine's load does not favour one path):
+// Data plane: h1 sends to h2 over three paths, measured back to back for
+// each figure (the order rotates, so a drift of the machine's load does
+// not favour one path):
 //
 //   - underlay: h1's host namespace to h2's, over the veths and the bridge;
 //   - overlay: a container on h1 to one on h2 over Docker's overlay;
@@ -119,58 +119,70 @@ func (e *env) dataPlane(ctx context.Context, measure bool) (DataRun, error) {
 	if !measure {
 		return run, nil
 	}
-	for rep := range o.Reps {
-		for k := range paths {
-			i := (k + rep) % len(paths)
-			p := paths[i]
-			nd := &run.Nets[i]
-			o.Logf("data plane MTU %d rep %d/%d: %s", e.mtu, rep+1, o.Reps, p.net)
-			m, err := measurePath(ctx, o, p)
-			if err != nil {
-				o.note("data plane MTU %d rep %d %s: %v", e.mtu, rep+1, p.net, err)
-			}
-			for _, k := range DataMetrics {
-				v, ok := m[k]
-				if !ok {
-					v = math.NaN()
+	reps := max(o.Reps, o.DataReps)
+	for rep := range reps {
+		// Metric by metric, the three paths back to back (in an order that
+		// rotates with the repetition), so the figures a ratio compares are
+		// taken seconds apart.
+		for gi, g := range metricGroups {
+			for k := range paths {
+				i := (k + rep + gi) % len(paths)
+				p := paths[i]
+				nd := &run.Nets[i]
+				o.Logf("data plane MTU %d rep %d/%d: %s %s", e.mtu, rep+1, reps, g, p.net)
+				m, err := measureGroup(ctx, o, p, g)
+				if err != nil {
+					o.note("data plane MTU %d rep %d %s %s: %v", e.mtu, rep+1, p.net, g, err)
 				}
-				nd.Metrics[k] = append(nd.Metrics[k], v)
+				for _, k := range metricsOf[g] {
+					v, ok := m[k]
+					if !ok {
+						v = math.NaN()
+					}
+					nd.Metrics[k] = append(nd.Metrics[k], v)
+				}
 			}
 		}
 	}
 	return run, nil
 }
 
-// measurePath takes every data-plane figure of one path once. A figure
-// that fails is left out and the error returned; the others stand.
-func measurePath(ctx context.Context, o *Options, p path) (map[string]float64, error) {
+// Groups of data-plane metrics measured together.
+var metricGroups = []string{"tcp1", "tcp4", "ping", "rr"}
+
+var metricsOf = map[string][]string{
+	"tcp1": {MetricTCP1},
+	"tcp4": {MetricTCP4},
+	"ping": {MetricRTT50, MetricRTT99},
+	"rr":   {MetricRR, MetricRR99us},
+}
+
+// measureGroup takes one group of figures on one path.
+func measureGroup(ctx context.Context, o *Options, p path, group string) (map[string]float64, error) {
 	m := map[string]float64{}
-	var errs []string
-	for _, streams := range []int{1, 4} {
+	switch group {
+	case "tcp1", "tcp4":
+		streams := 1
+		if group == "tcp4" {
+			streams = 4
+		}
 		gbps, err := iperf(ctx, o, p, streams)
 		if err != nil {
-			errs = append(errs, err.Error())
-			continue
+			return m, err
 		}
-		if streams == 1 {
-			m[MetricTCP1] = gbps
-		} else {
-			m[MetricTCP4] = gbps
+		m[metricsOf[group][0]] = gbps
+	case "ping":
+		p50, p99, err := pingRTT(ctx, o, p)
+		if err != nil {
+			return m, err
 		}
-	}
-	if p50, p99, err := pingRTT(ctx, o, p); err != nil {
-		errs = append(errs, err.Error())
-	} else {
 		m[MetricRTT50], m[MetricRTT99] = p50, p99
-	}
-	rr, err := reqResp(ctx, o, p)
-	if err != nil {
-		errs = append(errs, err.Error())
-	} else {
+	case "rr":
+		rr, err := reqResp(ctx, o, p)
+		if err != nil {
+			return m, err
+		}
 		m[MetricRR], m[MetricRR99us] = rr.Rate, rr.P99us
-	}
-	if len(errs) > 0 {
-		return m, fmt.Errorf("%s", strings.Join(errs, "; "))
 	}
 	return m, nil
 }

@@ -10,7 +10,8 @@ import (
 // with what was measured, then one table per part. Every figure is the
 // median over the repetitions with the smallest and largest repetition in
 // brackets; ratios are taken repetition by repetition, within one run.
-func Report(r *Results) string {
+// analysis, if not empty, is Markdown placed after the targets.
+func Report(r *Results, analysis string) string {
 	var b strings.Builder
 	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
 	p("# weft benchmark results\n\n")
@@ -22,16 +23,20 @@ func Report(r *Results) string {
 	p("| date | %s |\n", r.Date.Format("2006-01-02 15:04 UTC"))
 	p("| machine | %s |\n", r.Machine)
 	p("| commit | `%s` |\n", r.Commit)
-	p("| repetitions | %d per figure (median, and min–max over the repetitions in brackets) |\n", r.Reps)
+	p("| repetitions | %d per figure, %d for the data plane (median, and min–max over the repetitions in brackets) |\n", r.Reps, max(r.Reps, r.DataReps))
 	p("| run time | %.0f min |\n\n", r.Seconds/60)
-	p("**The figures are noisy.** Every \"host\" is a network namespace with its own dockerd on one 2-core machine, " +
-		"which other engineers' labs and builds share while this runs; the \"underlay\" is a veth pair and a Linux bridge in memory, " +
-		"and sender, receiver and all encapsulation share the same two cores. Ratios are therefore taken within one repetition " +
-		"(the three paths measured back to back, in rotating order), which cancels most of the drift between repetitions; " +
-		"absolute figures will differ on real hosts with real NICs.\n\n")
+	p("%s", "**The figures are noisy.** Every \"host\" is a network namespace with its own dockerd on one 2-core machine, "+
+		"which other engineers' labs, tests and builds share while this runs"+loadNote(r)+"; "+
+		"the \"underlay\" is a veth pair and a Linux bridge in memory, and sender, receiver and all encapsulation share the same two cores, "+
+		"so any other process takes throughput straight from the path being measured. Ratios are therefore taken within one repetition, "+
+		"figure by figure, with the three paths measured back to back seconds apart in rotating order; "+
+		"even so the spreads are wide, and absolute figures will differ on real hosts with real NICs.\n\n")
 	p("![data-plane ratios and control-plane latencies](results.png)\n\n")
 
 	targets(&b, r)
+	if strings.TrimSpace(analysis) != "" {
+		p("%s\n\n", strings.TrimSpace(analysis))
+	}
 	dataTables(&b, r)
 	controlTable(&b, r)
 	scaleTable(&b, r)
@@ -45,6 +50,15 @@ func Report(r *Results) string {
 		p("\n")
 	}
 	return b.String()
+}
+
+// loadNote describes the load average seen during the run.
+func loadNote(r *Results) string {
+	s := Summarize(r.Load)
+	if s.N == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (1-minute load average during this run: median %.1f, %.1f–%.1f, on 2 cores)", s.Median, s.Min, s.Max)
 }
 
 // fmtS formats a summary with its spread.

@@ -17,9 +17,14 @@ type Results struct {
 	Commit  string    `json:"commit"`
 	Smoke   bool      `json:"smoke"`
 	Reps    int       `json:"reps"`
+	// DataReps is the repetitions of the data-plane figures.
+	DataReps int `json:"data_reps,omitempty"`
 	// Notes are remarks gathered during the run (what failed, what was
 	// skipped), printed in the report.
 	Notes []string `json:"notes,omitempty"`
+	// Load is the machine's 1-minute load average, sampled every 30 s
+	// during the run (what else the machine was doing).
+	Load Floats `json:"load,omitempty"`
 	// Seconds is how long the run took.
 	Seconds float64 `json:"seconds"`
 

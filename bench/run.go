@@ -29,6 +29,9 @@ type Options struct {
 	// Reps is the number of repetitions of every figure (at least 3 for a
 	// report worth reading).
 	Reps int
+	// DataReps, if larger, is the number of repetitions of the data-plane
+	// figures, the noisiest on a shared machine.
+	DataReps int
 	// Smoke marks a short run; its report says so.
 	Smoke bool
 	// MTUs are the underlay MTUs of the data-plane labs; the control plane
@@ -78,6 +81,7 @@ func DefaultOptions() *Options {
 	return &Options{
 		Parts:        []string{PartScale, PartData, PartControl, PartDNS},
 		Reps:         3,
+		DataReps:     5,
 		MTUs:         []int{1500, 9000},
 		IperfTime:    6 * time.Second,
 		RRTime:       5 * time.Second,
@@ -98,6 +102,7 @@ func SmokeOptions() *Options {
 	o := DefaultOptions()
 	o.Smoke = true
 	o.Reps = 1
+	o.DataReps = 1
 	o.MTUs = []int{1500}
 	o.IperfTime = 2 * time.Second
 	o.RRTime = time.Second
@@ -137,8 +142,10 @@ func Run(ctx context.Context, o *Options) (*Results, error) {
 		o.Logf = func(string, ...any) {}
 	}
 	start := time.Now()
-	res := &Results{Date: start.UTC(), Machine: machine(), Commit: commit(), Smoke: o.Smoke, Reps: o.Reps}
+	res := &Results{Date: start.UTC(), Machine: machine(), Commit: commit(), Smoke: o.Smoke, Reps: o.Reps, DataReps: max(o.Reps, o.DataReps)}
 	var errs []error
+	stopLoad := sampleLoad(res, &o.mu)
+	defer stopLoad()
 	var prev *Results
 	if o.Merge {
 		p, err := LoadResults(filepath.Join(o.OutDir, "results.json"))
@@ -149,9 +156,10 @@ func Run(ctx context.Context, o *Options) (*Results, error) {
 	}
 	save := func() error {
 		res.Seconds = time.Since(start).Seconds()
+		// Under o.mu: the load sampler appends to res.Load.
 		o.mu.Lock()
+		defer o.mu.Unlock()
 		res.Notes = append([]string(nil), o.notes...)
-		o.mu.Unlock()
 		out := res
 		if prev != nil {
 			out = merged(res, prev, o)
@@ -159,15 +167,8 @@ func Run(ctx context.Context, o *Options) (*Results, error) {
 		return WriteOutputs(out, o.OutDir)
 	}
 
-	if o.has(PartScale) {
-		sr, err := scale(ctx, o)
-		res.Scale = sr
-		if err != nil {
-			errs = append(errs, fmt.Errorf("scale: %w", err))
-		}
-	}
 	labParts := o.has(PartData) || o.has(PartControl) || o.has(PartDNS)
-	if labParts && ctx.Err() == nil {
+	if labParts {
 		if o.PluginDir == "" || o.Self == "" {
 			return res, errors.New("the lab parts need the plugin directory and the static weftbench binary")
 		}
@@ -218,10 +219,46 @@ func Run(ctx context.Context, o *Options) (*Results, error) {
 			}
 		}
 	}
+	// Scale last: it loads the machine's CPU and memory in this process.
+	if o.has(PartScale) && ctx.Err() == nil {
+		sr, err := scale(ctx, o)
+		res.Scale = sr
+		if err != nil {
+			errs = append(errs, fmt.Errorf("scale: %w", err))
+		}
+	}
 	if err := save(); err != nil {
 		errs = append(errs, err)
 	}
 	return res, errors.Join(errs...)
+}
+
+// sampleLoad records the load average in r.Load (under mu) every 30 s
+// until the returned function is called.
+func sampleLoad(r *Results, mu *sync.Mutex) func() {
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(30 * time.Second)
+		defer t.Stop()
+		for {
+			if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+				var l float64
+				if _, err := fmt.Sscanf(string(b), "%f", &l); err == nil {
+					mu.Lock()
+					r.Load = append(r.Load, l)
+					mu.Unlock()
+				}
+			}
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() { close(stop); <-done }
 }
 
 // merged returns r with the parts it did not measure taken from prev.
@@ -230,7 +267,7 @@ func merged(r, prev *Results, o *Options) *Results {
 	from := fmt.Sprintf("the run of %s (commit %s, %.0f min)", prev.Date.Format("2006-01-02 15:04 UTC"), prev.Commit, prev.Seconds/60)
 	var took []string
 	if !o.has(PartData) && len(prev.Data) > 0 {
-		m.Data, took = prev.Data, append(took, PartData)
+		m.Data, m.DataReps, took = prev.Data, prev.DataReps, append(took, PartData)
 	}
 	if !o.has(PartControl) && prev.Control != nil {
 		m.Control, took = prev.Control, append(took, PartControl)
@@ -294,7 +331,8 @@ func commit() string {
 	return strings.TrimSpace(string(out))
 }
 
-// WriteOutputs writes results.json, RESULTS.md and results.png to dir.
+// WriteOutputs writes results.json, RESULTS.md and results.png to dir;
+// RESULTS.md includes dir/ANALYSIS.md when it exists.
 func WriteOutputs(r *Results, dir string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
@@ -302,7 +340,10 @@ func WriteOutputs(r *Results, dir string) error {
 	if err := r.Save(filepath.Join(dir, "results.json")); err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(dir, "RESULTS.md"), []byte(Report(r)), 0o644); err != nil {
+	// ANALYSIS.md, if present, is the engineers' reading of the figures,
+	// kept across regenerations.
+	analysis, _ := os.ReadFile(filepath.Join(dir, "ANALYSIS.md"))
+	if err := os.WriteFile(filepath.Join(dir, "RESULTS.md"), []byte(Report(r, string(analysis))), 0o644); err != nil {
 		return err
 	}
 	return WriteChart(r, filepath.Join(dir, "results.png"))
