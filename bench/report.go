@@ -258,6 +258,16 @@ func controlTable(b *strings.Builder, r *Results) {
 	p("| returning host reachable again (s) | %s | %s |\n\n", fmtS(Summarize(ov.Return), 1), fmtS(Summarize(wf.Return), 1))
 }
 
+func countNaN(xs []float64) int {
+	n := 0
+	for _, x := range xs {
+		if math.IsNaN(x) {
+			n++
+		}
+	}
+	return n
+}
+
 // afterCLI is, per container, how long after "docker run -d" returned the
 // container was reachable (negative: before the CLI had returned).
 func afterCLI(nd *ControlNetData) []Floats {
@@ -289,7 +299,7 @@ func scaleTable(b *strings.Builder, r *Results) {
 		conv := fmtS(Summarize(s.Converge), 2)
 		for _, c := range s.Converge {
 			if math.IsNaN(c) {
-				conv += " (some repetitions timed out)"
+				conv += fmt.Sprintf(" (%d of %d repetitions not converged within the timeout)", countNaN(s.Converge), len(s.Converge))
 				break
 			}
 		}

@@ -92,7 +92,7 @@ func DefaultOptions() *Options {
 		WeftDNS:      "gateway",
 		ScaleMembers: []int{10, 50, 200},
 		ScaleEntries: []int{1000, 10000},
-		ScaleTimeout: 3 * time.Minute,
+		ScaleTimeout: 90 * time.Second,
 		OutDir:       "bench",
 	}
 }

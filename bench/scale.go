@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"runtime"
+	"sync"
 	"time"
 
 	"github.com/weftnet/weft/mesh"
@@ -12,7 +13,8 @@ import (
 
 // Scale, simulated: N mesh members in this process over the mesh package's
 // in-memory transport (no sockets, a lossy-network model), all joined
-// through the first. Per repetition, E endpoint records are written spread
+// through the first; a fresh mesh for every repetition. E endpoint records
+// are written spread
 // over every member (each member owns E/N of them, as hosts own their
 // containers' endpoints), and the time until every member holds every
 // record is taken. Memory: the live heap added by those records, per member
@@ -63,30 +65,61 @@ func scale(ctx context.Context, o *Options) ([]ScaleResult, error) {
 }
 
 func scaleMembers(ctx context.Context, o *Options, members int) ([]ScaleResult, error) {
+	var results []ScaleResult
+	for _, n := range o.ScaleEntries {
+		r := ScaleResult{Members: members, Entries: n}
+		var joins []float64
+		for rep := range o.Reps {
+			took, perK, join, err := scaleRep(ctx, o, members, n)
+			if err != nil {
+				o.note("scale %d members, %d records, rep %d: %v", members, n, rep+1, err)
+			}
+			o.Logf("scale: %d members, %d records, rep %d/%d: joined in %.1f s, converged in %.2f s, %.0f B per member per 1k", members, n, rep+1, o.Reps, join, took, perK)
+			r.Converge = append(r.Converge, took)
+			r.HeapPerK = append(r.HeapPerK, perK)
+			joins = append(joins, join)
+			if ctx.Err() != nil {
+				return append(results, r), ctx.Err()
+			}
+		}
+		r.Join = Summarize(joins).Median
+		results = append(results, r)
+	}
+	return results, nil
+}
+
+// scaleRep forms a fresh mesh of members, so that no repetition inherits
+// the records (and the anti-entropy work) of the one before, and measures
+// one convergence of n records in it.
+func scaleRep(ctx context.Context, o *Options, members, n int) (took, perK, join float64, err error) {
 	mn := mesh.NewMemNetwork()
 	var ms []*mesh.Mesh
 	defer func() {
+		// In parallel: a member's Close waits for its goroutines.
+		var wg sync.WaitGroup
 		for _, m := range ms {
-			m.Close()
+			wg.Add(1)
+			go func() { defer wg.Done(); m.Close() }()
 		}
+		wg.Wait()
 	}()
 	first := ""
 	start := time.Now()
 	for i := range members {
 		t, err := mn.NewTransport("")
 		if err != nil {
-			return nil, err
+			return math.NaN(), math.NaN(), math.NaN(), err
 		}
 		if i == 0 {
 			first = t.Addr()
 		}
 		m, err := mesh.New(scaleConfig(fmt.Sprintf("host-%03d", i), t, first))
 		if err != nil {
-			return nil, err
+			return math.NaN(), math.NaN(), math.NaN(), err
 		}
 		ms = append(ms, m)
 	}
-	err := waitUntil(ctx, 5*time.Minute, 200*time.Millisecond, func() error {
+	err = waitUntil(ctx, 5*time.Minute, 200*time.Millisecond, func() error {
 		for _, m := range ms {
 			alive := 0
 			for _, mb := range m.Members() {
@@ -101,30 +134,11 @@ func scaleMembers(ctx context.Context, o *Options, members int) ([]ScaleResult, 
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("%d members did not join: %w", members, err)
+		return math.NaN(), math.NaN(), math.NaN(), fmt.Errorf("%d members did not join: %w", members, err)
 	}
-	join := time.Since(start).Seconds()
-	o.Logf("scale: %d members joined in %.1f s", members, join)
-
-	results := make([]ScaleResult, len(o.ScaleEntries))
-	for i, n := range o.ScaleEntries {
-		results[i] = ScaleResult{Members: members, Entries: n, Join: join}
-	}
-	for rep := range o.Reps {
-		for i, n := range o.ScaleEntries {
-			took, perK, err := scaleOnce(ctx, o, ms, fmt.Sprintf("endpoint-%d-%d", rep, n), n)
-			if err != nil {
-				o.note("scale %d members, %d entries, rep %d: %v", members, n, rep+1, err)
-			}
-			o.Logf("scale: %d members, %d entries, rep %d/%d: %.2f s, %.0f B per member per 1k", members, n, rep+1, o.Reps, took, perK)
-			results[i].Converge = append(results[i].Converge, took)
-			results[i].HeapPerK = append(results[i].HeapPerK, perK)
-			if ctx.Err() != nil {
-				return results, ctx.Err()
-			}
-		}
-	}
-	return results, nil
+	join = time.Since(start).Seconds()
+	took, perK, err = scaleOnce(ctx, o, ms, "endpoint", n)
+	return took, perK, join, err
 }
 
 // scaleOnce writes n records in a fresh table and waits until every
@@ -177,6 +191,7 @@ func scaleOnce(ctx context.Context, o *Options, ms []*mesh.Mesh, table string, n
 	took := time.Since(start).Seconds()
 	if err != nil {
 		took = math.NaN()
+		err = fmt.Errorf("%w; %s", err, diagnose(ms, table, keys, len(ms)))
 	}
 	missing = nil
 	// Let the broadcasts still queued for retransmission drain (a few
@@ -215,4 +230,41 @@ func waitUntil(ctx context.Context, timeout, interval time.Duration, fn func() e
 		case <-time.After(interval):
 		}
 	}
+}
+
+// diagnose says, for a convergence that timed out, how many records the
+// lacking members miss, whose records they are, and how many members each
+// lacking member sees alive: records of an owner it holds dead are
+// withdrawn by design, so a member starved of CPU long enough to be
+// declared dead makes its records vanish elsewhere until it is back.
+func diagnose(ms []*mesh.Mesh, table string, keys []string, members int) string {
+	lacking, missed := 0, 0
+	minAlive := members
+	owners := map[int]bool{}
+	for _, m := range ms {
+		n := 0
+		for i, k := range keys {
+			if _, ok := m.Get(table, k); !ok {
+				n++
+				owners[i%members] = true
+			}
+		}
+		if n == 0 {
+			continue
+		}
+		lacking++
+		missed += n
+		alive := 0
+		for _, mb := range m.Members() {
+			if mb.State == mesh.StateAlive {
+				alive++
+			}
+		}
+		minAlive = min(minAlive, alive)
+	}
+	if lacking == 0 {
+		return "all records arrived just after the deadline"
+	}
+	return fmt.Sprintf("%d members lack %d records in all (%.0f each on average) owned by %d of %d members; the lacking members see as few as %d of %d members alive",
+		lacking, missed, float64(missed)/float64(lacking), len(owners), members, minAlive, members)
 }
