@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/docker/go-plugins-helpers/network"
 
@@ -101,16 +102,21 @@ func FuzzRequests(f *testing.F) {
 	f.Add(uint8(3), []byte(`{"NetworkID":"n1","EndpointID":"e1"}`))
 	f.Add(uint8(8), []byte(`{"Pool":"10.1.0.0/24"}`))
 	f.Add(uint8(9), []byte(`{"PoolID":"10.1.0.0/24","Address":"10.1.0.9"}`))
-	d, err := driver.New(driver.DefaultConfig(), nopPlane{}, nil)
-	if err != nil {
-		f.Fatal(err)
-	}
-	a, _ := ipam.New(ipam.Config{})
-	h := NewHandler(d, a, slog.New(slog.DiscardHandler))
 	f.Fuzz(func(t *testing.T, which uint8, body []byte) {
+		// A fresh plugin per input: failures reproduce from the input alone.
+		d, err := driver.New(driver.DefaultConfig(), nopPlane{}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, _ := ipam.New(ipam.Config{})
+		h := NewHandler(d, a, slog.New(slog.DiscardHandler))
 		path := paths[int(which)%len(paths)]
 		rec := httptest.NewRecorder()
+		start := time.Now()
 		h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, path, strings.NewReader(string(body))))
+		if d := time.Since(start); d > time.Second {
+			t.Fatalf("%s took %s", path, d)
+		}
 		var out map[string]any
 		if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil {
 			t.Fatalf("%s: answer is not a JSON object: %q", path, rec.Body.String())
