@@ -286,6 +286,7 @@ func merged(r, prev *Results, o *Options) *Results {
 			}
 		}
 		m.Seconds += prev.Seconds
+		m.Load = append(append(Floats(nil), prev.Load...), r.Load...)
 	}
 	return &m
 }
