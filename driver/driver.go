@@ -145,6 +145,9 @@ type Endpoint struct {
 	Joined  bool   `json:"joined"`
 	// Names are the endpoint's DNS names, learned from the engine.
 	Names []string `json:"names,omitempty"`
+
+	// seen is when this process created or restored the endpoint.
+	seen time.Time
 }
 
 // New returns a driver with the networks of its state directory loaded and
@@ -191,6 +194,9 @@ func New(cfg Config, dp Dataplane, peers Peers) (*Driver, error) {
 	for _, n := range nets {
 		if n.Endpoints == nil {
 			n.Endpoints = map[string]*Endpoint{}
+		}
+		for _, ep := range n.Endpoints {
+			ep.seen = time.Now()
 		}
 		d.networks[n.ID] = n
 		if err := d.dp.EnsureNetwork(d.spec(n)); err != nil {
@@ -260,9 +266,19 @@ func (d *Driver) Reconcile() {
 		}
 		byVNI[r.VNI] = append(byVNI[r.VNI], p)
 	}
+	// Until the view of the other hosts is complete (just after a start,
+	// before the mesh has exchanged state), programming it would delete
+	// the entries the kernel still holds for endpoints that are alive.
+	complete := true
+	if s, ok := d.peers.(interface{ Synced() bool }); ok {
+		complete = s.Synced()
+	}
 	for _, s := range specs {
 		if err := d.dp.EnsureNetwork(s); err != nil {
 			d.log.Error("ensure network device", "vni", s.VNI, "err", err)
+			continue
+		}
+		if !complete {
 			continue
 		}
 		if err := d.dp.SetPeers(s.VNI, byVNI[s.VNI]); err != nil {
@@ -528,7 +544,7 @@ func (d *Driver) CreateEndpoint(req *network.CreateEndpointRequest) (*network.Cr
 	} else if err == nil && ipnet.String() != sub.String() {
 		d.log.Warn("endpoint prefix differs from the network's subnet", "endpoint", short(req.EndpointID), "address", req.Interface.Address, "subnet", n.Subnet)
 	}
-	ep := &Endpoint{ID: req.EndpointID, Address: req.Interface.Address, MAC: mac.String(), IfName: ifName(req.EndpointID)}
+	ep := &Endpoint{ID: req.EndpointID, Address: req.Interface.Address, MAC: mac.String(), IfName: ifName(req.EndpointID), seen: time.Now()}
 	prev, existed := n.Endpoints[ep.ID]
 	if existed {
 		ep.Names = prev.Names // a replayed create keeps what was learned
@@ -554,11 +570,16 @@ func (d *Driver) DeleteEndpoint(req *network.DeleteEndpointRequest) error {
 	defer d.mu.Unlock()
 	d.peers.Withdraw(req.EndpointID)
 	n, ok := d.networks[req.NetworkID]
-	if !ok {
-		return nil
+	var ep *Endpoint
+	if ok {
+		ep, ok = n.Endpoints[req.EndpointID]
 	}
-	ep, ok := n.Endpoints[req.EndpointID]
 	if !ok {
+		// Unknown (state lost): its interface may still be in the host
+		// namespace, where Docker puts it back; its name is derived.
+		if err := d.dp.DeleteInterface(ifName(req.EndpointID)); err != nil {
+			d.log.Warn("delete interface", "endpoint", short(req.EndpointID), "err", err)
+		}
 		return nil
 	}
 	if err := d.dp.DeleteInterface(ep.IfName); err != nil {
@@ -630,11 +651,14 @@ func (d *Driver) Leave(req *network.LeaveRequest) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	n, ok := d.networks[req.NetworkID]
-	if !ok {
-		return nil
+	var ep *Endpoint
+	if ok {
+		ep, ok = n.Endpoints[req.EndpointID]
 	}
-	ep, ok := n.Endpoints[req.EndpointID]
 	if !ok {
+		if err := d.dp.DeleteInterface(ifName(req.EndpointID)); err != nil {
+			d.log.Warn("delete interface", "endpoint", short(req.EndpointID), "err", err)
+		}
 		return nil
 	}
 	if err := d.dp.DeleteInterface(ep.IfName); err != nil {

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"time"
 )
 
@@ -172,4 +173,60 @@ func (c *Client) Events(ctx context.Context, ready func(), fn func(Event)) error
 		}
 		fn(ev)
 	}
+}
+
+// Network is the part of a network's inspect that weft uses. Containers
+// holds the endpoints on this host only.
+type Network struct {
+	ID      string `json:"Id"`
+	Driver  string
+	Options map[string]string
+	IPAM    struct {
+		Config []struct {
+			Subnet  string
+			Gateway string
+		}
+	}
+	Containers map[string]struct {
+		EndpointID  string
+		MacAddress  string
+		IPv4Address string
+	}
+}
+
+// Networks returns the engine's networks of the given drivers, each with
+// its endpoints on this host.
+func (c *Client) Networks(ctx context.Context, drivers []string) ([]Network, error) {
+	var list []Network
+	if err := c.get(ctx, "/networks", &list); err != nil {
+		return nil, err
+	}
+	var out []Network
+	for _, n := range list {
+		if !slices.Contains(drivers, n.Driver) {
+			continue
+		}
+		var full Network
+		if err := c.get(ctx, "/networks/"+url.PathEscape(n.ID), &full); err != nil {
+			return nil, err
+		}
+		out = append(out, full)
+	}
+	return out, nil
+}
+
+// Plugin is one line of the engine's plugin list.
+type Plugin struct {
+	Name    string
+	Enabled bool
+	Config  struct {
+		Entrypoint []string
+	}
+}
+
+// Plugins lists the engine's managed plugins.
+func (c *Client) Plugins(ctx context.Context) ([]Plugin, error) {
+	var out []Plugin
+	err := c.get(ctx, "/plugins", &out)
+	return out, err
 }

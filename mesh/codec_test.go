@@ -71,7 +71,7 @@ func TestDecodeRejects(t *testing.T) {
 		"truncated":       good[:len(good)-2],
 		"trailing bytes":  append(append([]byte{}, good...), 1),
 		"oversized table": huge,
-		"no owner": encodeEntries(msgSync, []wireEntry{{Entry: Entry{Table: "t", Key: "k", Clock: 1}}}),
+		"no owner":        encodeEntries(msgSync, []wireEntry{{Entry: Entry{Table: "t", Key: "k", Clock: 1}}}),
 		"bad flags": func() []byte {
 			b := appendHeader(nil, msgSync)
 			b = appendUvarint(b, 1)
@@ -144,6 +144,7 @@ func FuzzDecode(f *testing.F) {
 			}
 			s := newTestState("me", "o")
 			s.delta(msg.Digest.Owners, t0)
+			checkInvariants(t, s)
 		default:
 			re := encodeEntries(msg.Type, msg.Entries)
 			again, err := decodeMessage(re, nil)

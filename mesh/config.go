@@ -119,9 +119,11 @@ type Config struct {
 	// another label are ignored, which keeps two clusters on one network
 	// apart.
 	Label string
-	// DisableCompression turns off memberlist's compression of packets and
-	// state exchanges.
-	DisableCompression bool
+	// EnableCompression turns on memberlist's LZW compression of packets
+	// and TCP messages. Off by default: on a LAN the bandwidth saved is
+	// small, while memberlist allocates a fresh dictionary per packet, which
+	// costs every host CPU and garbage collection.
+	EnableCompression bool
 }
 
 // DefaultConfig returns the defaults, tuned for hosts on one LAN.
@@ -228,7 +230,7 @@ func (c *Config) memberlistConfig(d *delegate) *memberlist.Config {
 	mc.RetransmitMult = c.RetransmitMult
 	mc.PushPullInterval = c.PushPullInterval
 	mc.UDPBufferSize = c.UDPBufferSize
-	mc.EnableCompression = !c.DisableCompression
+	mc.EnableCompression = c.EnableCompression
 	// A host that comes back with a new address under the same name may
 	// take its name back once the old one has been dead this long.
 	mc.DeadNodeReclaimTime = 30 * time.Second

@@ -110,6 +110,9 @@ type Mesh struct {
 	wg      sync.WaitGroup
 	left    atomic.Bool
 	closed  atomic.Bool
+	// synced is set once a join's full state exchange has been merged.
+	synced  atomic.Bool
+	started time.Time
 	once    sync.Once
 
 	// peersMu guards the peer sets. Never held together with mu.
@@ -118,10 +121,17 @@ type Mesh struct {
 	boot    map[string]bool // from peers.json: tried until a join succeeds
 
 	// mu guards st and the fields below it (see the lock order above).
-	mu         sync.Mutex
-	st         *state
-	dirty      int    // table changes since the last extra sync
-	pruned     bool   // the broadcast queue overflowed since the last sync
+	mu        sync.Mutex
+	st        *state
+	dirty     int  // table changes since the last extra sync
+	pruned    bool // the broadcast queue overflowed since the last sync
+	differs   bool // syncing: a recent digest compared differed from ours
+	equalRuns int  // equal comparisons in a row while syncing
+	// syncPeer is the member our last extra exchange went to, until its
+	// reply digest arrives or syncTimeout passes: one exchange at a time,
+	// so slow peers slow the rounds down instead of piling them up.
+	syncPeer   string
+	syncSince  time.Time
 	peersDirty bool   // membership changed since peers.json was written
 	clockCeil  uint64 // clock value persisted as a ceiling
 
@@ -135,9 +145,9 @@ type task struct {
 	to     string        // member name
 	theirs []ownerDigest // with delta: the peer's digest
 	delta  bool          // send what the peer lacks according to theirs
-	digest bool   // send our digest
-	reply  bool   // ...asking for the peer's digest back
-	raw    []byte // send this message as is
+	digest bool          // send our digest
+	reply  bool          // ...asking for the peer's digest back
+	raw    []byte        // send this message as is
 }
 
 const (
@@ -152,6 +162,9 @@ const (
 	fanout = 3
 	// syncChunk bounds one TCP message of entries.
 	syncChunk = 512 << 10
+	// syncTimeout, in SyncIntervals, is how long an extra exchange waits
+	// for its reply before another may start.
+	syncTimeout = 5
 	// applyBatch bounds how many received entries are merged per lock hold.
 	applyBatch = 256
 	// clockReserve is how far ahead of the clock its ceiling is persisted.
@@ -183,6 +196,7 @@ func New(cfg Config) (*Mesh, error) {
 		peers:   make(map[string]bool),
 		boot:    make(map[string]bool),
 		st:      newState(cfg.NodeName, cfg.TombstoneTTL, now, cfg.RepairGrace),
+		started: now,
 	}
 	m.bad = newRateLog(m.log, 30*time.Second)
 	m.queue = &memberlist.TransmitLimitedQueue{
@@ -197,7 +211,7 @@ func New(cfg Config) (*Mesh, error) {
 	if cfg.Label != "" {
 		m.maxBroadcast -= 2 + len(cfg.Label)
 	}
-	if len(cfg.SecretKey) > 0 {
+	if len(cfg.SecretKey) > 0 || cfg.Keyring != nil {
 		m.maxBroadcast -= 45 // memberlist's worst-case encryption overhead
 	}
 	for _, p := range cfg.Peers {
@@ -470,6 +484,11 @@ func (m *Mesh) handle(msg message) {
 		if d.Sender == m.self {
 			return
 		}
+		m.mu.Lock()
+		if d.Sender == m.syncPeer && !d.Reply {
+			m.syncPeer = "" // our exchange is answered
+		}
+		m.mu.Unlock()
 		m.enqueue(task{to: d.Sender, theirs: d.Owners, delta: true, digest: d.Reply})
 	case msgBroadcast, msgSync:
 		m.merge(msg.Entries, msg.Type == msgBroadcast)
@@ -543,7 +562,18 @@ func (m *Mesh) run(t task) {
 	node := &memberlist.Node{Name: mb.Name, Addr: net.ParseIP(host), Port: mb.port}
 	var delta []wireEntry
 	if t.delta {
-		delta = m.st.delta(t.theirs, now)
+		var differs bool
+		delta, differs = m.st.delta(t.theirs, now)
+		switch {
+		case differs:
+			m.differs, m.equalRuns = true, 0
+		case m.differs:
+			// One equal comparison may be with a peer missing the same
+			// entries, or with a digest older than a change; stop after two.
+			if m.equalRuns++; m.equalRuns >= 2 {
+				m.differs, m.equalRuns = false, 0
+			}
+		}
 	}
 	var dg *digestMsg
 	if t.digest {
@@ -612,7 +642,8 @@ func (m *Mesh) maintainLoop() {
 
 // syncLoop starts extra anti-entropy exchanges: with members that came
 // back (their entries were dropped here when they went), and with a random
-// member while the table changes in bulk.
+// member while the table changes in bulk or differed from the last one
+// compared.
 func (m *Mesh) syncLoop() {
 	t := time.NewTicker(m.cfg.SyncInterval)
 	defer t.Stop()
@@ -630,8 +661,19 @@ func (m *Mesh) syncLoop() {
 				targets = append(targets, name)
 			}
 		}
+		// A burst starts rounds of exchanges with random members, one per
+		// tick; they go on until two comparisons of digests in a row find
+		// nothing missing either way (a lost send or reply just means one
+		// more round). Single changes rely on broadcasts, with push/pull
+		// behind.
 		if m.dirty > fastSyncThreshold || m.pruned {
-			targets = append(targets, m.randomMembersLocked(1)...)
+			m.differs = true
+		}
+		if m.differs && (m.syncPeer == "" || time.Since(m.syncSince) > syncTimeout*m.cfg.SyncInterval) {
+			if to := m.randomMembersLocked(1); len(to) > 0 {
+				targets = append(targets, to[0])
+				m.syncPeer, m.syncSince = to[0], time.Now()
+			}
 		}
 		m.dirty, m.pruned = 0, false
 		m.mu.Unlock()
@@ -739,6 +781,17 @@ func (d *delegate) MergeRemoteState(buf []byte, join bool) {
 		msg.Type = msgSync
 	}
 	m.handle(msg)
+	if join && !m.synced.Swap(true) {
+		m.notify()
+	}
+}
+
+// Synced reports whether Entries is complete: a join's full state exchange
+// with another member has been merged since New, or RepairGrace has passed
+// without one (a lone host). Until then, what Entries lacks may merely not
+// have arrived yet.
+func (m *Mesh) Synced() bool {
+	return m.synced.Load() || time.Since(m.started) > m.cfg.RepairGrace
 }
 
 // NotifyJoin records a member as alive. Called with memberlist's node lock

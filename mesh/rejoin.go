@@ -2,7 +2,9 @@ package mesh
 
 import (
 	"context"
+	"math/rand/v2"
 	"net"
+	"slices"
 	"sync"
 	"time"
 )
@@ -10,16 +12,27 @@ import (
 // maxParallelJoins bounds concurrent join attempts per round.
 const maxParallelJoins = 8
 
-// rejoinLoop joins, every RejoinInterval, the peers that are not alive
-// members: configured and Join()ed peers always (this is how a partition
-// heals and a rebooted host comes back: memberlist itself stops talking to
-// a member once it is declared dead), saved peers until some join
-// succeeds. The first round runs at once.
+// rejoinBackoffMult caps the backoff between attempts on a peer, in
+// RejoinIntervals, while other members are alive.
+const rejoinBackoffMult = 30
+
+// rejoinLoop joins the peers that are not alive members: configured and
+// Join()ed peers always (this is how a partition heals and a rebooted host
+// comes back: memberlist itself stops talking to a member once it is
+// declared dead), saved peers until some join succeeds. The first round
+// runs at once.
+//
+// While this node is isolated it tries every RejoinInterval. While other
+// members are alive it backs off per peer, with jitter, up to
+// rejoinBackoffMult intervals: a peer that comes back is announced by
+// gossip anyway, and a join is a full state exchange, so hundreds of hosts
+// re-joining a returning manager every second would bury it.
 func (m *Mesh) rejoinLoop() {
 	t := time.NewTicker(m.cfg.RejoinInterval)
 	defer t.Stop()
+	backoff := make(map[string]*rejoinState)
 	for {
-		m.rejoinOnce()
+		m.rejoinOnce(backoff, time.Now())
 		select {
 		case <-m.stop:
 			return
@@ -28,34 +41,68 @@ func (m *Mesh) rejoinLoop() {
 	}
 }
 
-func (m *Mesh) rejoinOnce() {
+// rejoinState is the backoff of one peer address.
+type rejoinState struct {
+	failures int
+	next     time.Time
+}
+
+func (m *Mesh) rejoinOnce(backoff map[string]*rejoinState, now time.Time) {
 	if m.left.Load() || m.closed.Load() {
 		return
 	}
-	targets := m.joinTargets()
-	if len(targets) == 0 {
+	targets, isolated := m.joinTargets()
+	for a := range backoff {
+		if !slices.Contains(targets, a) {
+			delete(backoff, a) // alive again: start afresh next time
+		}
+	}
+	var due []string
+	for _, a := range targets {
+		b := backoff[a]
+		if b == nil {
+			b = &rejoinState{}
+			backoff[a] = b
+		}
+		if isolated || !now.Before(b.next) {
+			due = append(due, a)
+		}
+	}
+	if len(due) == 0 {
 		return
 	}
 	var wg sync.WaitGroup
+	var mu sync.Mutex // guards the backoff entries of due
 	sem := make(chan struct{}, maxParallelJoins)
-	for _, addr := range targets {
+	for _, addr := range due {
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			if _, err := m.ml.Join([]string{addr}); err != nil {
+			_, err := m.ml.Join([]string{addr})
+			mu.Lock()
+			defer mu.Unlock()
+			b := backoff[addr]
+			if err != nil {
+				b.failures++
+				d := m.cfg.RejoinInterval << min(b.failures, 16)
+				d = min(d, rejoinBackoffMult*m.cfg.RejoinInterval)
+				d = d/2 + rand.N(d) // jitter: 0.5 to 1.5 times
+				b.next = time.Now().Add(d)
 				m.bad.warn("join "+addr, "mesh peer not reachable, will retry", "peer", addr, "err", err)
 				return
 			}
+			b.failures, b.next = 0, time.Now().Add(m.cfg.RejoinInterval)
 			m.log.Info("joined mesh peer", "peer", addr)
 		}()
 	}
 	wg.Wait()
 }
 
-// joinTargets lists the peers to try this round.
-func (m *Mesh) joinTargets() []string {
+// joinTargets lists the peers that are not alive members, and whether no
+// other member is alive.
+func (m *Mesh) joinTargets() (targets []string, isolated bool) {
 	m.mu.Lock()
 	alive := make(map[string]bool, len(m.st.members))
 	for name, mb := range m.st.members {
@@ -82,14 +129,13 @@ func (m *Mesh) joinTargets() []string {
 	}
 	m.peersMu.Unlock()
 
-	var out []string
 	for _, a := range cands {
 		if a == m.selfAddr || alive[a] || m.resolvesToAlive(a, alive) {
 			continue
 		}
-		out = append(out, a)
+		targets = append(targets, a)
 	}
-	return out
+	return targets, len(alive) == 0
 }
 
 // resolvesToAlive reports whether a peer given by host name is an alive

@@ -3,9 +3,7 @@ package mesh
 import (
 	"bytes"
 	"encoding/binary"
-	"slices"
 	"sort"
-	"strings"
 	"time"
 )
 
@@ -198,18 +196,18 @@ func (s *state) store(old *record, e Entry, reapAt time.Time, now time.Time) *re
 		s.tables[e.Table] = t
 	}
 	t[e.Key] = r
-	os := s.owners[e.Owner]
-	if os == nil {
-		os = &ownerSet{recs: make(map[*record]struct{})}
-		s.owners[e.Owner] = os
+	set := s.owners[e.Owner]
+	if set == nil {
+		set = &ownerSet{recs: make(map[*record]struct{})}
+		s.owners[e.Owner] = set
 	}
-	if !s.memberAlive(e.Owner) && os.hiddenSince.IsZero() {
-		os.hiddenSince = now
+	if !s.memberAlive(e.Owner) && set.hiddenSince.IsZero() {
+		set.hiddenSince = now
 	}
-	os.recs[r] = struct{}{}
-	os.hash ^= r.hash
-	if e.Clock > os.maxClock {
-		os.maxClock = e.Clock
+	set.recs[r] = struct{}{}
+	set.hash ^= r.hash
+	if e.Clock > set.maxClock {
+		set.maxClock = e.Clock
 	}
 	if e.Deleted {
 		r.reapAt = reapAt
@@ -226,14 +224,14 @@ func (s *state) unlink(r *record) {
 			delete(s.tables, r.Table)
 		}
 	}
-	if os := s.owners[r.Owner]; os != nil {
-		if _, ok := os.recs[r]; ok {
-			delete(os.recs, r)
-			os.hash ^= r.hash
-			if r.Clock >= os.maxClock {
-				os.maxStale = true
+	if set := s.owners[r.Owner]; set != nil {
+		if _, ok := set.recs[r]; ok {
+			delete(set.recs, r)
+			set.hash ^= r.hash
+			if r.Clock >= set.maxClock {
+				set.maxStale = true
 			}
-			if len(os.recs) == 0 {
+			if len(set.recs) == 0 {
 				delete(s.owners, r.Owner)
 			}
 		}
@@ -389,11 +387,11 @@ func (s *state) reap(now time.Time) (n int) {
 			n++
 		}
 	}
-	for owner, os := range s.owners {
-		if owner == s.self || s.memberAlive(owner) || os.hiddenSince.IsZero() {
+	for owner, set := range s.owners {
+		if owner == s.self || s.memberAlive(owner) || set.hiddenSince.IsZero() {
 			continue
 		}
-		if now.Sub(os.hiddenSince) >= s.orphanTTL {
+		if now.Sub(set.hiddenSince) >= s.orphanTTL {
 			n += s.dropOwner(owner)
 		}
 	}
@@ -402,12 +400,12 @@ func (s *state) reap(now time.Time) (n int) {
 
 // dropOwner forgets every entry of owner and returns how many there were.
 func (s *state) dropOwner(owner string) int {
-	os := s.owners[owner]
-	if os == nil {
+	set := s.owners[owner]
+	if set == nil {
 		return 0
 	}
-	n := len(os.recs)
-	for r := range os.recs {
+	n := len(set.recs)
+	for r := range set.recs {
 		s.unlink(r)
 	}
 	delete(s.owners, owner)
@@ -427,8 +425,8 @@ func (s *state) memberUp(m Member, port uint16, now time.Time) bool {
 	m.State = StateAlive
 	s.members[m.Name] = &member{Member: m, port: port, since: now, returned: returned && m.Name != s.self}
 	s.alive++
-	if os := s.owners[m.Name]; os != nil {
-		os.hiddenSince = time.Time{}
+	if set := s.owners[m.Name]; set != nil {
+		set.hiddenSince = time.Time{}
 	}
 	return true
 }
@@ -450,8 +448,8 @@ func (s *state) memberDown(name, st string, now time.Time) (visible bool) {
 	if name == s.self {
 		return false
 	}
-	if os := s.owners[name]; os != nil {
-		for r := range os.recs {
+	if set := s.owners[name]; set != nil {
+		for r := range set.recs {
 			if !r.Deleted {
 				visible = true
 				break
@@ -511,25 +509,27 @@ func (s *state) countLive(table string) int {
 	return n
 }
 
-// digest summarises the entries of ourselves and of alive members; entries
-// of others are not offered to anyone.
+// digest summarises the entries of ourselves and of alive members, in no
+// particular order; entries of others are not offered to anyone.
 func (s *state) digest() []ownerDigest {
 	out := make([]ownerDigest, 0, len(s.owners))
-	for owner, os := range s.owners {
-		if !s.memberAlive(owner) {
-			continue
+	for owner, set := range s.owners {
+		if s.memberAlive(owner) {
+			out = append(out, s.ownerDigest(owner, set))
 		}
-		if os.maxStale {
-			os.maxClock = 0
-			for r := range os.recs {
-				os.maxClock = max(os.maxClock, r.Clock)
-			}
-			os.maxStale = false
-		}
-		out = append(out, ownerDigest{Owner: owner, Count: uint64(len(os.recs)), MaxClock: os.maxClock, Hash: os.hash})
 	}
-	slices.SortFunc(out, func(a, b ownerDigest) int { return strings.Compare(a.Owner, b.Owner) })
 	return out
+}
+
+func (s *state) ownerDigest(owner string, set *ownerSet) ownerDigest {
+	if set.maxStale {
+		set.maxClock = 0
+		for r := range set.recs {
+			set.maxClock = max(set.maxClock, r.Clock)
+		}
+		set.maxStale = false
+	}
+	return ownerDigest{Owner: owner, Count: uint64(len(set.recs)), MaxClock: set.maxClock, Hash: set.hash}
 }
 
 // delta returns the entries a peer whose digest is theirs lacks, judged
@@ -539,15 +539,25 @@ func (s *state) digest() []ownerDigest {
 //   - peer's newest clock is newer: nothing (the peer sends us its own);
 //   - same newest clock, different content: everything, so both sides end
 //     up with the union and the newest version of each key.
-func (s *state) delta(theirs []ownerDigest, now time.Time) []wireEntry {
-	mine := s.digest()
+//
+// differs reports whether the two tables differ for any owner alive here,
+// in either direction.
+func (s *state) delta(theirs []ownerDigest, now time.Time) (out []wireEntry, differs bool) {
 	peer := make(map[string]*ownerDigest, len(theirs))
 	for i := range theirs {
 		peer[theirs[i].Owner] = &theirs[i]
 	}
-	var out []wireEntry
-	for _, d := range mine {
-		p := peer[d.Owner]
+	for i := range theirs {
+		if _, ok := s.owners[theirs[i].Owner]; !ok && s.memberAlive(theirs[i].Owner) {
+			differs = true // they have entries of an owner we have none of
+		}
+	}
+	for owner, set := range s.owners {
+		if !s.memberAlive(owner) {
+			continue
+		}
+		d := s.ownerDigest(owner, set)
+		p := peer[owner]
 		var above uint64
 		switch {
 		case p == nil:
@@ -556,15 +566,17 @@ func (s *state) delta(theirs []ownerDigest, now time.Time) []wireEntry {
 		case p.MaxClock < d.MaxClock:
 			above = p.MaxClock
 		case p.MaxClock > d.MaxClock:
+			differs = true
 			continue
 		}
-		for r := range s.owners[d.Owner].recs {
+		differs = true
+		for r := range set.recs {
 			if above == 0 || r.Clock > above {
 				out = append(out, s.wire(r, now))
 			}
 		}
 	}
-	return out
+	return out, differs
 }
 
 // all returns every entry held, for a join's full state exchange. Entries

@@ -72,45 +72,61 @@ type keyring struct {
 
 // loadKeyring reads the keyring from the state directory; failing that,
 // seeds it from the key file or from envKey (WEFT_MESH_KEY). It returns nil
-// when no key is configured anywhere.
-func loadKeyring(dir, envKey string) (*keyring, error) {
+// when no key is configured anywhere. A corrupt keyring file is set aside
+// (as mesh-keys.json.corrupt) and the keyring seeded again, which the
+// returned note says; with no seed either, that is an error: the mesh must
+// never fall back to running open.
+func loadKeyring(dir, envKey string) (_ *keyring, note string, _ error) {
+	path := filepath.Join(dir, keysFile)
 	var doc keyDoc
-	b, err := os.ReadFile(filepath.Join(dir, keysFile))
+	b, err := os.ReadFile(path)
+	corrupt := false
+	if err == nil {
+		if jerr := json.Unmarshal(b, &doc); jerr != nil || doc.Primary == "" {
+			if rerr := os.Rename(path, path+".corrupt"); rerr != nil {
+				return nil, "", fmt.Errorf("%s is corrupt and cannot be set aside: %w", path, rerr)
+			}
+			corrupt, doc, err = true, keyDoc{}, os.ErrNotExist
+		}
+	}
 	switch {
 	case err == nil:
-		if err := json.Unmarshal(b, &doc); err != nil || doc.Primary == "" {
-			return nil, fmt.Errorf("%s is corrupt; restore it or remove it to seed the keyring again from %s or WEFT_MESH_KEY", filepath.Join(dir, keysFile), keyFile)
-		}
 	case os.IsNotExist(err):
 		seed := envKey
 		if b, ferr := os.ReadFile(filepath.Join(dir, keyFile)); ferr == nil {
 			seed = string(trimSpace(b))
 		}
 		if seed == "" {
-			return nil, nil
+			if corrupt {
+				return nil, "", fmt.Errorf("%s was corrupt (set aside as %s.corrupt) and there is no %s or WEFT_MESH_KEY to seed it again", path, keysFile, keyFile)
+			}
+			return nil, "", nil
+		}
+		if corrupt {
+			note = fmt.Sprintf("%s was corrupt: set aside as %s.corrupt, keyring seeded again from %s or WEFT_MESH_KEY (keys installed since are lost: install them again)", path, keysFile, keyFile)
 		}
 		doc = keyDoc{Primary: seed, Keys: []string{seed}}
 	default:
-		return nil, fmt.Errorf("read keyring: %w", err)
+		return nil, "", fmt.Errorf("read keyring: %w", err)
 	}
 	primary, err := ParseKey(doc.Primary)
 	if err != nil {
-		return nil, fmt.Errorf("mesh key: %w", err)
+		return nil, "", fmt.Errorf("mesh key: %w", err)
 	}
 	var others [][]byte
 	for _, k := range doc.Keys {
 		kb, err := ParseKey(k)
 		if err != nil {
-			return nil, fmt.Errorf("mesh keyring: %w", err)
+			return nil, "", fmt.Errorf("mesh keyring: %w", err)
 		}
 		others = append(others, kb)
 	}
 	kr, err := memberlist.NewKeyring(others, primary)
 	if err != nil {
-		return nil, fmt.Errorf("mesh keyring: %w", err)
+		return nil, "", fmt.Errorf("mesh keyring: %w", err)
 	}
 	r := &keyring{dir: dir, kr: kr}
-	return r, r.saveLocked()
+	return r, note, r.saveLocked()
 }
 
 func trimSpace(b []byte) []byte {

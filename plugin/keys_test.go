@@ -11,19 +11,19 @@ import (
 
 func TestKeyringSeedRotateAndControl(t *testing.T) {
 	dir := t.TempDir()
-	if kr, err := loadKeyring(dir, ""); err != nil || kr != nil {
+	if kr, _, err := loadKeyring(dir, ""); err != nil || kr != nil {
 		t.Fatalf("no key anywhere: %v, %v", kr, err)
 	}
 	k1, _ := GenerateKey()
 	k2, _ := GenerateKey()
 	b1, _ := ParseKey(k1)
 	b2, _ := ParseKey(k2)
-	kr, err := loadKeyring(dir, k1)
+	kr, _, err := loadKeyring(dir, k1)
 	if err != nil || kr == nil || !slices.Equal(kr.list(), []string{Fingerprint(b1)}) {
 		t.Fatalf("seeded from the environment: %v, %v", kr, err)
 	}
 	// The saved keyring wins over a different seed later.
-	if again, err := loadKeyring(dir, k2); err != nil || again.list()[0] != Fingerprint(b1) {
+	if again, _, err := loadKeyring(dir, k2); err != nil || again.list()[0] != Fingerprint(b1) {
 		t.Fatalf("reload: %v, %v", again, err)
 	}
 
@@ -56,7 +56,7 @@ func TestKeyringSeedRotateAndControl(t *testing.T) {
 		t.Fatal("a malformed key was installed")
 	}
 	// The rotation survives a restart.
-	if again, err := loadKeyring(dir, ""); err != nil || !slices.Equal(again.list(), []string{Fingerprint(b2)}) {
+	if again, _, err := loadKeyring(dir, ""); err != nil || !slices.Equal(again.list(), []string{Fingerprint(b2)}) {
 		t.Fatalf("after restart: %v, %v", again, err)
 	}
 	if st, err := os.Stat(filepath.Join(dir, ControlSocket)); err != nil || st.Mode().Perm() != 0o600 {
@@ -70,15 +70,30 @@ func TestKeyringFromFileAndCorrupt(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, keyFile), []byte(k+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	kr, err := loadKeyring(dir, "")
+	kr, _, err := loadKeyring(dir, "")
 	if err != nil || kr == nil {
 		t.Fatalf("seeded from %s: %v", keyFile, err)
+	}
+	// A corrupt keyring is set aside and seeded again, with a note.
+	if err := os.WriteFile(filepath.Join(dir, keysFile), []byte("{garbage"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	kr, note, err := loadKeyring(dir, "")
+	if err != nil || kr == nil || note == "" {
+		t.Fatalf("corrupt keyring with a seed: %v, %q, %v", kr, note, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, keysFile+".corrupt")); err != nil {
+		t.Fatalf("corrupt keyring not kept aside: %v", err)
+	}
+	// Without any seed, a corrupt keyring is an error, never an open mesh.
+	if err := os.Remove(filepath.Join(dir, keyFile)); err != nil {
+		t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(dir, keysFile), []byte("{garbage"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := loadKeyring(dir, ""); err == nil {
-		t.Fatal("a corrupt keyring was accepted")
+	if kr, _, err := loadKeyring(dir, ""); err == nil || kr != nil {
+		t.Fatalf("corrupt keyring without a seed: %v, %v", kr, err)
 	}
 	for _, bad := range []string{"", "abc", "AAAA"} {
 		if _, err := ParseKey(bad); err == nil {

@@ -66,8 +66,10 @@ func (w *nameWatcher) run(ctx context.Context) {
 	}
 }
 
-// resync reads the names of every running container.
+// resync makes the driver's networks and endpoints agree with the
+// engine's, then reads the names of every running container.
 func (w *nameWatcher) resync(ctx context.Context) {
+	w.syncEngine(ctx)
 	cs, err := w.engine.Containers(ctx)
 	if err != nil {
 		w.log.Debug("list containers", "err", err)

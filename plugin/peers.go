@@ -79,7 +79,16 @@ func (p *meshPeers) putLocked(r driver.Record) {
 		p.log.Error("encode endpoint record", "endpoint", r.Endpoint, "err", err)
 		return
 	}
-	p.mesh.Put(endpointTable, r.Endpoint, b)
+	p.mesh.Put(endpointTable, recordKey(p.mesh, r.Endpoint), b)
+}
+
+// recordKey is the mesh key of a local endpoint's record. It names this
+// node, so that a host that comes back under a new identity (its state
+// directory lost) never contends for a key with its former self: the old
+// identity's copy, which may carry a newer Lamport clock, would otherwise
+// win, and then vanish with the old identity.
+func recordKey(m *mesh.Mesh, endpointID string) string {
+	return m.LocalNode() + "/" + endpointID
 }
 
 // Withdraw implements driver.Peers.
@@ -88,7 +97,7 @@ func (p *meshPeers) Withdraw(id string) {
 	defer p.mu.Unlock()
 	delete(p.local, id)
 	if p.mesh != nil {
-		p.mesh.Delete(endpointTable, id)
+		p.mesh.Delete(endpointTable, recordKey(p.mesh, id))
 	}
 }
 
@@ -113,6 +122,12 @@ func (p *meshPeers) Remote() []driver.Record {
 		out = append(out, r)
 	}
 	return out
+}
+
+// Synced reports whether Remote is complete (see mesh.Mesh.Synced).
+func (p *meshPeers) Synced() bool {
+	m := p.current()
+	return m != nil && m.Synced()
 }
 
 // Changes implements driver.Peers.

@@ -57,7 +57,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		log.Warn("save node identity", "err", err)
 	}
 
-	keys, keysErr := loadKeyring(cfg.StateDir, cfg.MeshKey)
+	keys, keysNote, keysErr := loadKeyring(cfg.StateDir, cfg.MeshKey)
+	if keysNote != "" {
+		log.Warn(keysNote)
+	}
 	if keysErr != nil {
 		// Never fall back to an open mesh: serve local containers only.
 		log.Error("mesh keyring unusable; the mesh stays off until it is fixed", "err", keysErr)
@@ -252,9 +255,10 @@ func (c *controlPlane) close() {
 	if m == nil {
 		return
 	}
-	if err := m.Leave(2 * time.Second); err != nil {
-		c.log.Debug("mesh leave", "err", err)
-	}
+	// No Leave: a plugin that stops is nearly always restarted or upgraded
+	// at once, while its containers keep running; leaving would make every
+	// other host withdraw their entries until it is back. A host that does
+	// not come back is found dead by failure detection.
 	_ = m.Close()
 }
 
