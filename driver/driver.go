@@ -121,6 +121,10 @@ type Driver struct {
 	mu       sync.Mutex
 	vtep     net.IP
 	networks map[string]*Network
+	// allocated holds the VNIs this host handed out as swarm leader
+	// (AllocateNetwork), by network ID, so that a VNI is never handed out
+	// twice although most networks never run on the leader itself.
+	allocated map[string]uint32
 }
 
 var _ network.Driver = (*Driver)(nil)
@@ -187,6 +191,7 @@ func New(cfg Config, dp Dataplane, peers Peers) (*Driver, error) {
 		vtep:     cfg.VTEP,
 		networks: map[string]*Network{},
 	}
+	d.allocated = d.store.loadAllocations()
 	nets, err := d.store.load()
 	if err != nil {
 		log.Warn("state file unreadable; starting from an empty state", "err", err)
@@ -352,14 +357,19 @@ func (d *Driver) AllocateNetwork(req *network.AllocateNetworkRequest) (*network.
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if opts.VNI != 0 {
-		if other := d.vniOwnerLocked(opts.VNI, req.NetworkID); other != "" {
+		if other := d.vniTakenLocked(opts.VNI, req.NetworkID); other != "" {
 			return nil, fmt.Errorf("weft: VNI %d is already used by network %s; choose another with -o %s", opts.VNI, short(other), OptVNI)
 		}
 	} else {
-		opts.VNI, err = autoVNI(req.NetworkID, func(v uint32) bool { return d.vniOwnerLocked(v, req.NetworkID) != "" })
+		opts.VNI, err = autoVNI(req.NetworkID, func(v uint32) bool { return d.vniTakenLocked(v, req.NetworkID) != "" })
 		if err != nil {
 			return nil, fmt.Errorf("weft: %w", err)
 		}
+	}
+	d.allocated[req.NetworkID] = opts.VNI
+	if err := d.store.saveAllocations(d.allocated); err != nil {
+		delete(d.allocated, req.NetworkID)
+		return nil, fmt.Errorf("weft: cannot save the VNI allocation: %w", err)
 	}
 	out := maps.Clone(req.Options)
 	if out == nil {
@@ -392,8 +402,30 @@ func (d *Driver) vniOwnerLocked(vni uint32, self string) string {
 
 // FreeNetwork is the counterpart of AllocateNetwork on the leader.
 func (d *Driver) FreeNetwork(req *network.FreeNetworkRequest) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, ok := d.allocated[req.NetworkID]; ok {
+		delete(d.allocated, req.NetworkID)
+		if err := d.store.saveAllocations(d.allocated); err != nil {
+			d.log.Error("persist VNI allocations", "err", err)
+		}
+	}
 	d.log.Info("network freed", "network", short(req.NetworkID))
 	return nil
+}
+
+// vniTakenLocked returns the ID of another network that has vni, on this
+// host or among the allocations this host made as leader, or "".
+func (d *Driver) vniTakenLocked(vni uint32, self string) string {
+	if other := d.vniOwnerLocked(vni, self); other != "" {
+		return other
+	}
+	for id, v := range d.allocated {
+		if v == vni && id != self {
+			return id
+		}
+	}
+	return ""
 }
 
 // CreateNetwork sets up the network's segment on this host.

@@ -163,6 +163,17 @@ func TestAllocateNetwork(t *testing.T) {
 	if err != nil || res.Options[OptVNI] != "77" {
 		t.Fatalf("chosen VNI: %v, %v", res, err)
 	}
+	// A VNI handed out once is refused to another network, although
+	// neither network runs on this host, and free again once freed.
+	if _, err := d.AllocateNetwork(&network.AllocateNetworkRequest{NetworkID: "cccc", Options: map[string]string{OptVNI: "77"}, IPv4Data: []network.IPAMData{{Pool: "10.0.2.0/24"}}}); err == nil || !strings.Contains(err.Error(), "already used") {
+		t.Fatalf("VNI 77 given twice: %v", err)
+	}
+	if err := d.FreeNetwork(&network.FreeNetworkRequest{NetworkID: netB}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.AllocateNetwork(&network.AllocateNetworkRequest{NetworkID: "cccc", Options: map[string]string{OptVNI: "77"}, IPv4Data: []network.IPAMData{{Pool: "10.0.2.0/24"}}}); err != nil {
+		t.Fatalf("VNI 77 after FreeNetwork: %v", err)
+	}
 	for name, req := range map[string]*network.AllocateNetworkRequest{
 		"unknown option": {NetworkID: netA, Options: map[string]string{"weft.vnl": "5"}, IPv4Data: []network.IPAMData{{Pool: "10.0.0.0/24"}}},
 		"bad vni":        {NetworkID: netA, Options: map[string]string{OptVNI: "0"}, IPv4Data: []network.IPAMData{{Pool: "10.0.0.0/24"}}},

@@ -103,3 +103,39 @@ func writeFileAtomic(path string, data []byte) error {
 	}
 	return nil
 }
+
+// allocationsFile keeps the VNIs handed out by AllocateNetwork.
+const allocationsFile = "allocations.json"
+
+// loadAllocations reads the VNI allocations; a missing or unreadable file
+// is an empty map (logged).
+func (s *store) loadAllocations() map[string]uint32 {
+	out := map[string]uint32{}
+	if s.dir == "" {
+		return out
+	}
+	b, err := os.ReadFile(filepath.Join(s.dir, allocationsFile))
+	if err != nil {
+		if !os.IsNotExist(err) {
+			s.log.Warn("VNI allocations unreadable; starting empty", "err", err)
+		}
+		return out
+	}
+	if err := json.Unmarshal(b, &out); err != nil {
+		s.log.Warn("VNI allocations corrupt; starting empty", "err", err)
+		return map[string]uint32{}
+	}
+	return out
+}
+
+// saveAllocations writes the VNI allocations.
+func (s *store) saveAllocations(a map[string]uint32) error {
+	if s.dir == "" {
+		return nil
+	}
+	b, err := json.Marshal(a)
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(filepath.Join(s.dir, allocationsFile), b)
+}

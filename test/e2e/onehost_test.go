@@ -100,7 +100,10 @@ func TestBadNetworkOptions(t *testing.T) {
 		{"bogus=1", `weft: unknown option \"bogus\" for the weft driver`},
 		{"weft.vni=0", `weft: option weft.vni=\"0\" is not a VNI`},
 		{"com.docker.network.driver.mtu=10", `weft: option com.docker.network.driver.mtu=\"10\" is not an MTU`},
+		{"weft.vni=4242", "weft: VNI 4242 is already used by network"},
 	}
+	// The VNI the last case asks for is taken by a network no host runs yet.
+	createNetwork(t, l, "bad-first", "10.92.9.0/24", "weft.vni=4242")
 	for i, c := range cases {
 		name := fmt.Sprintf("bad-%d", i)
 		docker(t, m, "network", "create", "-d", pluginName, "--scope", "swarm", "--attachable", "--subnet", fmt.Sprintf("10.92.%d.0/24", i), "-o", c.opt, name)

@@ -5,8 +5,11 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -216,4 +219,71 @@ func TestKeyRotation(t *testing.T) {
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
+}
+
+// TestGarbageInput: garbage on the mesh port (UDP and TCP) and malformed or
+// oversized requests on the plugin's socket change nothing: the plugin
+// answers with an error sentence, stays up, and the mesh stays whole.
+func TestGarbageInput(t *testing.T) {
+	l := need(t)
+	h := l.Hosts[0]
+	target := h.Addr().String() + ":7950"
+	junk := [][]byte{{}, {0}, {0xff, 0xff, 0xff}, make([]byte, 1400), []byte("GET / HTTP/1.0\r\n\r\n"), bytesOf(0x42, 70000)}
+	for _, b := range junk {
+		if c, err := net.Dial("udp", target); err == nil {
+			_, _ = c.Write(b[:min(len(b), 1400)])
+			c.Close()
+		}
+		if c, err := net.DialTimeout("tcp", target, 2*time.Second); err == nil {
+			_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+			_, _ = c.Write(b)
+			c.Close()
+		}
+	}
+
+	// Docker keeps a managed plugin's socket under /run/docker/plugins/<id>.
+	sock := filepath.Join("/run/docker/plugins", docker(t, h, "plugin", "inspect", "-f", "{{.Id}}", pluginName), "weft.sock")
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", sock)
+	}}}
+	for path, body := range map[string]string{
+		"/NetworkDriver.CreateNetwork":  "{not json",
+		"/NetworkDriver.CreateEndpoint": `{"NetworkID":"nope","EndpointID":"e","Interface":{"Address":"10.0.0.2/24"}}`,
+		"/NetworkDriver.Join":           strings.Repeat("[", 3<<20),
+		"/IpamDriver.RequestAddress":    `{"PoolID":"nope"}`,
+	} {
+		resp, err := c.Post("http://weft"+path, "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		var out struct{ Err string }
+		_ = json.NewDecoder(resp.Body).Decode(&out)
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK || out.Err == "" || strings.Contains(out.Err, "\n") {
+			t.Fatalf("%s: status %d, error %q: want one error sentence", path, resp.StatusCode, out.Err)
+		}
+	}
+
+	// Still whole: every host sees every other alive, and a new network
+	// carries traffic across hosts.
+	for _, x := range l.Hosts {
+		for _, y := range l.Hosts {
+			if name := hostStatus(t, y).Node; x != y && !hasPeer(t, x, name) {
+				t.Fatalf("%s does not see %s alive after the garbage", x.Name, y.Name)
+			}
+		}
+	}
+	createNetwork(t, l, "junk", "10.99.0.0/24")
+	ip := run(t, l.Hosts[1], "junk-h2", "junk")
+	run(t, h, "junk-h1", "junk")
+	reach(t, h, "junk-h1", ip, 30*time.Second)
+}
+
+func bytesOf(b byte, n int) []byte {
+	out := make([]byte, n)
+	for i := range out {
+		out[i] = b
+	}
+	return out
 }
