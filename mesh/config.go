@@ -54,8 +54,8 @@ type Config struct {
 	TombstoneTTL time.Duration
 	// RepairGrace is how long, after start, the owner waits for its caller
 	// to put its entries back before it deletes stale copies of its entries
-	// that it does not hold (default 10 s). Keeps a restarted host's
-	// endpoints from blinking out on every other host.
+	// that it does not hold (default 10 s; negative: no grace). Keeps a
+	// restarted host's endpoints from blinking out on every other host.
 	RepairGrace time.Duration
 
 	// Failure detection. With the defaults a dead host is declared dead by

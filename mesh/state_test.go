@@ -369,3 +369,29 @@ func TestDigestMaxClockAfterRemoval(t *testing.T) {
 		t.Fatalf("digest after reap %+v", d)
 	}
 }
+
+func TestLeaveNotice(t *testing.T) {
+	s := newTestState("me", "a", "b")
+	// Notice first, then memberlist's news: the member left.
+	if !s.memberLeaving("a") || s.memberLeaving("a") {
+		t.Fatal("leave notice not news exactly once")
+	}
+	s.memberDown("a", StateDead, t0)
+	if st := s.members["a"].State; st != StateLeft {
+		t.Fatalf("a is %s, want left", st)
+	}
+	// News first, then the notice: upgraded to left.
+	s.memberDown("b", StateDead, t0)
+	if !s.memberLeaving("b") || s.members["b"].State != StateLeft {
+		t.Fatalf("b is %s, want left", s.members["b"].State)
+	}
+	// A member that comes back starts afresh: its next failure is a death.
+	s.memberUp(Member{Name: "a"}, 0, t0)
+	s.memberDown("a", StateDead, t0)
+	if st := s.members["a"].State; st != StateDead {
+		t.Fatalf("returned a is %s after failing, want dead", st)
+	}
+	if s.memberLeaving("stranger") {
+		t.Fatal("notice about an unknown member is news")
+	}
+}
