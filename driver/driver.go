@@ -601,21 +601,9 @@ func (d *Driver) DeleteEndpoint(req *network.DeleteEndpointRequest) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.peers.Withdraw(req.EndpointID)
-	n, ok := d.networks[req.NetworkID]
-	var ep *Endpoint
-	if ok {
-		ep, ok = n.Endpoints[req.EndpointID]
-	}
-	if !ok {
-		// Unknown (state lost): its interface may still be in the host
-		// namespace, where Docker puts it back; its name is derived.
-		if err := d.dp.DeleteInterface(ifName(req.EndpointID)); err != nil {
-			d.log.Warn("delete interface", "endpoint", short(req.EndpointID), "err", err)
-		}
+	n, ep := d.dropInterfaceLocked(req.NetworkID, req.EndpointID)
+	if ep == nil {
 		return nil
-	}
-	if err := d.dp.DeleteInterface(ep.IfName); err != nil {
-		d.log.Warn("delete interface", "endpoint", short(ep.ID), "err", err)
 	}
 	delete(n.Endpoints, ep.ID)
 	if err := d.saveLocked(); err != nil {
@@ -677,24 +665,37 @@ func (d *Driver) Join(req *network.JoinRequest) (*network.JoinResponse, error) {
 	}, nil
 }
 
+// dropInterfaceLocked removes an endpoint's interface if it is still in
+// the host namespace, and returns the endpoint and its network (nil when
+// weft does not know it: after a lost state its interface is removed all
+// the same, by its derived name).
+func (d *Driver) dropInterfaceLocked(networkID, endpointID string) (*Network, *Endpoint) {
+	n, ok := d.networks[networkID]
+	var ep *Endpoint
+	if ok {
+		ep, ok = n.Endpoints[endpointID]
+	}
+	name := ifName(endpointID)
+	if ok {
+		name = ep.IfName
+	}
+	if err := d.dp.DeleteInterface(name); err != nil {
+		d.log.Warn("delete interface", "endpoint", short(endpointID), "err", err)
+	}
+	if !ok {
+		return nil, nil
+	}
+	return n, ep
+}
+
 // Leave removes the endpoint's interface if Docker left it in the host
 // namespace (a container that ended took it with its namespace).
 func (d *Driver) Leave(req *network.LeaveRequest) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	n, ok := d.networks[req.NetworkID]
-	var ep *Endpoint
-	if ok {
-		ep, ok = n.Endpoints[req.EndpointID]
-	}
-	if !ok {
-		if err := d.dp.DeleteInterface(ifName(req.EndpointID)); err != nil {
-			d.log.Warn("delete interface", "endpoint", short(req.EndpointID), "err", err)
-		}
+	n, ep := d.dropInterfaceLocked(req.NetworkID, req.EndpointID)
+	if ep == nil {
 		return nil
-	}
-	if err := d.dp.DeleteInterface(ep.IfName); err != nil {
-		d.log.Warn("delete interface", "endpoint", short(ep.ID), "err", err)
 	}
 	ep.Joined = false
 	if err := d.saveLocked(); err != nil {
