@@ -6,13 +6,11 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
 	"hash/fnv"
 	"net/netip"
 	"os"
 	"testing"
-	"time"
 
 	"github.com/weftnet/weft/test/lab"
 )
@@ -27,57 +25,21 @@ const pluginName = "weft:latest"
 const testMeshKey = "d2VmdC1sYWItY2x1c3Rlci1rZXktMzItYnl0ZXMhISE="
 
 func TestMain(m *testing.M) {
-	if os.Getenv("WEFT_E2E") != "1" || os.Geteuid() != 0 {
-		fmt.Println("e2e: skipped (needs root and WEFT_E2E=1; run `make test-e2e`)")
-		os.Exit(m.Run())
-	}
-	dir := os.Getenv("WEFT_PLUGIN_DIR")
-	if dir == "" {
-		fmt.Fprintln(os.Stderr, "e2e: WEFT_PLUGIN_DIR must name the plugin directory (run `make test-e2e`)")
-		os.Exit(2)
-	}
-	cfg, err := labConfig(os.Getenv)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "e2e:", err)
-		os.Exit(2)
-	}
-	cfg.Hosts = 3
-	cfg.Swarm = true
-	cfg.Image = true
-	cfg.PluginDir = dir
-	cfg.PluginName = pluginName
-	// No upstream resolver: the lab must never send queries off this machine.
-	// A keyed mesh, as README asks of production.
-	cfg.PluginSettings = []string{"LOG_LEVEL=debug", "WEFT_DNS_UPSTREAM=none", "WEFT_MESH_KEY=" + testMeshKey}
-	cfg.KeepLogs = true
-	cfg.Logf = func(format string, args ...any) { fmt.Printf("lab: "+format+"\n", args...) }
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	start := time.Now()
-	l, err := lab.Up(ctx, cfg)
-	cancel()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "e2e: lab did not come up:", err)
-		if l != nil {
-			fmt.Fprintln(os.Stderr, l.LogTails(60))
-			_ = l.Down(context.Background())
+	os.Exit(lab.RunTests(m, "e2e", &theLab, func(dir string) (lab.Config, error) {
+		cfg, err := labConfig(os.Getenv)
+		if err != nil {
+			return cfg, err
 		}
-		os.Exit(1)
-	}
-	fmt.Printf("e2e: lab up in %s\n", time.Since(start).Round(time.Second))
-	theLab = l
-	code := m.Run()
-	if code != 0 {
-		fmt.Println(l.LogTails(80))
-	}
-	if os.Getenv("WEFT_E2E_KEEP") == "" {
-		if err := l.Down(context.Background()); err != nil {
-			fmt.Fprintln(os.Stderr, "e2e: lab teardown:", err)
-			if code == 0 {
-				code = 1
-			}
-		}
-	}
-	os.Exit(code)
+		cfg.Hosts = 3
+		cfg.Swarm = true
+		cfg.Image = true
+		cfg.PluginDir = dir
+		cfg.PluginName = pluginName
+		// No upstream resolver: the lab must never send queries off this
+		// machine. A keyed mesh, as README asks of production.
+		cfg.PluginSettings = []string{"LOG_LEVEL=debug", "WEFT_DNS_UPSTREAM=none", "WEFT_MESH_KEY=" + testMeshKey}
+		return cfg, nil
+	}))
 }
 
 // labConfig names the tests' lab. By default it is weftci, apart from the

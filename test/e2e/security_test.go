@@ -227,6 +227,7 @@ func TestKeyRotation(t *testing.T) {
 func TestGarbageInput(t *testing.T) {
 	l := need(t)
 	h := l.Hosts[0]
+	meshWhole(t, l, time.Minute) // first the mesh as it should be
 	target := h.Addr().String() + ":7950"
 	junk := [][]byte{{}, {0}, {0xff, 0xff, 0xff}, make([]byte, 1400), []byte("GET / HTTP/1.0\r\n\r\n"), bytesOf(0x42, 70000)}
 	for _, b := range junk {
@@ -267,13 +268,7 @@ func TestGarbageInput(t *testing.T) {
 
 	// Still whole: every host sees every other alive, and a new network
 	// carries traffic across hosts.
-	for _, x := range l.Hosts {
-		for _, y := range l.Hosts {
-			if name := hostStatus(t, y).Node; x != y && !hasPeer(t, x, name) {
-				t.Fatalf("%s does not see %s alive after the garbage", x.Name, y.Name)
-			}
-		}
-	}
+	meshWhole(t, l, 10*time.Second)
 	createNetwork(t, l, "junk", "10.99.0.0/24")
 	ip := run(t, l.Hosts[1], "junk-h2", "junk")
 	run(t, h, "junk-h1", "junk")
@@ -286,4 +281,22 @@ func bytesOf(b byte, n int) []byte {
 		out[i] = b
 	}
 	return out
+}
+
+// meshWhole waits until every host sees every other alive in the mesh.
+func meshWhole(t *testing.T, l *lab.Lab, within time.Duration) {
+	t.Helper()
+	err := lab.WaitFor(context.Background(), within, 250*time.Millisecond, func() error {
+		for _, x := range l.Hosts {
+			for _, y := range l.Hosts {
+				if name := hostStatus(t, y).Node; x != y && !hasPeer(t, x, name) {
+					return fmt.Errorf("%s does not see %s alive", x.Name, y.Name)
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }

@@ -8,8 +8,6 @@
 package e2elocal
 
 import (
-	"context"
-	"fmt"
 	"net/netip"
 	"os"
 	"testing"
@@ -28,64 +26,29 @@ const pluginName = "weft-local:latest"
 const reclaim = 10 * time.Second
 
 func TestMain(m *testing.M) {
-	if os.Getenv("WEFT_E2E") != "1" || os.Geteuid() != 0 {
-		fmt.Println("e2elocal: skipped (needs root and WEFT_E2E=1; run `make test-e2e`)")
-		os.Exit(m.Run())
-	}
-	dir := os.Getenv("WEFT_PLUGIN_DIR")
-	if dir == "" {
-		fmt.Fprintln(os.Stderr, "e2elocal: WEFT_PLUGIN_DIR must name the plugin directory (run `make test-e2e`)")
-		os.Exit(2)
-	}
-	// A lab of its own, apart from the swarm lab of test/e2e (weftci) and
-	// the demo's (weftlab).
-	cfg := lab.DefaultConfig()
-	cfg.Name = "weftloc"
-	cfg.Bridge = "weftloc0"
-	cfg.VethPrefix = "wlo"
-	cfg.Underlay = netip.MustParsePrefix("198.18.6.254/24")
-	cfg.StateRoot, cfg.RunRoot = "", ""
-	cfg.Hosts = 3
-	cfg.Swarm = false
-	cfg.Image = true
-	cfg.PluginDir = dir
-	cfg.PluginName = pluginName
-	cfg.PluginSettings = []string{
-		"WEFT_SCOPE=local",
-		"WEFT_PEERS=198.18.6.1,198.18.6.2,198.18.6.3",
-		"WEFT_DNS_UPSTREAM=none", // the lab never sends queries off this machine
-		"WEFT_IPAM_RECLAIM=" + reclaim.String(),
-		"LOG_LEVEL=debug",
-	}
-	cfg.KeepLogs = true
-	cfg.Logf = func(format string, args ...any) { fmt.Printf("lab: "+format+"\n", args...) }
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	start := time.Now()
-	l, err := lab.Up(ctx, cfg)
-	cancel()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "e2elocal: lab did not come up:", err)
-		if l != nil {
-			fmt.Fprintln(os.Stderr, l.LogTails(60))
-			_ = l.Down(context.Background())
+	os.Exit(lab.RunTests(m, "e2elocal", &theLab, func(dir string) (lab.Config, error) {
+		// A lab of its own, apart from the swarm lab of test/e2e (weftci)
+		// and the demo's (weftlab).
+		cfg := lab.DefaultConfig()
+		cfg.Name = "weftloc"
+		cfg.Bridge = "weftloc0"
+		cfg.VethPrefix = "wlo"
+		cfg.Underlay = netip.MustParsePrefix("198.18.6.254/24")
+		cfg.StateRoot, cfg.RunRoot = "", ""
+		cfg.Hosts = 3
+		cfg.Swarm = false
+		cfg.Image = true
+		cfg.PluginDir = dir
+		cfg.PluginName = pluginName
+		cfg.PluginSettings = []string{
+			"WEFT_SCOPE=local",
+			"WEFT_PEERS=198.18.6.1,198.18.6.2,198.18.6.3",
+			"WEFT_DNS_UPSTREAM=none", // the lab never sends queries off this machine
+			"WEFT_IPAM_RECLAIM=" + reclaim.String(),
+			"LOG_LEVEL=debug",
 		}
-		os.Exit(1)
-	}
-	fmt.Printf("e2elocal: lab up in %s\n", time.Since(start).Round(time.Second))
-	theLab = l
-	code := m.Run()
-	if code != 0 {
-		fmt.Println(l.LogTails(80))
-	}
-	if os.Getenv("WEFT_E2E_KEEP") == "" {
-		if err := l.Down(context.Background()); err != nil {
-			fmt.Fprintln(os.Stderr, "e2elocal: lab teardown:", err)
-			if code == 0 {
-				code = 1
-			}
-		}
-	}
-	os.Exit(code)
+		return cfg, nil
+	}))
 }
 
 func need(t *testing.T) *lab.Lab {
