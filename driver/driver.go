@@ -36,6 +36,8 @@ type Dataplane interface {
 	CreateInterface(vni uint32, name string, mac net.HardwareAddr) error
 	DeleteInterface(name string) error
 	SetPeers(vni uint32, peers []dataplane.Peer) error
+	// Peers returns the peers programmed on the device of vni.
+	Peers(vni uint32) ([]dataplane.Peer, error)
 }
 
 // Peers is the replicated view of endpoints across hosts. Implementations
@@ -272,8 +274,9 @@ func (d *Driver) Reconcile() {
 		byVNI[r.VNI] = append(byVNI[r.VNI], p)
 	}
 	// Until the view of the other hosts is complete (just after a start,
-	// before the mesh has exchanged state), programming it would delete
-	// the entries the kernel still holds for endpoints that are alive.
+	// before the mesh has exchanged state), programming it as it is would
+	// delete the entries the kernel still holds for endpoints that are
+	// alive: until then, entries are only added or updated.
 	complete := true
 	if s, ok := d.peers.(interface{ Synced() bool }); ok {
 		complete = s.Synced()
@@ -283,16 +286,39 @@ func (d *Driver) Reconcile() {
 			d.log.Error("ensure network device", "vni", s.VNI, "err", err)
 			continue
 		}
+		want := byVNI[s.VNI]
 		if !complete {
-			continue
+			have, err := d.dp.Peers(s.VNI)
+			if err != nil {
+				d.log.Error("read programmed peers", "vni", s.VNI, "err", err)
+				continue
+			}
+			want = unionPeers(have, want)
 		}
-		if err := d.dp.SetPeers(s.VNI, byVNI[s.VNI]); err != nil {
+		if err := d.dp.SetPeers(s.VNI, want); err != nil {
 			d.log.Error("program peers", "vni", s.VNI, "err", err)
 		}
 	}
 	if d.cfg.Reconciled != nil {
 		d.cfg.Reconciled(remote)
 	}
+}
+
+// unionPeers returns the peers of have and want, want's winning for an
+// address both hold.
+func unionPeers(have, want []dataplane.Peer) []dataplane.Peer {
+	byIP := map[string]dataplane.Peer{}
+	for _, p := range have {
+		byIP[p.IP.String()] = p
+	}
+	for _, p := range want {
+		byIP[p.IP.String()] = p
+	}
+	out := make([]dataplane.Peer, 0, len(byIP))
+	for _, p := range byIP {
+		out = append(out, p)
+	}
+	return out
 }
 
 // SetNames records the DNS names of a local endpoint and publishes them.

@@ -73,6 +73,12 @@ func (f *fakePlane) DeleteInterface(name string) error {
 	return nil
 }
 
+func (f *fakePlane) Peers(vni uint32) ([]dataplane.Peer, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.peers[vni]), nil
+}
+
 func (f *fakePlane) SetPeers(vni uint32, peers []dataplane.Peer) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -384,5 +390,39 @@ func TestCorruptStateIsSetAside(t *testing.T) {
 	d2, _, _ := newTestDriver(t, dir)
 	if len(d2.Networks()) != 1 {
 		t.Fatal("state written after a corrupt file is not readable")
+	}
+}
+
+// syncingPeers is a mesh view that is not complete yet.
+type syncingPeers struct {
+	*fakePeers
+	synced bool
+}
+
+func (p *syncingPeers) Synced() bool { return p.synced }
+
+func TestReconcileBeforeSyncOnlyAdds(t *testing.T) {
+	dp := newFakePlane()
+	peers := &syncingPeers{fakePeers: newFakePeers()}
+	cfg := DefaultConfig()
+	cfg.VTEP = net.ParseIP("198.18.0.1")
+	d, err := New(cfg, dp, peers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := createNet(t, d, netA, map[string]any{OptVNI: "300"}); err != nil {
+		t.Fatal(err)
+	}
+	old := dataplane.Peer{IP: net.ParseIP("10.10.0.20"), MAC: net.HardwareAddr{2, 0x77, 10, 10, 0, 20}, VTEP: net.ParseIP("198.18.0.2")}
+	dp.peers[300] = []dataplane.Peer{old} // left in the kernel by the previous run
+	peers.remote = []Record{{Network: netA, VNI: 300, Endpoint: "r2", IP: "10.10.0.21", MAC: "02:77:0a:0a:00:15", VTEP: "198.18.0.3"}}
+	d.Reconcile()
+	if got := dp.peers[300]; len(got) != 2 {
+		t.Fatalf("before sync: %v, want the kept entry and the new one", got)
+	}
+	peers.synced = true
+	d.Reconcile()
+	if got := dp.peers[300]; len(got) != 1 || got[0].IP.String() != "10.10.0.21" {
+		t.Fatalf("after sync: %v, want only the mesh's entry", got)
 	}
 }

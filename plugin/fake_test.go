@@ -14,3 +14,4 @@ func (nopPlane) DeleteNetwork(uint32) error                             { return
 func (nopPlane) CreateInterface(uint32, string, net.HardwareAddr) error { return nil }
 func (nopPlane) DeleteInterface(string) error                           { return nil }
 func (nopPlane) SetPeers(uint32, []dataplane.Peer) error                { return nil }
+func (nopPlane) Peers(uint32) ([]dataplane.Peer, error)                 { return nil, nil }
