@@ -56,9 +56,7 @@ test-e2e: plugin-dir ## end-to-end tests: real dockerd engines, swarm and the pl
 FUZZ_TIME ?= 10s
 .PHONY: fuzz
 fuzz: ## run every fuzz target for FUZZ_TIME (default 10s); crashers land in testdata/fuzz
-	@set -e; for t in $$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname | sort -u); do \
-	  for f in $$(grep -h '^func Fuzz' $$t/*_test.go | sed 's/func \(Fuzz[A-Za-z0-9_]*\).*/\1/'); do \
-	    echo "fuzz $$t $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZ_TIME) $$t; done; done
+	GO=$(GO) FUZZ_TIME=$(FUZZ_TIME) ./hack/fuzz.sh
 
 .PHONY: test
 test: check test-unit fuzz test-e2e ## everything CI runs
