@@ -640,17 +640,27 @@ func (d *Driver) DeleteEndpoint(req *network.DeleteEndpointRequest) error {
 	return nil
 }
 
+// endpointLocked finds a local endpoint, or says in one sentence which of
+// the two Docker named is unknown.
+func (d *Driver) endpointLocked(networkID, endpointID string) (*Network, *Endpoint, error) {
+	n, ok := d.networks[networkID]
+	if !ok {
+		return nil, nil, fmt.Errorf("weft: network %s is not known on this host", short(networkID))
+	}
+	ep, ok := n.Endpoints[endpointID]
+	if !ok {
+		return nil, nil, fmt.Errorf("weft: endpoint %s is not known on network %s", short(endpointID), short(networkID))
+	}
+	return n, ep, nil
+}
+
 // EndpointInfo reports what weft knows of an endpoint.
 func (d *Driver) EndpointInfo(req *network.InfoRequest) (*network.InfoResponse, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	n, ok := d.networks[req.NetworkID]
-	if !ok {
-		return nil, fmt.Errorf("weft: network %s is not known on this host", short(req.NetworkID))
-	}
-	ep, ok := n.Endpoints[req.EndpointID]
-	if !ok {
-		return nil, fmt.Errorf("weft: endpoint %s is not known on network %s", short(req.EndpointID), short(req.NetworkID))
+	n, ep, err := d.endpointLocked(req.NetworkID, req.EndpointID)
+	if err != nil {
+		return nil, err
 	}
 	return &network.InfoResponse{Value: map[string]string{
 		"weft.vni":       fmt.Sprint(n.VNI),
@@ -666,13 +676,9 @@ func (d *Driver) EndpointInfo(req *network.InfoRequest) (*network.InfoResponse, 
 func (d *Driver) Join(req *network.JoinRequest) (*network.JoinResponse, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	n, ok := d.networks[req.NetworkID]
-	if !ok {
-		return nil, fmt.Errorf("weft: network %s is not known on this host", short(req.NetworkID))
-	}
-	ep, ok := n.Endpoints[req.EndpointID]
-	if !ok {
-		return nil, fmt.Errorf("weft: endpoint %s is not known on network %s", short(req.EndpointID), short(req.NetworkID))
+	n, ep, err := d.endpointLocked(req.NetworkID, req.EndpointID)
+	if err != nil {
+		return nil, err
 	}
 	mac, err := net.ParseMAC(ep.MAC)
 	if err != nil {

@@ -12,19 +12,12 @@ import (
 	"github.com/weftnet/weft/test/lab"
 )
 
-// serverCmd makes a test container serve "weft-ok" over HTTP on port 8080,
-// so every container can be reached by ICMP and TCP.
-var serverCmd = []string{"sh", "-c", "mkdir -p /www && echo weft-ok > /www/index.html && exec httpd -f -p 8080 -h /www"}
+// serverCmd is the command of every test container.
+var serverCmd = lab.ServerCmd
 
 func docker(t *testing.T, h *lab.Host, args ...string) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	out, err := h.Docker(ctx, args...)
-	if err != nil {
-		t.Fatalf("%s: %v", h.Name, err)
-	}
-	return strings.TrimSpace(out)
+	return h.MustDocker(t, args...)
 }
 
 // createNetwork makes the local-scope network name with subnet on every

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 )
 
@@ -60,4 +61,27 @@ func RunTests(m Runner, pkg string, lab **Lab, configure func(pluginDir string) 
 		}
 	}
 	return code
+}
+
+// ServerCmd makes a test container serve "weft-ok" over HTTP on port 8080
+// (busybox httpd), so every container can be reached by ICMP and TCP.
+var ServerCmd = []string{"sh", "-c", "mkdir -p /www && echo weft-ok > /www/index.html && exec httpd -f -p 8080 -h /www"}
+
+// Fataler is the part of *testing.T that MustDocker needs.
+type Fataler interface {
+	Helper()
+	Fatalf(format string, args ...any)
+}
+
+// MustDocker runs the docker CLI against h within 3 minutes and returns its
+// trimmed output, failing the test on an error.
+func (h *Host) MustDocker(t Fataler, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	out, err := h.Docker(ctx, args...)
+	if err != nil {
+		t.Fatalf("%s: %v", h.Name, err)
+	}
+	return strings.TrimSpace(out)
 }
