@@ -426,3 +426,23 @@ func TestReconcileBeforeSyncOnlyAdds(t *testing.T) {
 		t.Fatalf("after sync: %v, want only the mesh's entry", got)
 	}
 }
+
+// TestSyncEngineAdoptsOnlyNetworksInUse: a swarm manager's engine lists
+// every swarm network; only those with an endpoint here are adopted.
+func TestSyncEngineAdoptsOnlyNetworksInUse(t *testing.T) {
+	d, dp, _ := newTestDriver(t, "")
+	nets := []EngineNetwork{
+		{ID: netA, Options: map[string]string{OptVNI: "310"}, Subnet: "10.10.0.0/24", Gateway: "10.10.0.1",
+			Endpoints: []EngineEndpoint{{ID: ep1, Address: "10.10.0.5/24", MAC: "02:77:0a:0a:00:05"}}},
+		{ID: netB, Options: map[string]string{OptVNI: "311"}, Subnet: "10.11.0.0/24", Gateway: "10.11.0.1"},
+	}
+	if n, e, _ := d.SyncEngine(nets, 0); n != 1 || e != 1 {
+		t.Fatalf("adopted %d networks and %d endpoints, want 1 and 1", n, e)
+	}
+	if _, ok := dp.networks[311]; ok {
+		t.Fatal("a network with no endpoint here was adopted")
+	}
+	if _, ok := dp.networks[310]; !ok {
+		t.Fatal("the network in use was not adopted")
+	}
+}

@@ -42,6 +42,12 @@ func (d *Driver) SyncEngine(nets []EngineNetwork, grace time.Duration) (adoptedN
 	changed := false
 	for _, en := range nets {
 		n, ok := d.networks[en.ID]
+		if !ok && len(en.Endpoints) == 0 {
+			// Not in use here: a swarm manager lists every swarm network,
+			// and Docker creates one on a host only with its first
+			// endpoint (and deletes it with its last).
+			continue
+		}
 		if !ok {
 			opts, err := parseOptions(en.Options)
 			if err != nil {
