@@ -225,19 +225,9 @@ func (k *Kernel) SetPeers(vni uint32, peers []Peer) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	dev := DeviceName(vni)
-	link, err := k.h.LinkByName(dev)
+	idx, fdb, arp, err := k.tables(dev)
 	if err != nil {
-		return fmt.Errorf("look up device %s: %w", dev, err)
-	}
-	idx := link.Attrs().Index
-
-	fdb, err := retryDump(func() ([]netlink.Neigh, error) { return k.h.NeighList(idx, unix.AF_BRIDGE) })
-	if err != nil {
-		return fmt.Errorf("list FDB of %s: %w", dev, err)
-	}
-	arp, err := retryDump(func() ([]netlink.Neigh, error) { return k.h.NeighList(idx, unix.AF_INET) })
-	if err != nil {
-		return fmt.Errorf("list neighbours of %s: %w", dev, err)
+		return err
 	}
 
 	// What the kernel has: MAC -> VTEP, IP -> MAC.
@@ -334,22 +324,30 @@ func (k *Kernel) SetPeers(vni uint32, peers []Peer) error {
 	return errors.Join(errs...)
 }
 
+// tables returns the index of device dev and its FDB and neighbour tables.
+func (k *Kernel) tables(dev string) (idx int, fdb, arp []netlink.Neigh, err error) {
+	link, err := k.h.LinkByName(dev)
+	if err != nil {
+		return 0, nil, nil, fmt.Errorf("look up device %s: %w", dev, err)
+	}
+	idx = link.Attrs().Index
+	fdb, err = retryDump(func() ([]netlink.Neigh, error) { return k.h.NeighList(idx, unix.AF_BRIDGE) })
+	if err != nil {
+		return 0, nil, nil, fmt.Errorf("list FDB of %s: %w", dev, err)
+	}
+	arp, err = retryDump(func() ([]netlink.Neigh, error) { return k.h.NeighList(idx, unix.AF_INET) })
+	if err != nil {
+		return 0, nil, nil, fmt.Errorf("list neighbours of %s: %w", dev, err)
+	}
+	return idx, fdb, arp, nil
+}
+
 // Peers returns the static peers programmed on the device of vni: one per
 // permanent neighbour entry whose MAC also has a static FDB entry.
 func (k *Kernel) Peers(vni uint32) ([]Peer, error) {
-	dev := DeviceName(vni)
-	link, err := k.h.LinkByName(dev)
+	_, fdb, arp, err := k.tables(DeviceName(vni))
 	if err != nil {
-		return nil, fmt.Errorf("look up device %s: %w", dev, err)
-	}
-	idx := link.Attrs().Index
-	fdb, err := retryDump(func() ([]netlink.Neigh, error) { return k.h.NeighList(idx, unix.AF_BRIDGE) })
-	if err != nil {
-		return nil, fmt.Errorf("list FDB of %s: %w", dev, err)
-	}
-	arp, err := retryDump(func() ([]netlink.Neigh, error) { return k.h.NeighList(idx, unix.AF_INET) })
-	if err != nil {
-		return nil, fmt.Errorf("list neighbours of %s: %w", dev, err)
+		return nil, err
 	}
 	vtep := map[string]net.IP{}
 	for _, n := range fdb {
