@@ -1,10 +1,14 @@
 package mesh
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/bits"
+	"strings"
 	"time"
+	"unsafe"
 )
 
 // Wire format. Every message the mesh hands to memberlist starts with a
@@ -15,8 +19,15 @@ import (
 //	entry:  table, key, owner, clock, flags (bit 0: deleted), then
 //	        deleted: residual time to reap, in milliseconds
 //	        live:    value
-//	digest message (msgDigest): sender, flags (bit 0: reply wanted), count,
-//	        then count × (owner, entries, max clock, 8-byte little-endian hash)
+//	digest message (msgDigest): sender, flags (bit 0: reply wanted, bit 1:
+//	        the sender reads blocks messages, bit 2: an answer, send nothing
+//	        back), count, then
+//	        count × (owner, entries, max clock, 8-byte little-endian hash)
+//	blocks message (msgBlocks): count, then count × block
+//	block:  owner, entries, max clock, 8-byte hash (the sender's digest of
+//	        that owner), body length, body (count, then count entries)
+//	answer message (msgAnswer): a digest message's body, then a blocks
+//	        message's body
 //	leave message (msgLeave): node name
 //
 // A tombstone carries how long it has left to live rather than a deadline,
@@ -39,6 +50,17 @@ const (
 	msgSync byte = 's'
 	// msgDigest carries a per-owner summary of the sender's table.
 	msgDigest byte = 'd'
+	// msgBlocks carries anti-entropy's entries grouped by owner, each group
+	// with the sender's digest of that owner: a receiver whose digest of the
+	// owner already equals it (another exchange brought the same entries
+	// meanwhile) skips the group unread. Sent only to members whose digest
+	// says they read it; older members get msgSync.
+	msgBlocks byte = 'o'
+	// msgAnswer answers a digest that asked for a reply: the answering
+	// digest, then a blocks body with what the requester lacked. One
+	// message, so the requester has merged the entries by the time it
+	// reads the digest and starts its next exchange.
+	msgAnswer byte = 'a'
 	// msgLeave says the named node is leaving on purpose. memberlist's
 	// event callbacks do not tell a node that left from one that died.
 	msgLeave byte = 'l'
@@ -56,9 +78,14 @@ const (
 	minEntryLen = 6
 	// minDigestLen is the smallest encoded digest item.
 	minDigestLen = 1 + 1 + 1 + 8
+	// minBlockLen is the smallest encoded block: a digest item, a body
+	// length and a body with no entries.
+	minBlockLen = minDigestLen + 1 + 1
 
 	flagDeleted = 1 << 0
 	flagReply   = 1 << 0
+	flagBlocks  = 1 << 1
+	flagAnswer  = 1 << 2
 )
 
 var (
@@ -89,7 +116,24 @@ type ownerDigest struct {
 type digestMsg struct {
 	Sender string
 	Reply  bool // the sender wants the receiver's digest back
+	Blocks bool // the sender reads msgBlocks
+	// Answer marks the digest that answers a Reply request, after the
+	// entries the requester lacked: the requester only compares it with
+	// its own (to know whether to go on syncing) and sends nothing back.
+	// Each member thus receives entries from the exchanges it starts, one
+	// at a time, and not from others' at the same moment, which would bring
+	// it the same entries twice. Older members leave it unset and get the
+	// differences pushed back, as before.
+	Answer bool
 	Owners []ownerDigest
+}
+
+// block is one owner's part of a blocks message: the sender's digest of
+// that owner and entries of it (all of them, or those newer than what the
+// receiver was known to hold).
+type block struct {
+	Digest  ownerDigest
+	Entries []wireEntry
 }
 
 func appendHeader(b []byte, typ byte) []byte {
@@ -109,14 +153,16 @@ func appendEntry(b []byte, e *Entry, residual time.Duration) []byte {
 	b = binary.AppendUvarint(b, e.Clock)
 	if e.Deleted {
 		b = append(b, flagDeleted)
-		if residual < 0 {
-			residual = 0
-		}
-		return binary.AppendUvarint(b, uint64(residual/time.Millisecond))
+		return binary.AppendUvarint(b, residualMS(residual))
 	}
 	b = append(b, 0)
 	b = binary.AppendUvarint(b, uint64(len(e.Value)))
 	return append(b, e.Value...)
+}
+
+// residualMS is a tombstone's time left as sent: whole milliseconds.
+func residualMS(residual time.Duration) uint64 {
+	return uint64(max(residual, 0) / time.Millisecond)
 }
 
 // encodeEntries builds one entries message of the given type.
@@ -140,34 +186,120 @@ func entrySize(e *Entry) int {
 }
 
 func encodeDigest(d *digestMsg) []byte {
-	n := headerLen + 2*binary.MaxVarintLen64 + len(d.Sender) + 1
+	b := make([]byte, 0, headerLen+digestSize(d))
+	return appendDigest(appendHeader(b, msgDigest), d)
+}
+
+// digestSize is an upper bound of a digest's encoded size.
+func digestSize(d *digestMsg) int {
+	n := 2*binary.MaxVarintLen64 + len(d.Sender) + 1
 	for i := range d.Owners {
 		n += len(d.Owners[i].Owner) + 3*binary.MaxVarintLen64 + 8
 	}
-	b := make([]byte, 0, n)
-	b = appendHeader(b, msgDigest)
+	return n
+}
+
+// appendDigest appends a digest message's body.
+func appendDigest(b []byte, d *digestMsg) []byte {
 	b = appendString(b, d.Sender)
 	var flags byte
 	if d.Reply {
 		flags |= flagReply
 	}
+	if d.Blocks {
+		flags |= flagBlocks
+	}
+	if d.Answer {
+		flags |= flagAnswer
+	}
 	b = append(b, flags)
 	b = binary.AppendUvarint(b, uint64(len(d.Owners)))
 	for i := range d.Owners {
-		o := &d.Owners[i]
-		b = appendString(b, o.Owner)
-		b = binary.AppendUvarint(b, o.Count)
-		b = binary.AppendUvarint(b, o.MaxClock)
-		b = binary.LittleEndian.AppendUint64(b, o.Hash)
+		b = appendOwnerDigest(b, &d.Owners[i])
 	}
 	return b
 }
 
-// message is a decoded message: entries (Type msgBroadcast or msgSync), a
-// digest, or a leave notice.
+func appendOwnerDigest(b []byte, o *ownerDigest) []byte {
+	b = appendString(b, o.Owner)
+	b = binary.AppendUvarint(b, o.Count)
+	b = binary.AppendUvarint(b, o.MaxClock)
+	return binary.LittleEndian.AppendUint64(b, o.Hash)
+}
+
+// encodeBlocks builds one blocks message.
+func encodeBlocks(bls []block) []byte {
+	b := make([]byte, 0, headerLen+blocksLen(bls))
+	return appendBlocks(appendHeader(b, msgBlocks), bls)
+}
+
+// encodeAnswer builds an answer message: the digest answering a request
+// and the blocks the requester lacked, in one message so that they arrive
+// together.
+func encodeAnswer(d *digestMsg, bls []block) []byte {
+	b := make([]byte, 0, headerLen+digestSize(d)+blocksLen(bls))
+	return appendBlocks(appendDigest(appendHeader(b, msgAnswer), d), bls)
+}
+
+// blocksLen is the exact encoded size of a blocks message's body.
+func blocksLen(bls []block) int {
+	n := uvarintLen(uint64(len(bls)))
+	for i := range bls {
+		body := blockBodyLen(&bls[i])
+		n += ownerDigestLen(&bls[i].Digest) + uvarintLen(uint64(body)) + body
+	}
+	return n
+}
+
+func blockBodyLen(bl *block) int {
+	n := uvarintLen(uint64(len(bl.Entries)))
+	for j := range bl.Entries {
+		n += entryLen(&bl.Entries[j].Entry, bl.Entries[j].Residual)
+	}
+	return n
+}
+
+func ownerDigestLen(o *ownerDigest) int {
+	return uvarintLen(uint64(len(o.Owner))) + len(o.Owner) + uvarintLen(o.Count) + uvarintLen(o.MaxClock) + 8
+}
+
+// appendBlocks appends a blocks message's body.
+func appendBlocks(b []byte, bls []block) []byte {
+	b = binary.AppendUvarint(b, uint64(len(bls)))
+	for i := range bls {
+		bl := &bls[i]
+		b = appendOwnerDigest(b, &bl.Digest)
+		b = binary.AppendUvarint(b, uint64(blockBodyLen(bl)))
+		b = binary.AppendUvarint(b, uint64(len(bl.Entries)))
+		for j := range bl.Entries {
+			b = appendEntry(b, &bl.Entries[j].Entry, bl.Entries[j].Residual)
+		}
+	}
+	return b
+}
+
+// entryLen is the exact encoded size of an entry.
+func entryLen(e *Entry, residual time.Duration) int {
+	n := uvarintLen(uint64(len(e.Table))) + len(e.Table) +
+		uvarintLen(uint64(len(e.Key))) + len(e.Key) +
+		uvarintLen(uint64(len(e.Owner))) + len(e.Owner) +
+		uvarintLen(e.Clock) + 1
+	if e.Deleted {
+		return n + uvarintLen(residualMS(residual))
+	}
+	return n + uvarintLen(uint64(len(e.Value))) + len(e.Value)
+}
+
+func uvarintLen(v uint64) int {
+	return (bits.Len64(v|1) + 6) / 7
+}
+
+// message is a decoded message: entries (Type msgBroadcast or msgSync),
+// blocks, a digest, or a leave notice.
 type message struct {
 	Type    byte
 	Entries []wireEntry
+	Blocks  []block
 	Digest  *digestMsg
 	Node    string // msgLeave
 }
@@ -177,7 +309,8 @@ func encodeLeave(node string) []byte {
 }
 
 // decodeMessage decodes a whole message. It copies everything it keeps, so
-// buf may be reused by the caller. intern, if not nil, is used for table and
+// buf may be reused by the caller. (The hot path for entries, Mesh.merge,
+// uses viewEntries instead and copies only what it stores.) intern, if not nil, is used for table and
 // owner names, which repeat across entries.
 func decodeMessage(buf []byte, intern func([]byte) string) (message, error) {
 	if len(buf) < headerLen {
@@ -196,58 +329,32 @@ func decodeMessage(buf []byte, intern func([]byte) string) (message, error) {
 	msg := message{Type: buf[2]}
 	switch msg.Type {
 	case msgBroadcast, msgSync:
-		n := d.uvarint()
-		if d.err == nil && n > uint64(len(d.b)/minEntryLen) {
-			return message{}, fmt.Errorf("entry count %d: %w", n, errShort)
+		it, err := viewEntries(d.b, intern)
+		if err != nil {
+			return message{}, err
 		}
-		msg.Entries = make([]wireEntry, 0, n)
-		for i := uint64(0); i < n && d.err == nil; i++ {
-			var w wireEntry
-			w.Table = intern(d.bytes(maxTableLen))
-			w.Key = string(d.bytes(maxKeyLen))
-			w.Owner = intern(d.bytes(maxOwnerLen))
-			w.Clock = d.uvarint()
-			flags := d.byte()
-			if flags&^flagDeleted != 0 && d.err == nil {
-				d.err = fmt.Errorf("unknown entry flags %#x", flags)
-			}
-			if flags&flagDeleted != 0 {
-				w.Deleted = true
-				ms := d.uvarint()
-				if ms > uint64(24*time.Hour/time.Millisecond) {
-					ms = uint64(24 * time.Hour / time.Millisecond)
-				}
-				w.Residual = time.Duration(ms) * time.Millisecond
-			} else if v := d.bytes(maxValueLen); d.err == nil {
-				w.Value = make([]byte, len(v)) // never nil for a live entry
-				copy(w.Value, v)
-			}
-			if d.err == nil && (w.Table == "" || w.Owner == "") {
-				d.err = errors.New("entry without table or owner")
-			}
-			msg.Entries = append(msg.Entries, w)
+		msg.Entries = copyEntries(it)
+		return msg, nil
+	case msgBlocks:
+		bi, err := viewBlocks(d.b, intern)
+		if err != nil {
+			return message{}, err
 		}
+		msg.Blocks = copyBlocks(bi)
+		return msg, nil
 	case msgDigest:
-		dm := &digestMsg{}
-		dm.Sender = string(d.bytes(maxOwnerLen))
-		dm.Reply = d.byte()&flagReply != 0
-		n := d.uvarint()
-		if d.err == nil && n > uint64(len(d.b)/minDigestLen) {
-			return message{}, fmt.Errorf("digest count %d: %w", n, errShort)
+		msg.Digest = decodeDigest(&d, intern)
+	case msgAnswer:
+		msg.Digest = decodeDigest(&d, intern)
+		if d.err != nil {
+			return message{}, d.err
 		}
-		dm.Owners = make([]ownerDigest, 0, n)
-		for i := uint64(0); i < n && d.err == nil; i++ {
-			var o ownerDigest
-			o.Owner = intern(d.bytes(maxOwnerLen))
-			o.Count = d.uvarint()
-			o.MaxClock = d.uvarint()
-			o.Hash = d.uint64()
-			dm.Owners = append(dm.Owners, o)
+		bi, err := viewBlocks(d.b, intern)
+		if err != nil {
+			return message{}, err
 		}
-		if d.err == nil && dm.Sender == "" {
-			d.err = errors.New("digest without sender")
-		}
-		msg.Digest = dm
+		msg.Blocks = copyBlocks(bi)
+		return msg, nil
 	case msgLeave:
 		msg.Node = string(d.bytes(maxOwnerLen))
 		if d.err == nil && msg.Node == "" {
@@ -263,6 +370,258 @@ func decodeMessage(buf []byte, intern func([]byte) string) (message, error) {
 		return message{}, fmt.Errorf("%d trailing bytes", len(d.b))
 	}
 	return msg, nil
+}
+
+// decodeDigest reads a digest message's body off d (errors stick in d).
+// The digest owns its strings; intern, if not nil, names owners.
+func decodeDigest(d *decoder, intern func([]byte) string) *digestMsg {
+	if intern == nil {
+		intern = func(b []byte) string { return string(b) }
+	}
+	dm := &digestMsg{}
+	dm.Sender = string(d.bytes(maxOwnerLen))
+	flags := d.byte()
+	dm.Reply = flags&flagReply != 0
+	dm.Blocks = flags&flagBlocks != 0
+	dm.Answer = flags&flagAnswer != 0
+	n := d.uvarint()
+	if d.err == nil && n > uint64(len(d.b)/minDigestLen) {
+		d.err = fmt.Errorf("digest count %d: %w", n, errShort)
+		return dm
+	}
+	dm.Owners = make([]ownerDigest, 0, n)
+	for i := uint64(0); i < n && d.err == nil; i++ {
+		var o ownerDigest
+		o.Owner = intern(d.bytes(maxOwnerLen))
+		o.Count = d.uvarint()
+		o.MaxClock = d.uvarint()
+		o.Hash = d.uint64()
+		dm.Owners = append(dm.Owners, o)
+	}
+	if d.err == nil && dm.Sender == "" {
+		d.err = errors.New("digest without sender")
+	}
+	return dm
+}
+
+// copyBlocks reads the rest of bi into blocks that own their bytes.
+func copyBlocks(bi *blockIter) []block {
+	out := make([]block, 0, bi.left)
+	var bl block
+	var it *entryIter
+	for bi.next(&bl.Digest, &it) {
+		bl.Entries = copyEntries(it)
+		out = append(out, bl)
+	}
+	return out
+}
+
+// copyEntries reads the rest of it into entries that own their bytes.
+func copyEntries(it *entryIter) []wireEntry {
+	out := make([]wireEntry, 0, it.left)
+	var w wireEntry
+	for it.next(&w) {
+		w.Key = strings.Clone(w.Key)
+		if w.Value != nil {
+			w.Value = bytes.Clone(w.Value)
+		}
+		out = append(out, w)
+	}
+	return out
+}
+
+// bulkType reports whether buf is an entries or blocks message of a
+// version we read, and returns its type and body.
+func bulkType(buf []byte) (typ byte, body []byte, ok bool) {
+	if len(buf) < headerLen || buf[0] != msgMagic || buf[1] != msgVersion {
+		return 0, nil, false
+	}
+	switch typ = buf[2]; typ {
+	case msgBroadcast, msgSync, msgBlocks, msgAnswer:
+		return typ, buf[headerLen:], true
+	}
+	return 0, nil, false
+}
+
+// blockIter walks the blocks of a blocks message's body; each block's
+// entries come as an entryIter of views (see entryIter).
+type blockIter struct {
+	d      decoder
+	left   uint64
+	intern func([]byte) string
+}
+
+// viewBlocks checks a whole blocks body, every entry included, and returns
+// an iterator over it.
+func viewBlocks(body []byte, intern func([]byte) string) (*blockIter, error) {
+	check := newBlockIter(body, viewString)
+	n := check.left
+	var od ownerDigest
+	var it *entryIter
+	for check.next(&od, &it) {
+		var w wireEntry
+		for it.next(&w) {
+		}
+		if it.d.err != nil {
+			return nil, it.d.err
+		}
+		if len(it.d.b) != 0 {
+			return nil, fmt.Errorf("%d trailing bytes in a block", len(it.d.b))
+		}
+	}
+	if check.d.err != nil {
+		return nil, check.d.err
+	}
+	if len(check.d.b) != 0 {
+		return nil, fmt.Errorf("%d trailing bytes", len(check.d.b))
+	}
+	bi := newBlockIter(body, intern)
+	bi.left = n
+	return bi, nil
+}
+
+func newBlockIter(body []byte, intern func([]byte) string) *blockIter {
+	bi := &blockIter{d: decoder{b: body}, intern: intern}
+	n := bi.d.uvarint()
+	if bi.d.err == nil && n > uint64(len(bi.d.b)/minBlockLen) {
+		bi.d.err = fmt.Errorf("block count %d: %w", n, errShort)
+	}
+	if bi.d.err == nil {
+		bi.left = n
+	}
+	return bi
+}
+
+// next decodes the next block's digest into od and points *it at its
+// entries. It returns false at the end or at the first error (in bi.d.err).
+func (bi *blockIter) next(od *ownerDigest, it **entryIter) bool {
+	if bi.left == 0 || bi.d.err != nil {
+		return false
+	}
+	bi.left--
+	d := &bi.d
+	owner := d.bytes(maxOwnerLen)
+	od.Count = d.uvarint()
+	od.MaxClock = d.uvarint()
+	od.Hash = d.uint64()
+	body := d.bytes(len(d.b))
+	if d.err != nil {
+		return false
+	}
+	if len(owner) == 0 {
+		d.err = errors.New("block without owner")
+		return false
+	}
+	if bi.intern != nil {
+		od.Owner = bi.intern(owner)
+	} else {
+		od.Owner = string(owner)
+	}
+	*it = newEntryIter(body, bi.intern)
+	return true
+}
+
+// entryIter walks the entries of an entries message's body without copying
+// them: each entry's Key and Value are views into the body, valid only as
+// long as the body is. Whoever keeps an entry copies them (state.store
+// does). Received entries that change nothing, most of them in a bulk
+// exchange, so cost no allocation at all.
+type entryIter struct {
+	d      decoder
+	left   uint64
+	intern func([]byte) string
+	// table and owner repeat from entry to entry; the last ones are reused.
+	table, owner string
+}
+
+// viewEntries checks a whole entries body (so that a bad message is
+// refused before any of it is applied) and returns an iterator over it.
+// intern, if not nil, names tables and owners.
+func viewEntries(body []byte, intern func([]byte) string) (*entryIter, error) {
+	check := newEntryIter(body, viewString)
+	n := check.left
+	var w wireEntry
+	for check.next(&w) {
+	}
+	if check.d.err != nil {
+		return nil, check.d.err
+	}
+	if len(check.d.b) != 0 {
+		return nil, fmt.Errorf("%d trailing bytes", len(check.d.b))
+	}
+	it := newEntryIter(body, intern)
+	it.left = n
+	return it, nil
+}
+
+func newEntryIter(body []byte, intern func([]byte) string) *entryIter {
+	it := &entryIter{d: decoder{b: body}, intern: intern}
+	n := it.d.uvarint()
+	if it.d.err == nil && n > uint64(len(it.d.b)/minEntryLen) {
+		it.d.err = fmt.Errorf("entry count %d: %w", n, errShort)
+	}
+	if it.d.err == nil {
+		it.left = n
+	}
+	return it
+}
+
+// name returns b as a string, reusing last when it is the same.
+func (it *entryIter) name(b []byte, last *string) string {
+	if string(b) == *last && *last != "" {
+		return *last
+	}
+	if it.intern != nil {
+		*last = it.intern(b)
+	} else {
+		*last = string(b)
+	}
+	return *last
+}
+
+// next decodes the next entry into w. It returns false at the end of the
+// entries or at the first error (in it.d.err).
+func (it *entryIter) next(w *wireEntry) bool {
+	if it.left == 0 || it.d.err != nil {
+		return false
+	}
+	it.left--
+	d := &it.d
+	*w = wireEntry{}
+	w.Table = it.name(d.bytes(maxTableLen), &it.table)
+	w.Key = viewString(d.bytes(maxKeyLen))
+	w.Owner = it.name(d.bytes(maxOwnerLen), &it.owner)
+	w.Clock = d.uvarint()
+	flags := d.byte()
+	if flags&^flagDeleted != 0 && d.err == nil {
+		d.err = fmt.Errorf("unknown entry flags %#x", flags)
+	}
+	if flags&flagDeleted != 0 {
+		w.Deleted = true
+		ms := d.uvarint()
+		if ms > uint64(24*time.Hour/time.Millisecond) {
+			ms = uint64(24 * time.Hour / time.Millisecond)
+		}
+		w.Residual = time.Duration(ms) * time.Millisecond
+	} else if v := d.bytes(maxValueLen); d.err == nil {
+		w.Value = v[:len(v):len(v)]
+		if w.Value == nil {
+			w.Value = []byte{} // never nil for a live entry
+		}
+	}
+	if d.err == nil && (w.Table == "" || w.Owner == "") {
+		d.err = errors.New("entry without table or owner")
+	}
+	return d.err == nil
+}
+
+// viewString returns b as a string without copying: the string is only valid as
+// long as b is unchanged. Whoever keeps it copies it (strings.Clone).
+func viewString(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(&b[0], len(b))
 }
 
 // decoder reads fields off a buffer; the first error sticks and every later

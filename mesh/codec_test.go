@@ -38,6 +38,81 @@ func TestCodecRoundTrip(t *testing.T) {
 	if msg.Type != msgDigest || !reflect.DeepEqual(msg.Digest, d) {
 		t.Fatalf("digest round trip: %+v", msg.Digest)
 	}
+
+	bls := []block{
+		{Digest: ownerDigest{Owner: "host-1", Count: 2, MaxClock: 7, Hash: 1}, Entries: []wireEntry{es[0], es[2]}},
+		{Digest: ownerDigest{Owner: "host-2", Count: 1, MaxClock: 1 << 60, Hash: 2}, Entries: es[1:2]},
+	}
+	enc := encodeBlocks(bls)
+	if len(enc) != cap(enc) || len(enc) != headerLen+blocksLen(bls) {
+		t.Errorf("blocks message is %d bytes in %d allocated; sized %d", len(enc), cap(enc), headerLen+blocksLen(bls))
+	}
+	msg, err = decodeMessage(enc, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if msg.Type != msgBlocks || !reflect.DeepEqual(msg.Blocks, bls) {
+		t.Fatalf("blocks round trip:\n got %+v\nwant %+v", msg.Blocks, bls)
+	}
+	ans := &digestMsg{Sender: "host-2", Answer: true, Blocks: true, Owners: d.Owners}
+	msg, err = decodeMessage(encodeAnswer(ans, bls), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if msg.Type != msgAnswer || !reflect.DeepEqual(msg.Digest, ans) || !reflect.DeepEqual(msg.Blocks, bls) {
+		t.Fatalf("answer round trip: %+v %+v", msg.Digest, msg.Blocks)
+	}
+	if msg, err = decodeMessage(encodeAnswer(ans, nil), nil); err != nil || len(msg.Blocks) != 0 {
+		t.Fatalf("empty answer: %v %+v", err, msg.Blocks)
+	}
+}
+
+// TestEntryLenExact checks the exact sizes used to allocate messages
+// against the encoder, across varint length boundaries.
+func TestEntryLenExact(t *testing.T) {
+	for _, n := range []int{0, 1, 127, 128, 16383, 16384} {
+		for _, clock := range []uint64{0, 127, 128, 1 << 63} {
+			e := Entry{Table: "t", Key: string(make([]byte, n)), Owner: "o", Clock: clock, Value: make([]byte, n)}
+			if got, want := entryLen(&e, 0), len(appendEntry(nil, &e, 0)); got != want {
+				t.Errorf("entryLen(key/value %d, clock %d) = %d, encoded %d", n, clock, got, want)
+			}
+			e.Deleted, e.Value = true, nil
+			for _, res := range []time.Duration{-time.Second, 0, 127 * time.Millisecond, time.Hour} {
+				if got, want := entryLen(&e, res), len(appendEntry(nil, &e, res)); got != want {
+					t.Errorf("entryLen(tombstone, residual %v) = %d, encoded %d", res, got, want)
+				}
+			}
+		}
+	}
+}
+
+// TestViewEntriesStoredAsCopies: merging reads entries as views into the
+// received message; what the table keeps must not change when the
+// message's buffer is reused.
+func TestViewEntriesStoredAsCopies(t *testing.T) {
+	b := encodeEntries(msgSync, []wireEntry{
+		we("t", "k1", "o", 1, false, "value-1"),
+		we("t", "k2", "o", 2, true, ""),
+	})
+	it, err := viewEntries(b[headerLen:], viewString)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newTestState("me", "o")
+	var w wireEntry
+	for it.next(&w) {
+		s.apply(w, t0)
+	}
+	for i := range b {
+		b[i] = 'x'
+	}
+	if r := s.lookup("t", "k1"); r == nil || r.Key != "k1" || string(r.Value) != "value-1" || r.Owner != "o" || r.Table != "t" {
+		t.Fatalf("stored entry changed with the message's buffer: %+v", r)
+	}
+	if r := s.lookup("t", "k2"); r == nil || r.Key != "k2" || !r.Deleted {
+		t.Fatalf("stored tombstone changed with the message's buffer: %+v", r)
+	}
+	checkInvariants(t, s)
 }
 
 func TestDecodeCopiesInput(t *testing.T) {
@@ -143,7 +218,28 @@ func FuzzDecode(f *testing.F) {
 				}
 			}
 			s := newTestState("me", "o")
-			s.delta(msg.Digest.Owners, t0)
+			s.delta(msg.Digest.Owners, t0, true)
+			checkInvariants(t, s)
+		case msgBlocks, msgAnswer:
+			var re []byte
+			if msg.Type == msgBlocks {
+				re = encodeBlocks(msg.Blocks)
+			} else {
+				re = encodeAnswer(msg.Digest, msg.Blocks)
+			}
+			again, err := decodeMessage(re, nil)
+			if err != nil || !reflect.DeepEqual(again.Blocks, msg.Blocks) || !reflect.DeepEqual(again.Digest, msg.Digest) {
+				t.Fatalf("blocks do not round trip: %v", err)
+			}
+			s := newTestState("me", "o", "p")
+			for _, bl := range msg.Blocks {
+				if s.holds(&bl.Digest) {
+					continue
+				}
+				for _, e := range bl.Entries {
+					s.apply(e, t0)
+				}
+			}
 			checkInvariants(t, s)
 		default:
 			re := encodeEntries(msg.Type, msg.Entries)
@@ -170,7 +266,7 @@ func checkInvariants(t *testing.T, s *state) {
 			if r.Table != table || r.Key != key {
 				t.Fatalf("record %s/%s filed under %s/%s", r.Table, r.Key, table, key)
 			}
-			if _, ok := s.owners[r.Owner].recs[r]; !ok {
+			if set := s.owners[r.Owner]; set == nil || !set.has(r) {
 				t.Fatalf("record %s/%s missing from its owner's set", table, key)
 			}
 			if _, ok := s.tombs[r]; ok != r.Deleted {
@@ -181,7 +277,10 @@ func checkInvariants(t *testing.T, s *state) {
 	m := 0
 	for owner, os := range s.owners {
 		var h uint64
-		for r := range os.recs {
+		for i, r := range os.recs {
+			if r.idx != i {
+				t.Fatalf("record %s/%s at %d of its owner's set thinks it is at %d", r.Table, r.Key, i, r.idx)
+			}
 			h ^= entryHash(&r.Entry)
 			if r.Owner != owner {
 				t.Fatalf("record of %s in %s's set", r.Owner, owner)
@@ -205,7 +304,14 @@ func fuzzSeeds() [][]byte {
 			{Entry: Entry{Table: "endpoint", Key: "ep1", Owner: "p", Clock: 9, Deleted: true}, Residual: time.Minute},
 			{Entry: Entry{Table: "network", Key: "n1", Owner: "o", Clock: 1, Value: []byte{}}},
 		}),
-		encodeDigest(&digestMsg{Sender: "o", Reply: true, Owners: []ownerDigest{{Owner: "o", Count: 2, MaxClock: 9, Hash: 42}}}),
+		encodeDigest(&digestMsg{Sender: "o", Reply: true, Blocks: true, Owners: []ownerDigest{{Owner: "o", Count: 2, MaxClock: 9, Hash: 42}}}),
+		encodeBlocks([]block{{Digest: ownerDigest{Owner: "o", Count: 1, MaxClock: 3, Hash: 7}, Entries: []wireEntry{
+			{Entry: Entry{Table: "endpoint", Key: "ep1", Owner: "o", Clock: 3, Value: []byte(`{"ip":"10.1.0.2"}`)}},
+		}}}),
+		encodeAnswer(&digestMsg{Sender: "p", Answer: true, Blocks: true, Owners: []ownerDigest{{Owner: "p", Count: 1, MaxClock: 2, Hash: 5}}},
+			[]block{{Digest: ownerDigest{Owner: "p", Count: 1, MaxClock: 2, Hash: 5}, Entries: []wireEntry{
+				{Entry: Entry{Table: "endpoint", Key: "ep2", Owner: "p", Clock: 2, Deleted: true}, Residual: time.Second},
+			}}}),
 		{msgMagic, msgVersion, msgSync, 0},
 		encodeLeave("o"),
 	}

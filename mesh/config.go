@@ -90,8 +90,9 @@ type Config struct {
 	PushPullInterval time.Duration
 	// SyncInterval is how often, while the table is changing in bulk (more
 	// than a broadcast queue can carry), the mesh runs an extra anti-entropy
-	// exchange with a random member; and how often it syncs with members that
-	// came back (default 1 s).
+	// exchange with a random member, one at a time; and how often it syncs
+	// with members that came back (default 200 ms). Each round is a digest
+	// exchange (tens of bytes per member) plus what the two sides lack.
 	SyncInterval time.Duration
 	// RejoinInterval is the time between attempts to join peers that are not
 	// alive members (default 1 s).
@@ -141,7 +142,7 @@ func DefaultConfig() Config {
 		GossipNodes:             3,
 		RetransmitMult:          4,
 		PushPullInterval:        10 * time.Second,
-		SyncInterval:            time.Second,
+		SyncInterval:            200 * time.Millisecond,
 		RejoinInterval:          time.Second,
 		TCPTimeout:              5 * time.Second,
 		MaxQueuedBroadcasts:     4096,

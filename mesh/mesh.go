@@ -37,10 +37,20 @@
 //   - Anti-entropy. memberlist's push/pull carries a digest (per owner:
 //     count, newest clock, XOR of entry hashes), not the table; each side
 //     sends the other, over TCP, the entries of the owners where the two
-//     differ. A join carries the full table both ways, so a joining node is
+//     differ, grouped by owner with the sender's digest of that owner, so a
+//     receiver that meanwhile got the same entries elsewhere skips them
+//     unread. A join carries the full table both ways, so a joining node is
 //     complete when the join returns. While the table changes in bulk (more
-//     than the broadcast queue carries), extra digest exchanges run every
-//     SyncInterval.
+//     than the broadcast queue carries), each member pulls: every
+//     SyncInterval it sends its digest to a random member, which answers
+//     with what it lacks and its own digest in one message; one exchange at
+//     a time, so no member is sent the same entries by two peers at once.
+//     The rounds stop after a few equal comparisons and are checked again a
+//     few times at growing intervals. Where two copies of an owner's entries
+//     share their newest clock, only the fuller one is sent.
+//   - Received entries are read in place from the message (entryIter): one
+//     that changes nothing costs no allocation; state.store copies the key
+//     and value of what it keeps into one allocation.
 //   - Wire format: a compact binary encoding (codec.go), decoded
 //     defensively: garbage is dropped and logged at a limited rate.
 //
@@ -123,17 +133,21 @@ type Mesh struct {
 	// mu guards st and the fields below it (see the lock order above).
 	mu        sync.Mutex
 	st        *state
-	dirty     int  // table changes since the last extra sync
-	pruned    bool // the broadcast queue overflowed since the last sync
-	differs   bool // syncing: a recent digest compared differed from ours
-	equalRuns int  // equal comparisons in a row while syncing
+	dirty     int       // table changes since the last extra sync
+	pruned    bool      // the broadcast queue overflowed since the last sync
+	differs   bool      // syncing: a recent digest compared differed from ours
+	equalRuns int       // equal comparisons in a row while syncing
+	tailLeft  int       // checks still to run after syncing stopped
+	tailAt    time.Time // when the next of them is due
 	// syncPeer is the member our last extra exchange went to, until its
-	// reply digest arrives or syncTimeout passes: one exchange at a time,
+	// answer arrives or syncWait rounds pass: one exchange at a time,
 	// so slow peers slow the rounds down instead of piling them up.
 	syncPeer   string
 	syncSince  time.Time
 	peersDirty bool   // membership changed since peers.json was written
 	clockCeil  uint64 // clock value persisted as a ceiling
+
+	stats struct{ received, applied, skipped, digests atomic.Uint64 }
 
 	// persistMu serialises writes to StateDir. Never held together with mu.
 	persistMu  sync.Mutex
@@ -145,6 +159,7 @@ type task struct {
 	to     string        // member name
 	theirs []ownerDigest // with delta: the peer's digest
 	delta  bool          // send what the peer lacks according to theirs
+	blocks bool          // ...as a blocks message (the peer reads them)
 	digest bool          // send our digest
 	reply  bool          // ...asking for the peer's digest back
 	raw    []byte        // send this message as is
@@ -153,18 +168,25 @@ type task struct {
 const (
 	// fastSyncThreshold: more changes than this between two SyncIntervals
 	// means a bulk change, worth an extra digest exchange.
-	fastSyncThreshold = 16
+	fastSyncThreshold = 8
 	// returnSyncs bounds the members synced with per SyncInterval because
 	// they came back, so a healed partition does not set off a storm.
 	returnSyncs = 3
 	// fanout is how many members an entry too large for a packet is sent to
 	// over TCP; each of them passes it on the same way.
 	fanout = 3
-	// syncChunk bounds one TCP message of entries.
-	syncChunk = 512 << 10
-	// syncTimeout, in SyncIntervals, is how long an extra exchange waits
-	// for its reply before another may start.
-	syncTimeout = 5
+	// equalToStop equal comparisons in a row end a burst's sync rounds;
+	// tailChecks single exchanges follow, syncWait, 2×syncWait, 4×syncWait
+	// SyncIntervals apart.
+	equalToStop = 3
+	tailChecks  = 3
+	// syncWait, in SyncIntervals, is how long an exchange waits for its
+	// answer before the next one may start.
+	syncWait = 5
+	// syncChunk bounds one TCP message of entries, well under memberlist's
+	// 20 MiB limit; large enough that an answer is one message in all but
+	// the largest exchanges (about 17,000 endpoint records).
+	syncChunk = 4 << 20
 	// applyBatch bounds how many received entries are merged per lock hold.
 	applyBatch = 256
 	// clockReserve is how far ahead of the clock its ceiling is persisted.
@@ -314,6 +336,25 @@ func (m *Mesh) Get(table, key string) (Entry, bool) {
 	e := r.Entry
 	e.Value = slices.Clone(e.Value)
 	return e, true
+}
+
+// Stats counts the entries this member received and the anti-entropy
+// exchanges it started or answered, since New.
+type Stats struct {
+	Received uint64 // entries read from gossip, anti-entropy and joins
+	Applied  uint64 // of those, entries that changed the table
+	Skipped  uint64 // entries in anti-entropy blocks skipped unread: already held
+	Digests  uint64 // digests sent (each starts or answers an exchange)
+}
+
+// Stats returns the member's counters.
+func (m *Mesh) Stats() Stats {
+	return Stats{
+		Received: m.stats.received.Load(),
+		Applied:  m.stats.applied.Load(),
+		Skipped:  m.stats.skipped.Load(),
+		Digests:  m.stats.digests.Load(),
+	}
 }
 
 // Changes returns a channel that receives a value, coalesced, whenever what
@@ -476,7 +517,60 @@ func (m *Mesh) enqueue(t task) {
 	}
 }
 
-// handle merges a decoded message. Called from delegates.
+// receive handles a message from gossip, TCP or a push/pull; buf is only
+// valid during the call. Entries are merged straight from buf; a push/pull
+// never relays them (anti-entropy spreads them further).
+// It reports whether buf was a message we read.
+func (m *Mesh) receive(buf []byte, pushPull bool) bool {
+	bad := func(err error) bool {
+		what := "mesh dropped a bad message"
+		if pushPull {
+			what = "mesh dropped a bad remote state"
+		}
+		m.bad.warn("decode", what, "len", len(buf), "err", err)
+		return false
+	}
+	if typ, body, ok := bulkType(buf); ok {
+		if typ == msgAnswer {
+			d := decoder{b: body}
+			dg := decodeDigest(&d, nil)
+			if d.err != nil {
+				return bad(d.err)
+			}
+			bi, err := viewBlocks(d.b, viewString)
+			if err != nil {
+				return bad(err)
+			}
+			m.mergeBlocks(bi)
+			m.handle(message{Type: msgDigest, Digest: dg})
+			return true
+		}
+		if typ == msgBlocks {
+			bi, err := viewBlocks(body, viewString)
+			if err != nil {
+				return bad(err)
+			}
+			m.mergeBlocks(bi)
+			return true
+		}
+		it, err := viewEntries(body, viewString)
+		if err != nil {
+			return bad(err)
+		}
+		if m.merge(it, typ == msgBroadcast && !pushPull) {
+			m.notify()
+		}
+		return true
+	}
+	msg, err := decodeMessage(buf, nil)
+	if err != nil {
+		return bad(err)
+	}
+	m.handle(msg)
+	return true
+}
+
+// handle acts on a decoded digest or leave notice.
 func (m *Mesh) handle(msg message) {
 	switch msg.Type {
 	case msgDigest:
@@ -488,10 +582,14 @@ func (m *Mesh) handle(msg message) {
 		if d.Sender == m.syncPeer && !d.Reply {
 			m.syncPeer = "" // our exchange is answered
 		}
+		if d.Answer {
+			_, differs := m.st.delta(d.Owners, time.Now(), false)
+			m.compared(differs)
+			m.mu.Unlock()
+			return
+		}
 		m.mu.Unlock()
-		m.enqueue(task{to: d.Sender, theirs: d.Owners, delta: true, digest: d.Reply})
-	case msgBroadcast, msgSync:
-		m.merge(msg.Entries, msg.Type == msgBroadcast)
+		m.enqueue(task{to: d.Sender, theirs: d.Owners, delta: true, digest: d.Reply, blocks: d.Blocks})
 	case msgLeave:
 		if msg.Node == m.self {
 			return
@@ -509,20 +607,32 @@ func (m *Mesh) handle(msg message) {
 	}
 }
 
-// merge applies received entries in batches, so a large state does not
-// hold the lock for long. relay passes changes on by broadcast.
-func (m *Mesh) merge(es []wireEntry, relay bool) {
-	changed := false
-	for len(es) > 0 {
-		batch := es[:min(applyBatch, len(es))]
-		es = es[len(batch):]
+// merge applies the entries of a received entries message in batches, so
+// a large state does not hold the lock for long. relay passes changes on
+// by broadcast. The entries are views into the message (see entryIter):
+// one that changes nothing costs no allocation; state.store copies the
+// ones it keeps.
+// It reports whether what Entries shows changed.
+func (m *Mesh) merge(it *entryIter, relay bool) (changed bool) {
+	var received, applied uint64
+	defer func() {
+		m.stats.received.Add(received)
+		m.stats.applied.Add(applied)
+	}()
+	var w wireEntry
+	for more := true; more; {
 		now := time.Now()
 		m.mu.Lock()
-		for i := range batch {
-			res := m.st.apply(batch[i], now)
+		for n := 0; n < applyBatch; n++ {
+			if more = it.next(&w); !more {
+				break
+			}
+			res := m.st.apply(w, now)
+			received++
 			if res.rec == nil {
 				continue
 			}
+			applied++
 			m.dirty++
 			if res.visible {
 				changed = true
@@ -532,6 +642,27 @@ func (m *Mesh) merge(es []wireEntry, relay bool) {
 			}
 		}
 		m.mu.Unlock()
+	}
+	return changed
+}
+
+// mergeBlocks merges the blocks of a received blocks message, skipping
+// those whose owner we already hold exactly as the sender does.
+func (m *Mesh) mergeBlocks(bi *blockIter) {
+	changed := false
+	var od ownerDigest
+	var it *entryIter
+	for bi.next(&od, &it) {
+		m.mu.Lock()
+		skip := m.st.holds(&od)
+		m.mu.Unlock()
+		if skip {
+			m.stats.skipped.Add(it.left)
+			continue
+		}
+		if m.merge(it, false) {
+			changed = true
+		}
 	}
 	if changed {
 		m.notify()
@@ -560,24 +691,16 @@ func (m *Mesh) run(t task) {
 	}
 	host, _, _ := net.SplitHostPort(mb.Addr)
 	node := &memberlist.Node{Name: mb.Name, Addr: net.ParseIP(host), Port: mb.port}
-	var delta []wireEntry
+	var delta []block
 	if t.delta {
 		var differs bool
-		delta, differs = m.st.delta(t.theirs, now)
-		switch {
-		case differs:
-			m.differs, m.equalRuns = true, 0
-		case m.differs:
-			// One equal comparison may be with a peer missing the same
-			// entries, or with a digest older than a change; stop after two.
-			if m.equalRuns++; m.equalRuns >= 2 {
-				m.differs, m.equalRuns = false, 0
-			}
-		}
+		delta, differs = m.st.delta(t.theirs, now, true)
+		m.compared(differs)
 	}
 	var dg *digestMsg
 	if t.digest {
-		dg = &digestMsg{Sender: m.self, Reply: t.reply, Owners: m.st.digest()}
+		// Without reply, this digest answers the peer's request.
+		dg = &digestMsg{Sender: m.self, Reply: t.reply, Answer: !t.reply, Blocks: true, Owners: m.st.digest()}
 	}
 	m.mu.Unlock()
 
@@ -588,23 +711,101 @@ func (m *Mesh) run(t task) {
 		}
 		return true
 	}
-	for len(delta) > 0 {
-		n, size := 0, 0
-		for n < len(delta) && (n == 0 || size < syncChunk) {
-			size += entrySize(&delta[n].Entry)
-			n++
-		}
-		if !send(encodeEntries(msgSync, delta[:n])) {
+	if dg != nil {
+		m.stats.digests.Add(1)
+	}
+	for _, b := range syncMessages(delta, dg, t.blocks) {
+		if !send(b) {
 			return
 		}
-		delta = delta[n:]
-	}
-	if dg != nil && !send(encodeDigest(dg)) {
-		return
 	}
 	if t.raw != nil {
 		send(t.raw)
 	}
+}
+
+// compared records the outcome of comparing a peer's digest with ours:
+// syncing goes on while comparisons differ. Caller holds mu.
+func (m *Mesh) compared(differs bool) {
+	switch {
+	case differs:
+		m.startSyncing()
+	case m.differs:
+		// An equal comparison may be with a peer missing the same entries,
+		// or with a digest older than a change; stop after a few in a row,
+		// then check again a few times (see syncLoop).
+		if m.equalRuns++; m.equalRuns >= equalToStop {
+			m.differs, m.equalRuns = false, 0
+			m.tailLeft = tailChecks
+			m.tailAt = time.Now().Add(m.cfg.SyncInterval * syncWait)
+		}
+	}
+}
+
+// startSyncing starts (or continues) rounds of extra exchanges. Caller
+// holds mu.
+func (m *Mesh) startSyncing() {
+	m.differs, m.equalRuns, m.tailLeft = true, 0, 0
+}
+
+// syncChunks splits what a peer lacks into chunks of about syncChunk
+// bytes. An owner with more entries than fit in one chunk is split over
+// several blocks, each with the same digest.
+func syncChunks(delta []block) [][]block {
+	var out [][]block
+	var cur []block
+	size := 0
+	for _, bl := range delta {
+		for start := 0; start < len(bl.Entries); {
+			end := start
+			for end < len(bl.Entries) && (end == start || size < syncChunk) {
+				size += entrySize(&bl.Entries[end].Entry)
+				end++
+			}
+			cur = append(cur, block{Digest: bl.Digest, Entries: bl.Entries[start:end]})
+			start = end
+			if size >= syncChunk {
+				out, cur, size = append(out, cur), nil, 0
+			}
+		}
+	}
+	if len(cur) > 0 {
+		out = append(out, cur)
+	}
+	return out
+}
+
+// syncMessages encodes what a peer lacks, and our digest if dg is set, as
+// the messages to send in order. A peer that reads blocks gets blocks
+// messages, the last of them an answer message carrying dg when dg
+// answers its request; an older peer gets entries messages and dg on its
+// own.
+func syncMessages(delta []block, dg *digestMsg, blocks bool) [][]byte {
+	chunks := syncChunks(delta)
+	var out [][]byte
+	for i, c := range chunks {
+		switch {
+		case !blocks:
+			var flat []wireEntry
+			for _, bl := range c {
+				flat = append(flat, bl.Entries...)
+			}
+			out = append(out, encodeEntries(msgSync, flat))
+		case i == len(chunks)-1 && dg != nil && dg.Answer:
+			out = append(out, encodeAnswer(dg, c))
+			dg = nil
+		default:
+			out = append(out, encodeBlocks(c))
+		}
+	}
+	if dg != nil {
+		if blocks && dg.Answer {
+			out = append(out, encodeAnswer(dg, nil))
+		} else {
+			out = append(out, encodeDigest(dg))
+		}
+	}
+	return out
 }
 
 // maintainLoop reaps tombstones and orphans, ends the repair grace and
@@ -662,17 +863,27 @@ func (m *Mesh) syncLoop() {
 			}
 		}
 		// A burst starts rounds of exchanges with random members, one per
-		// tick; they go on until two comparisons of digests in a row find
-		// nothing missing either way (a lost send or reply just means one
-		// more round). Single changes rely on broadcasts, with push/pull
-		// behind.
+		// tick; they go on until equalToStop comparisons of digests in a
+		// row find nothing missing either way (a lost send or answer just
+		// means one more round). Near the end of a burst many members lack
+		// the same last entries, so a few equal comparisons can still leave
+		// one behind: after the rounds stop, tailChecks more exchanges
+		// follow at growing intervals, and any difference starts the rounds
+		// again. Single changes rely on broadcasts, with push/pull behind.
+		now := time.Now()
 		if m.dirty > fastSyncThreshold || m.pruned {
-			m.differs = true
+			m.startSyncing()
 		}
-		if m.differs && (m.syncPeer == "" || time.Since(m.syncSince) > syncTimeout*m.cfg.SyncInterval) {
+		idle := m.syncPeer == "" || now.Sub(m.syncSince) > syncWait*m.cfg.SyncInterval
+		tail := !m.differs && m.tailLeft > 0 && !now.Before(m.tailAt)
+		if idle && (m.differs || tail) {
 			if to := m.randomMembersLocked(1); len(to) > 0 {
 				targets = append(targets, to[0])
-				m.syncPeer, m.syncSince = to[0], time.Now()
+				m.syncPeer, m.syncSince = to[0], now
+			}
+			if tail {
+				m.tailLeft--
+				m.tailAt = now.Add(m.cfg.SyncInterval * syncWait << (tailChecks - m.tailLeft))
 			}
 		}
 		m.dirty, m.pruned = 0, false
@@ -703,13 +914,7 @@ func (d *delegate) NodeMeta(limit int) []byte {
 // NotifyMsg handles a user message, from gossip or TCP. buf is only valid
 // during the call; decoding copies it.
 func (d *delegate) NotifyMsg(buf []byte) {
-	m := d.m
-	msg, err := decodeMessage(buf, nil)
-	if err != nil {
-		m.bad.warn("decode", "mesh dropped a bad message", "len", len(buf), "err", err)
-		return
-	}
-	m.handle(msg)
+	d.m.receive(buf, false)
 }
 
 // GetBroadcasts returns the queued control messages, then packs as many
@@ -757,7 +962,7 @@ func (d *delegate) LocalState(join bool) []byte {
 		m.log.Warn("mesh table too large for a join's state exchange, sending a digest", "bytes", len(b))
 		m.mu.Lock()
 	}
-	dg := &digestMsg{Sender: m.self, Owners: m.st.digest()}
+	dg := &digestMsg{Sender: m.self, Blocks: true, Owners: m.st.digest()}
 	m.mu.Unlock()
 	return encodeDigest(dg)
 }
@@ -769,18 +974,9 @@ const maxStateBytes = 16 << 20
 // MergeRemoteState merges the other side of a push/pull.
 func (d *delegate) MergeRemoteState(buf []byte, join bool) {
 	m := d.m
-	if len(buf) == 0 {
+	if len(buf) == 0 || !m.receive(buf, true) {
 		return
 	}
-	msg, err := decodeMessage(buf, nil)
-	if err != nil {
-		m.bad.warn("decode", "mesh dropped a bad remote state", "len", len(buf), "err", err)
-		return
-	}
-	if msg.Type == msgBroadcast {
-		msg.Type = msgSync
-	}
-	m.handle(msg)
 	if join && !m.synced.Swap(true) {
 		m.notify()
 	}

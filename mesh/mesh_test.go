@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"reflect"
 	"runtime"
 	"strconv"
 	"strings"
@@ -564,5 +565,70 @@ func TestNormalizeAddr(t *testing.T) {
 		if got, ok := normalizeAddr(in, DefaultPort); ok {
 			t.Errorf("normalizeAddr(%q) = %q, want refusal", in, got)
 		}
+	}
+}
+
+// TestSyncMessages: what a peer lacks goes out in chunks; to a peer that
+// reads blocks, the answering digest rides in the last message; to an older
+// peer, entries messages and the digest on its own.
+func TestSyncMessages(t *testing.T) {
+	big := bytes.Repeat([]byte("v"), 64<<10)
+	var delta []block
+	want := 0
+	for o := range 3 {
+		bl := block{Digest: ownerDigest{Owner: fmt.Sprintf("o%d", o), Count: 40, MaxClock: 40, Hash: uint64(o)}}
+		for i := range 40 {
+			bl.Entries = append(bl.Entries, wireEntry{Entry: Entry{Table: "t", Key: fmt.Sprintf("o%d-%d", o, i), Owner: bl.Digest.Owner, Clock: uint64(i + 1), Value: big}})
+		}
+		want += len(bl.Entries)
+		delta = append(delta, bl)
+	}
+	dg := &digestMsg{Sender: "me", Answer: true, Blocks: true, Owners: []ownerDigest{{Owner: "me", Count: 1, MaxClock: 1, Hash: 9}}}
+
+	msgs := syncMessages(delta, dg, true)
+	if len(msgs) < 2 {
+		t.Fatalf("%d messages for %d KiB, want it split", len(msgs), want*64)
+	}
+	got := 0
+	for i, b := range msgs {
+		if len(b) > syncChunk+128<<10 {
+			t.Errorf("message %d is %d bytes", i, len(b))
+		}
+		msg, err := decodeMessage(b, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		last := i == len(msgs)-1
+		if last != (msg.Type == msgAnswer) || (last && !reflect.DeepEqual(msg.Digest, dg)) {
+			t.Fatalf("message %d of %d has type %q", i+1, len(msgs), msg.Type)
+		}
+		for _, bl := range msg.Blocks {
+			got += len(bl.Entries)
+		}
+	}
+	if got != want {
+		t.Errorf("%d entries sent, want %d", got, want)
+	}
+
+	old := *dg
+	old.Blocks = false
+	msgs = syncMessages(delta, &old, false)
+	got = 0
+	for i, b := range msgs {
+		msg, err := decodeMessage(b, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		last := i == len(msgs)-1
+		if (last && msg.Type != msgDigest) || (!last && msg.Type != msgSync) {
+			t.Fatalf("to an older peer, message %d of %d has type %q", i+1, len(msgs), msg.Type)
+		}
+		got += len(msg.Entries)
+	}
+	if got != want {
+		t.Errorf("%d entries sent to an older peer, want %d", got, want)
+	}
+	if msgs := syncMessages(nil, dg, true); len(msgs) != 1 || msgs[0][2] != msgAnswer {
+		t.Errorf("nothing lacking: %d messages, want one answer", len(msgs))
 	}
 }

@@ -2,8 +2,9 @@ package mesh
 
 import (
 	"bytes"
-	"encoding/binary"
+	"math/bits"
 	"sort"
+	"strings"
 	"time"
 )
 
@@ -39,13 +40,15 @@ type record struct {
 	Entry
 	hash   uint64    // this version's share of its owner's digest hash
 	reapAt time.Time // tombstones only
+	idx    int       // position in its owner's ownerSet.recs
 }
 
 // ownerSet holds the entries of one owner and their digest, kept up to date
 // incrementally except for maxClock, which is recomputed lazily when an
-// entry leaves the set.
+// entry leaves the set. recs is in no order: a record leaves it by
+// swapping places with the last one (record.idx keeps each one's place).
 type ownerSet struct {
-	recs        map[*record]struct{}
+	recs        []*record
 	hash        uint64
 	maxClock    uint64
 	maxStale    bool
@@ -99,10 +102,13 @@ func (s *state) internBytes(b []byte) string {
 	return v
 }
 
+// intern is internBytes for a string, which may be a view into a received
+// message: what it stores is a copy.
 func (s *state) intern(v string) string {
 	if w, ok := s.names[v]; ok {
 		return w
 	}
+	v = strings.Clone(v)
 	s.names[v] = v
 	return v
 }
@@ -124,34 +130,54 @@ func supersedes(a, b *Entry) bool {
 	return bytes.Compare(a.Value, b.Value) > 0
 }
 
-// entryHash is the share of one version in its owner's digest. FNV-1a:
-// stable across processes and versions, unlike hash/maphash.
+// entryHash is the share of one version in its owner's digest: a 64-bit
+// hash of its table, key, clock, tombstone flag and value, eight bytes at a
+// time. It must be the same on every member, whatever the process, version
+// or platform (so not hash/maphash), and it runs for every entry stored, so
+// it is word-wise rather than FNV's byte by byte.
 func entryHash(e *Entry) uint64 {
-	const prime = 1099511628211
-	h := uint64(14695981039346656037)
-	add := func(b []byte) {
-		for _, c := range b {
-			h ^= uint64(c)
-			h *= prime
-		}
-	}
-	var n [binary.MaxVarintLen64 + 1]byte
-	add(binary.AppendUvarint(n[:0], uint64(len(e.Table))))
-	add([]byte(e.Table))
-	add(binary.AppendUvarint(n[:0], uint64(len(e.Key))))
-	add([]byte(e.Key))
-	b := binary.AppendUvarint(n[:0], e.Clock)
+	h := uint64(0x9e3779b97f4a7c15)
+	h = hashBytes(h, e.Table)
+	h = hashBytes(h, e.Key)
+	flag := uint64(0)
 	if e.Deleted {
-		b = append(b, 1)
-	} else {
-		b = append(b, 0)
+		flag = 1
 	}
-	add(b)
-	add(e.Value)
-	// One more mixing round so XOR-ing many hashes keeps its spread.
+	h = hashWord(hashWord(h, e.Clock), flag)
+	h = hashBytes(h, e.Value)
+	// Final avalanche (murmur3's), so XOR-ing many hashes keeps its spread.
 	h ^= h >> 33
 	h *= 0xff51afd7ed558ccd
 	h ^= h >> 33
+	h *= 0xc4ceb9fe1a85ec53
+	h ^= h >> 33
+	return h
+}
+
+func hashWord(h, w uint64) uint64 {
+	w *= 0x87c37b91114253d5
+	w = bits.RotateLeft64(w, 31)
+	w *= 0x4cf5ad432745937f
+	h ^= w
+	return bits.RotateLeft64(h, 27)*5 + 0x52dce729
+}
+
+// hashBytes hashes the length, then b in little-endian words, the last
+// one zero-padded.
+func hashBytes[T string | []byte](h uint64, b T) uint64 {
+	h = hashWord(h, uint64(len(b)))
+	for len(b) >= 8 {
+		h = hashWord(h, uint64(b[0])|uint64(b[1])<<8|uint64(b[2])<<16|uint64(b[3])<<24|
+			uint64(b[4])<<32|uint64(b[5])<<40|uint64(b[6])<<48|uint64(b[7])<<56)
+		b = b[8:]
+	}
+	if len(b) > 0 {
+		var w uint64
+		for i := len(b) - 1; i >= 0; i-- {
+			w = w<<8 | uint64(b[i])
+		}
+		h = hashWord(h, w)
+	}
 	return h
 }
 
@@ -179,7 +205,8 @@ func (s *state) lookup(table, key string) *record {
 }
 
 // store makes e the version held for its key, replacing old (which may be
-// nil) and keeping the indexes and digests right. It takes ownership of e.
+// nil) and keeping the indexes and digests right. It copies e's strings
+// and value, which may be views into a received message.
 func (s *state) store(old *record, e Entry, reapAt time.Time, now time.Time) *record {
 	if old != nil {
 		s.unlink(old)
@@ -187,7 +214,15 @@ func (s *state) store(old *record, e Entry, reapAt time.Time, now time.Time) *re
 	e.Table = s.intern(e.Table)
 	e.Owner = s.intern(e.Owner)
 	if e.Deleted {
-		e.Value = nil
+		e.Key, e.Value = strings.Clone(e.Key), nil
+	} else {
+		// One allocation, without pointers, for the key and the value (the
+		// value is never modified in place, so the key stays immutable).
+		k := len(e.Key)
+		buf := make([]byte, k+len(e.Value))
+		copy(buf, e.Key)
+		copy(buf[k:], e.Value)
+		e.Key, e.Value = viewString(buf[:k]), buf[k:len(buf):len(buf)] // never nil
 	}
 	r := &record{Entry: e, hash: entryHash(&e)}
 	t := s.tables[e.Table]
@@ -198,13 +233,14 @@ func (s *state) store(old *record, e Entry, reapAt time.Time, now time.Time) *re
 	t[e.Key] = r
 	set := s.owners[e.Owner]
 	if set == nil {
-		set = &ownerSet{recs: make(map[*record]struct{})}
+		set = &ownerSet{}
 		s.owners[e.Owner] = set
 	}
 	if !s.memberAlive(e.Owner) && set.hiddenSince.IsZero() {
 		set.hiddenSince = now
 	}
-	set.recs[r] = struct{}{}
+	r.idx = len(set.recs)
+	set.recs = append(set.recs, r)
 	set.hash ^= r.hash
 	if e.Clock > set.maxClock {
 		set.maxClock = e.Clock
@@ -216,6 +252,11 @@ func (s *state) store(old *record, e Entry, reapAt time.Time, now time.Time) *re
 	return r
 }
 
+// has reports whether r is in the set.
+func (set *ownerSet) has(r *record) bool {
+	return r.idx < len(set.recs) && set.recs[r.idx] == r
+}
+
 // unlink removes r from every index.
 func (s *state) unlink(r *record) {
 	if t := s.tables[r.Table]; t != nil && t[r.Key] == r {
@@ -225,8 +266,11 @@ func (s *state) unlink(r *record) {
 		}
 	}
 	if set := s.owners[r.Owner]; set != nil {
-		if _, ok := set.recs[r]; ok {
-			delete(set.recs, r)
+		if set.has(r) {
+			last := set.recs[len(set.recs)-1]
+			set.recs[r.idx], last.idx = last, r.idx
+			set.recs[len(set.recs)-1] = nil
+			set.recs = set.recs[:len(set.recs)-1]
 			set.hash ^= r.hash
 			if r.Clock >= set.maxClock {
 				set.maxStale = true
@@ -260,10 +304,7 @@ func (s *state) put(table, key string, value []byte, now time.Time) *record {
 		return nil
 	}
 	delete(s.pending, tkey{table, key})
-	e := Entry{Table: table, Key: key, Owner: s.self, Clock: s.tick(), Value: bytes.Clone(value)}
-	if e.Value == nil {
-		e.Value = []byte{}
-	}
+	e := Entry{Table: table, Key: key, Owner: s.self, Clock: s.tick(), Value: value}
 	return s.store(old, e, time.Time{}, now)
 }
 
@@ -341,7 +382,7 @@ func (s *state) applyOwn(in wireEntry, old *record, now time.Time) applyResult {
 		return applyResult{}
 	}
 	if now.Before(s.graceUntil) {
-		k := tkey{in.Table, in.Key}
+		k := tkey{s.intern(in.Table), strings.Clone(in.Key)}
 		s.pending[k] = max(s.pending[k], in.Clock)
 		return applyResult{}
 	}
@@ -405,8 +446,8 @@ func (s *state) dropOwner(owner string) int {
 		return 0
 	}
 	n := len(set.recs)
-	for r := range set.recs {
-		s.unlink(r)
+	for i := n - 1; i >= 0; i-- {
+		s.unlink(set.recs[i]) // the last one: nothing moves
 	}
 	delete(s.owners, owner)
 	return n
@@ -449,7 +490,7 @@ func (s *state) memberDown(name, st string, now time.Time) (visible bool) {
 		return false
 	}
 	if set := s.owners[name]; set != nil {
-		for r := range set.recs {
+		for _, r := range set.recs {
 			if !r.Deleted {
 				visible = true
 				break
@@ -524,7 +565,7 @@ func (s *state) digest() []ownerDigest {
 func (s *state) ownerDigest(owner string, set *ownerSet) ownerDigest {
 	if set.maxStale {
 		set.maxClock = 0
-		for r := range set.recs {
+		for _, r := range set.recs {
 			set.maxClock = max(set.maxClock, r.Clock)
 		}
 		set.maxStale = false
@@ -532,17 +573,20 @@ func (s *state) ownerDigest(owner string, set *ownerSet) ownerDigest {
 	return ownerDigest{Owner: owner, Count: uint64(len(set.recs)), MaxClock: set.maxClock, Hash: set.hash}
 }
 
-// delta returns the entries a peer whose digest is theirs lacks, judged
-// owner by owner (only for ourselves and alive members):
+// delta returns, owner by owner, the entries a peer whose digest is theirs
+// lacks, each group with our digest of its owner. Judged per owner (only
+// for ourselves and alive members):
 //   - peer has nothing of the owner: everything;
 //   - peer's newest clock is older than ours: our entries above it;
 //   - peer's newest clock is newer: nothing (the peer sends us its own);
-//   - same newest clock, different content: everything, so both sides end
-//     up with the union and the newest version of each key.
+//   - same newest clock, different content: everything, from the side that
+//     holds more entries of the owner (on a tie, the greater hash) only;
+//     the other side then sends back what is still missing, so both end up
+//     with the union and the newest version of each key.
 //
 // differs reports whether the two tables differ for any owner alive here,
-// in either direction.
-func (s *state) delta(theirs []ownerDigest, now time.Time) (out []wireEntry, differs bool) {
+// in either direction. Without collect, delta only compares.
+func (s *state) delta(theirs []ownerDigest, now time.Time, collect bool) (out []block, differs bool) {
 	peer := make(map[string]*ownerDigest, len(theirs))
 	for i := range theirs {
 		peer[theirs[i].Owner] = &theirs[i]
@@ -568,15 +612,38 @@ func (s *state) delta(theirs []ownerDigest, now time.Time) (out []wireEntry, dif
 		case p.MaxClock > d.MaxClock:
 			differs = true
 			continue
+		case p.Count > d.Count || (p.Count == d.Count && p.Hash > d.Hash):
+			// Same newest clock, and they hold more (or as many, with the
+			// greater hash): most likely a superset of ours, partial copies
+			// spread by gossip being the usual reason for a difference.
+			// They send us theirs instead; sending ours would mostly repeat
+			// what they hold. The owner and every complete copy hold the
+			// most, so what they lack still reaches them.
+			differs = true
+			continue
 		}
 		differs = true
-		for r := range set.recs {
+		if !collect {
+			return nil, true
+		}
+		bl := block{Digest: d}
+		if above == 0 {
+			bl.Entries = make([]wireEntry, 0, len(set.recs))
+		}
+		for _, r := range set.recs {
 			if above == 0 || r.Clock > above {
-				out = append(out, s.wire(r, now))
+				bl.Entries = append(bl.Entries, s.wire(r, now))
 			}
 		}
+		out = append(out, bl)
 	}
 	return out, differs
+}
+
+// holds reports whether this node's entries of d.Owner match digest d.
+func (s *state) holds(d *ownerDigest) bool {
+	set := s.owners[d.Owner]
+	return set != nil && uint64(len(set.recs)) == d.Count && set.hash == d.Hash
 }
 
 // all returns every entry held, for a join's full state exchange. Entries

@@ -31,6 +31,15 @@ func we(table, key, owner string, clock uint64, deleted bool, value string) wire
 	return e
 }
 
+// applyBlocks merges what a delta sent.
+func applyBlocks(s *state, bls []block) {
+	for _, bl := range bls {
+		for _, w := range bl.Entries {
+			s.apply(w, t0)
+		}
+	}
+}
+
 // dump renders every record held, tombstones included.
 func dump(s *state) string {
 	var out []string
@@ -308,19 +317,15 @@ func TestDigestDeltaConverges(t *testing.T) {
 
 	for round := range 3 {
 		dx, dy := x.digest(), y.digest()
-		toY, d1 := x.delta(dy, t0)
-		toX, d2 := y.delta(dx, t0)
+		toY, d1 := x.delta(dy, t0, true)
+		toX, d2 := y.delta(dx, t0, true)
 		if !d1 || !d2 {
 			t.Fatalf("round %d: differing tables not reported (%v, %v)", round, d1, d2)
 		}
-		for _, w := range toY {
-			y.apply(w, t0)
-		}
-		for _, w := range toX {
-			x.apply(w, t0)
-		}
+		applyBlocks(y, toY)
+		applyBlocks(x, toX)
 		if dump(x) == dump(y) {
-			if _, d := x.delta(y.digest(), t0); d {
+			if _, d := x.delta(y.digest(), t0, false); d {
 				t.Fatal("equal tables reported as different")
 			}
 			byOwner := func(a, b ownerDigest) int { return strings.Compare(a.Owner, b.Owner) }
@@ -393,5 +398,85 @@ func TestLeaveNotice(t *testing.T) {
 	}
 	if s.memberLeaving("stranger") {
 		t.Fatal("notice about an unknown member is news")
+	}
+}
+
+// TestEntryHashStable pins entryHash: members compare digests built from it,
+// so any change splits a cluster of mixed versions into members that resend
+// whole tables to each other.
+func TestEntryHashStable(t *testing.T) {
+	live := Entry{Table: "endpoint", Key: "k1", Owner: "o", Clock: 7, Value: []byte("value")}
+	if got := entryHash(&live); got != 0x1b1f327f1e48d135 {
+		t.Errorf("live entry hash %#x changed", got)
+	}
+	tomb := Entry{Table: "endpoint", Key: "k1", Owner: "o", Clock: 7, Deleted: true}
+	if got := entryHash(&tomb); got != 0xf0fd19fa8fefb556 {
+		t.Errorf("tombstone hash %#x changed", got)
+	}
+	// Field boundaries and every field count; the owner is in the digest's
+	// key already, not in the hash.
+	seen := map[uint64]string{}
+	for name, e := range map[string]Entry{
+		"base":       {Table: "ab", Key: "c", Clock: 1, Value: []byte("v")},
+		"boundary":   {Table: "a", Key: "bc", Clock: 1, Value: []byte("v")},
+		"clock":      {Table: "ab", Key: "c", Clock: 2, Value: []byte("v")},
+		"value":      {Table: "ab", Key: "c", Clock: 1, Value: []byte("w")},
+		"padding":    {Table: "ab", Key: "c", Clock: 1, Value: []byte("v\x00")},
+		"deleted":    {Table: "ab", Key: "c", Clock: 1, Deleted: true},
+		"empty":      {Table: "ab", Key: "c", Clock: 1, Value: []byte{}},
+		"long value": {Table: "ab", Key: "c", Clock: 1, Value: []byte("0123456789abcdef0")},
+	} {
+		h := entryHash(&e)
+		if other, dup := seen[h]; dup {
+			t.Errorf("%s and %s hash alike", name, other)
+		}
+		seen[h] = name
+	}
+}
+
+// TestDeltaFromFullerSide: with the same newest clock, only the side that
+// holds more of an owner's entries sends them (on equal counts, the one
+// with the greater hash), and a round each way still ends in the union.
+func TestDeltaFromFullerSide(t *testing.T) {
+	full, part := newTestState("a", "o"), newTestState("b", "o")
+	for i := range 10 {
+		w := we("t", fmt.Sprintf("k%d", i), "o", uint64(i+1), false, "v")
+		full.apply(w, t0)
+		if i%3 == 0 || i == 9 { // a partial copy with the newest entry
+			part.apply(w, t0)
+		}
+	}
+	if toFull, differs := part.delta(full.digest(), t0, true); !differs || len(toFull) != 0 {
+		t.Fatalf("the partial side sends %d blocks (differs %v), want none", len(toFull), differs)
+	}
+	toPart, differs := full.delta(part.digest(), t0, true)
+	if !differs || len(toPart) != 1 || len(toPart[0].Entries) != 10 {
+		t.Fatalf("the full side sends %+v (differs %v), want its 10 entries", toPart, differs)
+	}
+
+	// Equal counts, different entries: exactly one side sends, then the
+	// other, holding the union, sends back.
+	x, y := newTestState("x", "o"), newTestState("y", "o")
+	for i, w := range []wireEntry{we("t", "a", "o", 1, false, "v"), we("t", "b", "o", 2, false, "v"), we("t", "c", "o", 3, false, "v")} {
+		if i != 1 {
+			x.apply(w, t0)
+		}
+		if i != 0 {
+			y.apply(w, t0)
+		}
+	}
+	toY, _ := x.delta(y.digest(), t0, true)
+	toX, _ := y.delta(x.digest(), t0, true)
+	if (len(toY) == 0) == (len(toX) == 0) {
+		t.Fatalf("on a tie %d and %d blocks sent, want exactly one side", len(toY), len(toX))
+	}
+	for range 2 {
+		applyBlocks(y, toY)
+		applyBlocks(x, toX)
+		toY, _ = x.delta(y.digest(), t0, true)
+		toX, _ = y.delta(x.digest(), t0, true)
+	}
+	if dump(x) != dump(y) || len(x.tables["t"]) != 3 {
+		t.Fatalf("no union after two rounds:\n%s\n%s", dump(x), dump(y))
 	}
 }
