@@ -307,7 +307,9 @@ func scaleTable(b *strings.Builder, r *Results) {
 		"Memory: live heap added per member per 1,000 records after a full GC (records, indexes and queued broadcasts); repetitions in which the heap shrank meanwhile (garbage of the join freed) are left out, n/a when all were. " +
 		"Dissemination with the production defaults; failure detection relaxed (probe every 2 s) because all members share two cores. " +
 		"Every member and its gossip runs on the same 2 cores, so large sizes measure this machine's CPU as much as the protocol.\n\n")
-	p("| members | records | converge | heap per member per 1,000 records (KiB) | join (s) |\n|---|---|---|---|---|\n")
+	p("CPU: what the whole process (all members) used while converging; with two cores the convergence cannot take less than half of it. " +
+		"Read per needed: entries the members read (merged, or found already held) per entry they lacked; 1 would be no redundancy.\n\n")
+	p("| members | records | converge | CPU (s) | read per needed | heap per member per 1,000 records (KiB) | join (s) |\n|---|---|---|---|---|---|---|\n")
 	for _, s := range r.Scale {
 		conv := convergence(s)
 		// A negative difference means the heap shrank while the records
@@ -318,7 +320,7 @@ func scaleTable(b *strings.Builder, r *Results) {
 				kib = append(kib, h/1024)
 			}
 		}
-		p("| %d | %d | %s | %s | %.1f |\n", s.Members, s.Entries, conv, fmtS(Summarize(kib), 0), s.Join)
+		p("| %d | %d | %s | %s | %s | %s | %.1f |\n", s.Members, s.Entries, conv, fmtS(Summarize(s.CPU), 1), fmtS(Summarize(s.ReadPerNeeded), 2), fmtS(Summarize(kib), 0), s.Join)
 	}
 	p("\n")
 }

@@ -112,6 +112,13 @@ type ScaleResult struct {
 	// HeapPerK is, per repetition, the live heap added per member per
 	// 1,000 entries, in bytes.
 	HeapPerK Floats `json:"heap_per_1k_bytes"`
+	// CPU is, per repetition, the CPU seconds the whole process (every
+	// member) used while converging.
+	CPU Floats `json:"cpu_s,omitempty"`
+	// ReadPerNeeded is, per repetition, how many entries the members read
+	// (merged, or found already held) per entry they lacked: 1 is no
+	// redundancy.
+	ReadPerNeeded Floats `json:"read_per_needed,omitempty"`
 	// Join is the seconds the members took to see each other alive.
 	Join float64 `json:"join_s"`
 }

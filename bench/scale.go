@@ -6,6 +6,7 @@ import (
 	"math"
 	"runtime"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/weftnet/weft/mesh"
@@ -70,13 +71,16 @@ func scaleMembers(ctx context.Context, o *Options, members int) ([]ScaleResult, 
 		r := ScaleResult{Members: members, Entries: n}
 		var joins []float64
 		for rep := range o.Reps {
-			took, perK, join, err := scaleRep(ctx, o, members, n)
+			run, join, err := scaleRep(ctx, o, members, n)
 			if err != nil {
 				o.note("scale %d members, %d records, rep %d: %v", members, n, rep+1, err)
 			}
-			o.Logf("scale: %d members, %d records, rep %d/%d: joined in %.1f s, converged in %.2f s, %.0f B per member per 1k", members, n, rep+1, o.Reps, join, took, perK)
-			r.Converge = append(r.Converge, took)
-			r.HeapPerK = append(r.HeapPerK, perK)
+			o.Logf("scale: %d members, %d records, rep %d/%d: joined in %.1f s, converged in %.2f s (CPU %.1f s, %.2f entries read per entry needed), %.0f B per member per 1k",
+				members, n, rep+1, o.Reps, join, run.took, run.cpu, run.read, run.perK)
+			r.Converge = append(r.Converge, run.took)
+			r.HeapPerK = append(r.HeapPerK, run.perK)
+			r.CPU = append(r.CPU, run.cpu)
+			r.ReadPerNeeded = append(r.ReadPerNeeded, run.read)
 			joins = append(joins, join)
 			if ctx.Err() != nil {
 				return append(results, r), ctx.Err()
@@ -91,7 +95,8 @@ func scaleMembers(ctx context.Context, o *Options, members int) ([]ScaleResult, 
 // scaleRep forms a fresh mesh of members, so that no repetition inherits
 // the records (and the anti-entropy work) of the one before, and measures
 // one convergence of n records in it.
-func scaleRep(ctx context.Context, o *Options, members, n int) (took, perK, join float64, err error) {
+func scaleRep(ctx context.Context, o *Options, members, n int) (run scaleRun, join float64, err error) {
+	nan := scaleRun{took: math.NaN(), perK: math.NaN(), cpu: math.NaN(), read: math.NaN()}
 	mn := mesh.NewMemNetwork()
 	var ms []*mesh.Mesh
 	defer func() {
@@ -108,14 +113,14 @@ func scaleRep(ctx context.Context, o *Options, members, n int) (took, perK, join
 	for i := range members {
 		t, err := mn.NewTransport("")
 		if err != nil {
-			return math.NaN(), math.NaN(), math.NaN(), err
+			return nan, math.NaN(), err
 		}
 		if i == 0 {
 			first = t.Addr()
 		}
 		m, err := mesh.New(scaleConfig(fmt.Sprintf("host-%03d", i), t, first))
 		if err != nil {
-			return math.NaN(), math.NaN(), math.NaN(), err
+			return nan, math.NaN(), err
 		}
 		ms = append(ms, m)
 	}
@@ -134,17 +139,22 @@ func scaleRep(ctx context.Context, o *Options, members, n int) (took, perK, join
 		return nil
 	})
 	if err != nil {
-		return math.NaN(), math.NaN(), math.NaN(), fmt.Errorf("%d members did not join: %w", members, err)
+		return nan, math.NaN(), fmt.Errorf("%d members did not join: %w", members, err)
 	}
 	join = time.Since(start).Seconds()
-	took, perK, err = scaleOnce(ctx, o, ms, "endpoint", n)
-	return took, perK, join, err
+	run, err = scaleOnce(ctx, o, ms, "endpoint", n)
+	return run, join, err
 }
 
+// scaleRun is one convergence: seconds (NaN past the timeout), heap bytes
+// per member per 1,000 records, the process's CPU seconds meanwhile, and
+// entries the members read (merged or found already held) per entry they
+// needed.
+type scaleRun struct{ took, perK, cpu, read float64 }
+
 // scaleOnce writes n records in a fresh table and waits until every
-// member holds them all. It returns seconds (NaN past the timeout) and heap
-// bytes per member per 1,000 records.
-func scaleOnce(ctx context.Context, o *Options, ms []*mesh.Mesh, table string, n int) (float64, float64, error) {
+// member holds them all.
+func scaleOnce(ctx context.Context, o *Options, ms []*mesh.Mesh, table string, n int) (scaleRun, error) {
 	keys := make([]string, n)
 	values := make([][]byte, n)
 	for i := range n {
@@ -161,6 +171,8 @@ func scaleOnce(ctx context.Context, o *Options, ms []*mesh.Mesh, table string, n
 	runtime.GC()
 	var before runtime.MemStats
 	runtime.ReadMemStats(&before)
+	statsBefore := sumStats(ms)
+	cpuBefore := processCPU()
 
 	start := time.Now()
 	for i := range n {
@@ -189,6 +201,9 @@ func scaleOnce(ctx context.Context, o *Options, ms []*mesh.Mesh, table string, n
 		return nil
 	})
 	took := time.Since(start).Seconds()
+	cpu := (processCPU() - cpuBefore).Seconds()
+	st := sumStats(ms)
+	read := float64(st.Received-statsBefore.Received) / float64(st.Applied-statsBefore.Applied)
 	if err != nil {
 		took = math.NaN()
 		err = fmt.Errorf("%w; %s", err, diagnose(ms, table, keys, len(ms)))
@@ -209,7 +224,30 @@ func scaleOnce(ctx context.Context, o *Options, ms []*mesh.Mesh, table string, n
 	runtime.KeepAlive(keys)
 	runtime.KeepAlive(values)
 	perK := float64(int64(after.HeapAlloc)-int64(before.HeapAlloc)) / float64(len(ms)) / (float64(n) / 1000)
-	return took, perK, err
+	return scaleRun{took: took, perK: perK, cpu: cpu, read: read}, err
+}
+
+// sumStats adds up the members' counters.
+func sumStats(ms []*mesh.Mesh) mesh.Stats {
+	var sum mesh.Stats
+	for _, m := range ms {
+		st := m.Stats()
+		sum.Received += st.Received
+		sum.Applied += st.Applied
+		sum.Skipped += st.Skipped
+		sum.Digests += st.Digests
+	}
+	return sum
+}
+
+// processCPU is the CPU time (user and system) this process has used, or
+// 0 if the kernel does not say.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // waitUntil calls fn every interval until it returns nil, timeout passes or
