@@ -340,7 +340,9 @@ func decodeMessage(buf []byte, intern func([]byte) string) (message, error) {
 		if err != nil {
 			return message{}, err
 		}
-		msg.Blocks = copyBlocks(bi)
+		if msg.Blocks, err = copyBlocks(bi, intern); err != nil {
+			return message{}, err
+		}
 		return msg, nil
 	case msgDigest:
 		msg.Digest = decodeDigest(&d, intern)
@@ -353,7 +355,9 @@ func decodeMessage(buf []byte, intern func([]byte) string) (message, error) {
 		if err != nil {
 			return message{}, err
 		}
-		msg.Blocks = copyBlocks(bi)
+		if msg.Blocks, err = copyBlocks(bi, intern); err != nil {
+			return message{}, err
+		}
 		return msg, nil
 	case msgLeave:
 		msg.Node = string(d.bytes(maxOwnerLen))
@@ -405,15 +409,19 @@ func decodeDigest(d *decoder, intern func([]byte) string) *digestMsg {
 }
 
 // copyBlocks reads the rest of bi into blocks that own their bytes.
-func copyBlocks(bi *blockIter) []block {
+func copyBlocks(bi *blockIter, intern func([]byte) string) ([]block, error) {
 	out := make([]block, 0, bi.left)
 	var bl block
-	var it *entryIter
-	for bi.next(&bl.Digest, &it) {
+	var body []byte
+	for bi.next(&bl.Digest, &body) {
+		it, err := viewEntries(body, intern)
+		if err != nil {
+			return nil, err
+		}
 		bl.Entries = copyEntries(it)
 		out = append(out, bl)
 	}
-	return out
+	return out, nil
 }
 
 // copyEntries reads the rest of it into entries that own their bytes.
@@ -451,23 +459,16 @@ type blockIter struct {
 	intern func([]byte) string
 }
 
-// viewBlocks checks a whole blocks body, every entry included, and returns
-// an iterator over it.
+// viewBlocks checks the framing of a whole blocks body (every block's
+// digest and length) and returns an iterator over it. Each block's entries
+// are checked whole when it is read (viewEntries): a receiver skips the
+// blocks it already holds without parsing them.
 func viewBlocks(body []byte, intern func([]byte) string) (*blockIter, error) {
 	check := newBlockIter(body, viewString)
 	n := check.left
 	var od ownerDigest
-	var it *entryIter
-	for check.next(&od, &it) {
-		var w wireEntry
-		for it.next(&w) {
-		}
-		if it.d.err != nil {
-			return nil, it.d.err
-		}
-		if len(it.d.b) != 0 {
-			return nil, fmt.Errorf("%d trailing bytes in a block", len(it.d.b))
-		}
+	var b []byte
+	for check.next(&od, &b) {
 	}
 	if check.d.err != nil {
 		return nil, check.d.err
@@ -492,9 +493,10 @@ func newBlockIter(body []byte, intern func([]byte) string) *blockIter {
 	return bi
 }
 
-// next decodes the next block's digest into od and points *it at its
-// entries. It returns false at the end or at the first error (in bi.d.err).
-func (bi *blockIter) next(od *ownerDigest, it **entryIter) bool {
+// next decodes the next block's digest into od and sets *body to its
+// entries body (for viewEntries). It returns false at the end or at the
+// first error (in bi.d.err).
+func (bi *blockIter) next(od *ownerDigest, body *[]byte) bool {
 	if bi.left == 0 || bi.d.err != nil {
 		return false
 	}
@@ -504,7 +506,7 @@ func (bi *blockIter) next(od *ownerDigest, it **entryIter) bool {
 	od.Count = d.uvarint()
 	od.MaxClock = d.uvarint()
 	od.Hash = d.uint64()
-	body := d.bytes(len(d.b))
+	*body = d.bytes(len(d.b))
 	if d.err != nil {
 		return false
 	}
@@ -517,7 +519,6 @@ func (bi *blockIter) next(od *ownerDigest, it **entryIter) bool {
 	} else {
 		od.Owner = string(owner)
 	}
-	*it = newEntryIter(body, bi.intern)
 	return true
 }
 

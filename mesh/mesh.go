@@ -63,6 +63,7 @@
 package mesh
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -538,19 +539,23 @@ func (m *Mesh) receive(buf []byte, pushPull bool) bool {
 				return bad(d.err)
 			}
 			bi, err := viewBlocks(d.b, viewString)
+			if err == nil {
+				err = m.mergeBlocks(bi)
+			}
 			if err != nil {
 				return bad(err)
 			}
-			m.mergeBlocks(bi)
 			m.handle(message{Type: msgDigest, Digest: dg})
 			return true
 		}
 		if typ == msgBlocks {
 			bi, err := viewBlocks(body, viewString)
+			if err == nil {
+				err = m.mergeBlocks(bi)
+			}
 			if err != nil {
 				return bad(err)
 			}
-			m.mergeBlocks(bi)
 			return true
 		}
 		it, err := viewEntries(body, viewString)
@@ -647,26 +652,35 @@ func (m *Mesh) merge(it *entryIter, relay bool) (changed bool) {
 }
 
 // mergeBlocks merges the blocks of a received blocks message, skipping
-// those whose owner we already hold exactly as the sender does.
-func (m *Mesh) mergeBlocks(bi *blockIter) {
+// those whose owner we already hold exactly as the sender does. Each block
+// is checked whole before any of it is applied; a bad one ends the message.
+func (m *Mesh) mergeBlocks(bi *blockIter) error {
 	changed := false
+	defer func() {
+		if changed {
+			m.notify()
+		}
+	}()
 	var od ownerDigest
-	var it *entryIter
-	for bi.next(&od, &it) {
+	var body []byte
+	for bi.next(&od, &body) {
 		m.mu.Lock()
 		skip := m.st.holds(&od)
 		m.mu.Unlock()
 		if skip {
-			m.stats.skipped.Add(it.left)
+			n, _ := binary.Uvarint(body)
+			m.stats.skipped.Add(n)
 			continue
+		}
+		it, err := viewEntries(body, viewString)
+		if err != nil {
+			return fmt.Errorf("block of %s: %w", od.Owner, err)
 		}
 		if m.merge(it, false) {
 			changed = true
 		}
 	}
-	if changed {
-		m.notify()
-	}
+	return nil
 }
 
 // worker runs TCP sends.

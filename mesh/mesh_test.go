@@ -632,3 +632,44 @@ func TestSyncMessages(t *testing.T) {
 		t.Errorf("nothing lacking: %d messages, want one answer", len(msgs))
 	}
 }
+
+// TestBadBlockEndsMessage: blocks are checked one by one as they are
+// read; a corrupt block ends the message and is reported, the blocks before
+// it stay applied, and a block already held is skipped unread.
+func TestBadBlockEndsMessage(t *testing.T) {
+	l := newLab(t)
+	m := l.start("n0", nil)
+	e := func(key string) wireEntry {
+		return wireEntry{Entry: Entry{Table: "t", Key: key, Owner: "n1", Clock: 1, Value: []byte("v")}}
+	}
+	good := block{Digest: ownerDigest{Owner: "n1", Count: 1, MaxClock: 1, Hash: 1}, Entries: []wireEntry{e("first")}}
+	bad := block{Digest: ownerDigest{Owner: "n1", Count: 1, MaxClock: 1, Hash: 2}, Entries: []wireEntry{e("second")}}
+	msg := encodeBlocks([]block{good, bad})
+	// Corrupt the second block's entry flags, inside its body.
+	i := bytes.LastIndex(msg, []byte("second")) + len("second") + 4 // owner, clock, flags
+	msg[i] = 0x80
+	if m.receive(msg, false) {
+		t.Fatal("a message with a corrupt block was taken")
+	}
+	if !held(m, "t", "first") || held(m, "t", "second") {
+		t.Fatalf("first block held %v, corrupt block held %v; want true, false", held(m, "t", "first"), held(m, "t", "second"))
+	}
+
+	// A block whose digest equals what we hold of its owner is not read:
+	// here it claims n1's exact digest but carries a garbage body.
+	m.mu.Lock()
+	d := m.st.ownerDigest("n1", m.st.owners["n1"])
+	m.mu.Unlock()
+	skipped := m.Stats().Skipped
+	b := appendHeader(nil, msgBlocks)
+	b = appendUvarint(b, 1)
+	b = appendOwnerDigest(b, &d)
+	b = appendUvarint(b, 3)
+	b = append(b, 1, 0xff, 0xff)
+	if !m.receive(b, false) {
+		t.Fatal("a block already held was read")
+	}
+	if got := m.Stats().Skipped - skipped; got != 1 {
+		t.Errorf("skipped %d entries, want 1", got)
+	}
+}
