@@ -124,7 +124,7 @@ func (e *env) controlPlane(ctx context.Context) (*ControlResult, error) {
 				total, cli, err := e.runToReach(ctx, h1, h2, probePid[n], "srv-"+n, name, dn, ip)
 				started = append(started, name)
 				if err != nil {
-					o.note("run to reachable, %s, rep %d container %d: %v", n, rep+1, c+1, err)
+					o.note(PartControl, "run to reachable, %s, rep %d container %d: %v", n, rep+1, c+1, err)
 					total, cli = math.NaN(), math.NaN()
 				}
 				nd := &res.Nets[i]
@@ -138,7 +138,7 @@ func (e *env) controlPlane(ctx context.Context) (*ControlResult, error) {
 		}
 		rmCtx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 		if _, err := h1.Docker(rmCtx, append([]string{"rm", "-f"}, started...)...); err != nil {
-			o.note("remove run-to-reachable containers: %v", err)
+			o.note(PartControl, "remove run-to-reachable containers: %v", err)
 		}
 		cancel()
 	}
@@ -286,7 +286,7 @@ func (e *env) cutOff(ctx context.Context, res *ControlResult) error {
 			v, ok := purged[n]
 			if !ok {
 				v = math.NaN()
-				o.note("cut-off rep %d: %s entries for %s not purged within 90 s", rep+1, n, vtep)
+				o.note(PartControl, "cut-off rep %d: %s entries for %s not purged within 90 s", rep+1, n, vtep)
 			}
 			res.Nets[i].Purge = append(res.Nets[i].Purge, v)
 		}
@@ -320,7 +320,7 @@ func (e *env) cutOff(ctx context.Context, res *ControlResult) error {
 				defer wg.Done()
 				at, err := probes[n].wait()
 				if err != nil {
-					o.note("cut-off rep %d: %s: %v", rep+1, n, err)
+					o.note(PartControl, "cut-off rep %d: %s: %v", rep+1, n, err)
 					back[i] = math.NaN()
 					return
 				}
@@ -334,7 +334,7 @@ func (e *env) cutOff(ctx context.Context, res *ControlResult) error {
 		}
 		// Let swarm see h3 again before the next cut.
 		if err := e.l.WaitSwarmReady(ctx, 2*time.Minute); err != nil {
-			o.note("swarm after cut %d: %v", rep+1, err)
+			o.note(PartControl, "swarm after cut %d: %v", rep+1, err)
 		}
 	}
 	return nil

@@ -132,7 +132,7 @@ func (e *env) dataPlane(ctx context.Context, measure bool) (DataRun, error) {
 				o.Logf("data plane MTU %d rep %d/%d: %s %s", e.mtu, rep+1, reps, g, p.net)
 				m, err := measureGroup(ctx, o, p, g)
 				if err != nil {
-					o.note("data plane MTU %d rep %d %s %s: %v", e.mtu, rep+1, p.net, g, err)
+					o.note(PartData, "data plane MTU %d rep %d %s %s: %v", e.mtu, rep+1, p.net, g, err)
 				}
 				for _, k := range metricsOf[g] {
 					v, ok := m[k]

@@ -57,7 +57,7 @@ func (e *env) dns(ctx context.Context) ([]DNSRow, error) {
 	for _, t := range targets {
 		// Does the server answer the name at all?
 		if _, err := e.dnsLoad(ctx, t, 1, time.Second); err != nil {
-			o.note("DNS: %s does not answer %s: %v", t.label, t.name, err)
+			o.note(PartDNS, "DNS: %s does not answer %s: %v", t.label, t.name, err)
 			continue
 		}
 		for _, clients := range o.DNSClients {
@@ -65,7 +65,7 @@ func (e *env) dns(ctx context.Context) ([]DNSRow, error) {
 			for rep := range o.Reps {
 				r, err := e.dnsLoad(ctx, t, clients, o.DNSTime)
 				if err != nil {
-					o.note("DNS %s, %d clients, rep %d: %v", t.label, clients, rep+1, err)
+					o.note(PartDNS, "DNS %s, %d clients, rep %d: %v", t.label, clients, rep+1, err)
 					continue
 				}
 				o.Logf("DNS %s %d clients rep %d/%d: %.0f q/s p50 %.2f ms p99 %.2f ms (%d failed)", t.label, clients, rep+1, o.Reps, r.QPS, r.P50ms, r.P99ms, r.Failed)

@@ -20,11 +20,23 @@ func Report(r *Results, analysis string) string {
 	}
 	p("Made by `make bench` (harness in [`bench/`](.) and [`cmd/weftbench`](../cmd/weftbench)); the raw figures are in [`results.json`](results.json).\n\n")
 	p("| | |\n|---|---|\n")
-	p("| date | %s |\n", r.Date.Format("2006-01-02 15:04 UTC"))
+	latest := ""
+	if len(r.Origins) > 0 {
+		latest = " (the latest run; merged parts: see Notes)"
+	}
+	p("| date | %s%s |\n", r.Date.Format("2006-01-02 15:04 UTC"), latest)
 	p("| machine | %s |\n", r.Machine)
-	p("| commit | `%s` |\n", r.Commit)
-	p("| repetitions | %d per figure, %d for the data plane (median, and min–max over the repetitions in brackets) |\n", r.Reps, max(r.Reps, r.DataReps))
-	p("| run time | %.0f min |\n\n", r.Seconds/60)
+	p("| commit | `%s`%s |\n", r.Commit, latest)
+	reps := fmt.Sprintf("%d per figure", r.Reps)
+	if len(r.Origins) > 0 {
+		reps = fmt.Sprintf("at least %d per figure (parts merged from other runs)", r.Reps)
+	}
+	p("| repetitions | %s, %d for the data plane (median, and min–max over the repetitions in brackets) |\n", reps, max(r.Reps, r.DataReps))
+	if len(r.Origins) > 0 {
+		p("| run time | %.0f min, the merged runs together |\n\n", r.Seconds/60)
+	} else {
+		p("| run time | %.0f min |\n\n", r.Seconds/60)
+	}
 	p("%s", "**The figures are noisy.** Every \"host\" is a network namespace with its own dockerd on one 2-core machine, "+
 		"which other engineers' labs, tests and builds share while this runs"+loadNote(r)+"; "+
 		"the \"underlay\" is a veth pair and a Linux bridge in memory, and sender, receiver and all encapsulation share the same two cores, "+
@@ -42,14 +54,40 @@ func Report(r *Results, analysis string) string {
 	scaleTable(&b, r)
 	dnsTable(&b, r)
 	method(&b)
-	if len(r.Notes) > 0 {
-		p("## Notes from this run\n\n")
-		for _, n := range r.Notes {
-			p("- %s\n", n)
-		}
-		p("\n")
-	}
+	notes(&b, r)
 	return b.String()
+}
+
+// notes lists where merged parts come from and what went wrong, part by
+// part.
+func notes(b *strings.Builder, r *Results) {
+	p := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
+	parts := []string{PartData, PartControl, PartScale, PartDNS}
+	n := len(r.Notes)
+	for _, part := range parts {
+		n += len(r.PartNotes[part])
+		if _, ok := r.Origins[part]; ok {
+			n++
+		}
+	}
+	if n == 0 {
+		return
+	}
+	p("## Notes\n\n")
+	for _, part := range parts {
+		if o, ok := r.Origins[part]; ok {
+			p("- The %s part comes from %s, merged into this report (`weftbench run -merge`).\n", part, o)
+		}
+	}
+	for _, s := range r.Notes {
+		p("- %s\n", s)
+	}
+	for _, part := range parts {
+		for _, s := range r.PartNotes[part] {
+			p("- %s: %s\n", part, s)
+		}
+	}
+	p("\n")
 }
 
 // loadNote describes the load average seen during the run.
@@ -58,7 +96,11 @@ func loadNote(r *Results) string {
 	if s.N == 0 {
 		return ""
 	}
-	return fmt.Sprintf(" (1-minute load average during this run: median %.1f, %.1f–%.1f, on 2 cores)", s.Median, s.Min, s.Max)
+	during := "this run"
+	if len(r.Origins) > 0 {
+		during = "these runs"
+	}
+	return fmt.Sprintf(" (1-minute load average during %s: median %.1f, %.1f–%.1f, on 2 cores)", during, s.Median, s.Min, s.Max)
 }
 
 // fmtS formats a summary with its spread.

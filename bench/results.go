@@ -20,8 +20,14 @@ type Results struct {
 	// DataReps is the repetitions of the data-plane figures.
 	DataReps int `json:"data_reps,omitempty"`
 	// Notes are remarks gathered during the run (what failed, what was
-	// skipped), printed in the report.
+	// skipped) that belong to no part, printed in the report.
 	Notes []string `json:"notes,omitempty"`
+	// PartNotes are the remarks of each part (PartData...), kept with the
+	// part when a later run merges it in.
+	PartNotes map[string][]string `json:"part_notes,omitempty"`
+	// Origins says, for each part taken from an earlier run by -merge,
+	// which run measured it; parts measured by this run are absent.
+	Origins map[string]string `json:"origins,omitempty"`
 	// Load is the machine's 1-minute load average, sampled every 30 s
 	// during the run (what else the machine was doing).
 	Load Floats `json:"load,omitempty"`

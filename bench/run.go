@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -73,7 +75,7 @@ type Options struct {
 	Logf func(format string, args ...any)
 
 	mu    sync.Mutex
-	notes []string
+	notes map[string][]string // by part
 }
 
 // DefaultOptions is the full run of make bench.
@@ -116,12 +118,15 @@ func SmokeOptions() *Options {
 	return o
 }
 
-// note records a remark for the report and logs it.
-func (o *Options) note(format string, args ...any) {
+// note records a remark on a part for the report and logs it.
+func (o *Options) note(part, format string, args ...any) {
 	s := fmt.Sprintf(format, args...)
-	o.Logf("NOTE: %s", s)
+	o.Logf("NOTE: %s: %s", part, s)
 	o.mu.Lock()
-	o.notes = append(o.notes, s)
+	if o.notes == nil {
+		o.notes = map[string][]string{}
+	}
+	o.notes[part] = append(o.notes[part], s)
 	o.mu.Unlock()
 }
 
@@ -159,7 +164,10 @@ func Run(ctx context.Context, o *Options) (*Results, error) {
 		// Under o.mu: the load sampler appends to res.Load.
 		o.mu.Lock()
 		defer o.mu.Unlock()
-		res.Notes = append([]string(nil), o.notes...)
+		res.PartNotes = map[string][]string{}
+		for part, ns := range o.notes {
+			res.PartNotes[part] = slices.Clone(ns)
+		}
 		out := res
 		if prev != nil {
 			out = merged(res, prev, o)
@@ -261,30 +269,44 @@ func sampleLoad(r *Results, mu *sync.Mutex) func() {
 	return func() { close(stop); <-done }
 }
 
-// merged returns r with the parts it did not measure taken from prev.
+// merged returns r with the parts it did not measure taken from prev,
+// each with its notes and the run that measured it (prev's own origin for
+// it, if prev was itself merged).
 func merged(r, prev *Results, o *Options) *Results {
 	m := *r
 	from := fmt.Sprintf("the run of %s (commit %s, %.0f min)", prev.Date.Format("2006-01-02 15:04 UTC"), prev.Commit, prev.Seconds/60)
-	var took []string
+	m.Origins = map[string]string{}
+	m.PartNotes = maps.Clone(r.PartNotes)
+	if m.PartNotes == nil {
+		m.PartNotes = map[string][]string{}
+	}
+	take := func(part string) {
+		m.Origins[part] = from
+		if o, ok := prev.Origins[part]; ok {
+			m.Origins[part] = o
+		}
+		if ns := prev.PartNotes[part]; len(ns) > 0 {
+			m.PartNotes[part] = ns
+		}
+	}
 	if !o.has(PartData) && len(prev.Data) > 0 {
-		m.Data, m.DataReps, took = prev.Data, prev.DataReps, append(took, PartData)
+		m.Data, m.DataReps = prev.Data, prev.DataReps
+		take(PartData)
 	}
 	if !o.has(PartControl) && prev.Control != nil {
-		m.Control, took = prev.Control, append(took, PartControl)
+		m.Control = prev.Control
+		take(PartControl)
 	}
 	if !o.has(PartScale) && len(prev.Scale) > 0 {
-		m.Scale, took = prev.Scale, append(took, PartScale)
+		m.Scale = prev.Scale
+		take(PartScale)
 	}
 	if !o.has(PartDNS) && len(prev.DNS) > 0 {
-		m.DNS, took = prev.DNS, append(took, PartDNS)
+		m.DNS = prev.DNS
+		take(PartDNS)
 	}
-	if len(took) > 0 {
-		m.Notes = append([]string{fmt.Sprintf("Parts %s come from %s; the others (%s) from this run.", strings.Join(took, ", "), from, strings.Join(o.Parts, ", "))}, m.Notes...)
-		for _, n := range prev.Notes {
-			if !strings.HasPrefix(n, "Parts ") {
-				m.Notes = append(m.Notes, "(earlier run) "+n)
-			}
-		}
+	if len(m.Origins) > 0 {
+		m.Reps = min(m.Reps, prev.Reps)
 		m.Seconds += prev.Seconds
 		m.Load = append(append(Floats(nil), prev.Load...), r.Load...)
 	}
@@ -325,11 +347,19 @@ func commit() string {
 	if v := os.Getenv("WEFT_BENCH_COMMIT"); v != "" {
 		return v
 	}
-	out, err := exec.Command("git", "describe", "--always", "--dirty", "--abbrev=12").Output()
+	out, err := exec.Command("git", "rev-parse", "--short=12", "HEAD").Output()
 	if err != nil {
 		return "unknown"
 	}
-	return strings.TrimSpace(string(out))
+	c := strings.TrimSpace(string(out))
+	// Changes to the outputs of an earlier run (bench/results.*,
+	// RESULTS.md) do not make the code measured differ from the commit.
+	st, err := exec.Command("git", "status", "--porcelain", "--", ".",
+		":(exclude)bench/results.json", ":(exclude)bench/results.png", ":(exclude)bench/RESULTS.md").Output()
+	if err == nil && len(strings.TrimSpace(string(st))) > 0 {
+		c += "-dirty"
+	}
+	return c
 }
 
 // WriteOutputs writes results.json, RESULTS.md and results.png to dir;

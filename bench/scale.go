@@ -73,7 +73,7 @@ func scaleMembers(ctx context.Context, o *Options, members int) ([]ScaleResult, 
 		for rep := range o.Reps {
 			run, join, err := scaleRep(ctx, o, members, n)
 			if err != nil {
-				o.note("scale %d members, %d records, rep %d: %v", members, n, rep+1, err)
+				o.note(PartScale, "scale %d members, %d records, rep %d: %v", members, n, rep+1, err)
 			}
 			o.Logf("scale: %d members, %d records, rep %d/%d: joined in %.1f s, converged in %.2f s (CPU %.1f s, %.2f entries read per entry needed), %.0f B per member per 1k",
 				members, n, rep+1, o.Reps, join, run.took, run.cpu, run.read, run.perK)

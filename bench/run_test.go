@@ -1,0 +1,42 @@
+package bench
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestMergedKeepsOrigins: a part merged from an earlier run keeps the run
+// that measured it, even through a second merge, and its notes; notes of a
+// part measured again are not carried over.
+func TestMergedKeepsOrigins(t *testing.T) {
+	first := &Results{Date: time.Date(2026, 11, 26, 15, 13, 0, 0, time.UTC), Commit: "aaaa", Reps: 3, Seconds: 1620,
+		Data: []DataRun{{}}, Control: &ControlResult{}, Scale: []ScaleResult{{Members: 10}},
+		PartNotes: map[string][]string{PartData: {"data failed once"}, PartScale: {"scale timed out"}}}
+	o := &Options{Parts: []string{PartScale}}
+	second := &Results{Date: first.Date.Add(time.Hour), Commit: "bbbb", Reps: 5, Seconds: 240, Scale: []ScaleResult{{Members: 200}}}
+	m := merged(second, first, o)
+	third := &Results{Date: first.Date.Add(2 * time.Hour), Commit: "cccc", Reps: 5, Seconds: 360, Scale: []ScaleResult{{Members: 50}}}
+	m = merged(third, m, o)
+
+	for _, part := range []string{PartData, PartControl} {
+		if got := m.Origins[part]; !strings.Contains(got, "commit aaaa") {
+			t.Errorf("%s part: origin %q, want the first run", part, got)
+		}
+	}
+	if _, ok := m.Origins[PartScale]; ok || m.Scale[0].Members != 50 {
+		t.Errorf("scale: origin %q, members %d; want this run's", m.Origins[PartScale], m.Scale[0].Members)
+	}
+	if got := m.PartNotes[PartData]; len(got) != 1 {
+		t.Errorf("data notes %q, want the first run's", got)
+	}
+	if got := m.PartNotes[PartScale]; len(got) != 0 {
+		t.Errorf("scale notes %q carried over a part measured again", got)
+	}
+	if m.Reps != 3 || m.Commit != "cccc" {
+		t.Errorf("reps %d, commit %s; want the fewest repetitions and the latest commit", m.Reps, m.Commit)
+	}
+	if got := Report(m, ""); !strings.Contains(got, "The data part comes from the run of 2026-11-26 15:13 UTC (commit aaaa") {
+		t.Errorf("report does not say where the data part comes from")
+	}
+}
