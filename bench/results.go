@@ -31,8 +31,10 @@ type Results struct {
 	// Load is the machine's 1-minute load average, sampled every 30 s
 	// during the run (what else the machine was doing).
 	Load Floats `json:"load,omitempty"`
-	// Seconds is how long the run took.
+	// Seconds is how long the run took, with the runs merged into it.
 	Seconds float64 `json:"seconds"`
+	// OwnSeconds is how long this run alone took.
+	OwnSeconds float64 `json:"own_seconds,omitempty"`
 
 	Data    []DataRun      `json:"data,omitempty"`
 	Control *ControlResult `json:"control,omitempty"`

@@ -161,6 +161,7 @@ func Run(ctx context.Context, o *Options) (*Results, error) {
 	}
 	save := func() error {
 		res.Seconds = time.Since(start).Seconds()
+		res.OwnSeconds = res.Seconds
 		// Under o.mu: the load sampler appends to res.Load.
 		o.mu.Lock()
 		defer o.mu.Unlock()
@@ -274,7 +275,11 @@ func sampleLoad(r *Results, mu *sync.Mutex) func() {
 // it, if prev was itself merged).
 func merged(r, prev *Results, o *Options) *Results {
 	m := *r
-	from := fmt.Sprintf("the run of %s (commit %s, %.0f min)", prev.Date.Format("2006-01-02 15:04 UTC"), prev.Commit, prev.Seconds/60)
+	took := prev.OwnSeconds
+	if took == 0 { // results from before OwnSeconds
+		took = prev.Seconds
+	}
+	from := fmt.Sprintf("the run of %s (commit %s, %.0f min)", prev.Date.Format("2006-01-02 15:04 UTC"), prev.Commit, took/60)
 	m.Origins = map[string]string{}
 	m.PartNotes = maps.Clone(r.PartNotes)
 	if m.PartNotes == nil {

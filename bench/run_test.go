@@ -14,9 +14,9 @@ func TestMergedKeepsOrigins(t *testing.T) {
 		Data: []DataRun{{}}, Control: &ControlResult{}, Scale: []ScaleResult{{Members: 10}},
 		PartNotes: map[string][]string{PartData: {"data failed once"}, PartScale: {"scale timed out"}}}
 	o := &Options{Parts: []string{PartScale}}
-	second := &Results{Date: first.Date.Add(time.Hour), Commit: "bbbb", Reps: 5, Seconds: 240, Scale: []ScaleResult{{Members: 200}}}
+	second := &Results{Date: first.Date.Add(time.Hour), Commit: "bbbb", Reps: 5, Seconds: 240, OwnSeconds: 240, Scale: []ScaleResult{{Members: 200}}}
 	m := merged(second, first, o)
-	third := &Results{Date: first.Date.Add(2 * time.Hour), Commit: "cccc", Reps: 5, Seconds: 360, Scale: []ScaleResult{{Members: 50}}}
+	third := &Results{Date: first.Date.Add(2 * time.Hour), Commit: "cccc", Reps: 5, Seconds: 360, OwnSeconds: 360, Scale: []ScaleResult{{Members: 50}}}
 	m = merged(third, m, o)
 
 	for _, part := range []string{PartData, PartControl} {
@@ -32,6 +32,12 @@ func TestMergedKeepsOrigins(t *testing.T) {
 	}
 	if got := m.PartNotes[PartScale]; len(got) != 0 {
 		t.Errorf("scale notes %q carried over a part measured again", got)
+	}
+	if got := m.Origins[PartScale]; got != "" {
+		t.Errorf("scale origin %q", got)
+	}
+	if m.Seconds != 1620+240+360 || m.OwnSeconds != 360 {
+		t.Errorf("seconds %v (own %v), want all runs' and this run's", m.Seconds, m.OwnSeconds)
 	}
 	if m.Reps != 3 || m.Commit != "cccc" {
 		t.Errorf("reps %d, commit %s; want the fewest repetitions and the latest commit", m.Reps, m.Commit)
