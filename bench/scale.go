@@ -171,7 +171,7 @@ func scaleOnce(ctx context.Context, o *Options, ms []*mesh.Mesh, table string, n
 	runtime.GC()
 	var before runtime.MemStats
 	runtime.ReadMemStats(&before)
-	statsBefore := sumStats(ms)
+	statsBefore := mesh.SumStats(ms)
 	cpuBefore := processCPU()
 
 	start := time.Now()
@@ -202,7 +202,7 @@ func scaleOnce(ctx context.Context, o *Options, ms []*mesh.Mesh, table string, n
 	})
 	took := time.Since(start).Seconds()
 	cpu := (processCPU() - cpuBefore).Seconds()
-	st := sumStats(ms)
+	st := mesh.SumStats(ms)
 	read := float64(st.Received-statsBefore.Received) / float64(st.Applied-statsBefore.Applied)
 	if err != nil {
 		took = math.NaN()
@@ -225,19 +225,6 @@ func scaleOnce(ctx context.Context, o *Options, ms []*mesh.Mesh, table string, n
 	runtime.KeepAlive(values)
 	perK := float64(int64(after.HeapAlloc)-int64(before.HeapAlloc)) / float64(len(ms)) / (float64(n) / 1000)
 	return scaleRun{took: took, perK: perK, cpu: cpu, read: read}, err
-}
-
-// sumStats adds up the members' counters.
-func sumStats(ms []*mesh.Mesh) mesh.Stats {
-	var sum mesh.Stats
-	for _, m := range ms {
-		st := m.Stats()
-		sum.Received += st.Received
-		sum.Applied += st.Applied
-		sum.Skipped += st.Skipped
-		sum.Digests += st.Digests
-	}
-	return sum
 }
 
 // processCPU is the CPU time (user and system) this process has used, or

@@ -51,7 +51,7 @@ func benchConverge(b *testing.B, members, entries int) {
 		runtime.GC()
 		var before runtime.MemStats
 		runtime.ReadMemStats(&before)
-		statsBefore := sumStats(ms)
+		statsBefore := SumStats(ms)
 		cpuBefore := processCPU(b)
 
 		b.StartTimer()
@@ -79,7 +79,7 @@ func benchConverge(b *testing.B, members, entries int) {
 		total += time.Since(start)
 		b.StopTimer()
 		cpu += processCPU(b) - cpuBefore
-		st := sumStats(ms)
+		st := SumStats(ms)
 		moved.Received += st.Received - statsBefore.Received
 		moved.Applied += st.Applied - statsBefore.Applied
 		moved.Skipped += st.Skipped - statsBefore.Skipped
@@ -102,18 +102,6 @@ func benchConverge(b *testing.B, members, entries int) {
 	b.ReportMetric(float64(moved.Received)/float64(moved.Applied), "read/needed")
 	b.ReportMetric(float64(moved.Skipped)/float64(moved.Applied), "skipped/needed")
 	b.ReportMetric(perK, "heapB/1k-entries/member")
-}
-
-func sumStats(ms []*Mesh) Stats {
-	var sum Stats
-	for _, m := range ms {
-		st := m.Stats()
-		sum.Received += st.Received
-		sum.Applied += st.Applied
-		sum.Skipped += st.Skipped
-		sum.Digests += st.Digests
-	}
-	return sum
 }
 
 // processCPU is the CPU time (user and system) this process has used.

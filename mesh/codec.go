@@ -322,9 +322,7 @@ func decodeMessage(buf []byte, intern func([]byte) string) (message, error) {
 	if buf[1] != msgVersion {
 		return message{}, fmt.Errorf("unsupported message version %d", buf[1])
 	}
-	if intern == nil {
-		intern = func(b []byte) string { return string(b) }
-	}
+	intern = orCopy(intern)
 	d := decoder{b: buf[headerLen:]}
 	msg := message{Type: buf[2]}
 	switch msg.Type {
@@ -336,11 +334,8 @@ func decodeMessage(buf []byte, intern func([]byte) string) (message, error) {
 		msg.Entries = copyEntries(it)
 		return msg, nil
 	case msgBlocks:
-		bi, err := viewBlocks(d.b, intern)
-		if err != nil {
-			return message{}, err
-		}
-		if msg.Blocks, err = copyBlocks(bi, intern); err != nil {
+		var err error
+		if msg.Blocks, err = copyBlocks(d.b, intern); err != nil {
 			return message{}, err
 		}
 		return msg, nil
@@ -351,11 +346,8 @@ func decodeMessage(buf []byte, intern func([]byte) string) (message, error) {
 		if d.err != nil {
 			return message{}, d.err
 		}
-		bi, err := viewBlocks(d.b, intern)
-		if err != nil {
-			return message{}, err
-		}
-		if msg.Blocks, err = copyBlocks(bi, intern); err != nil {
+		var err error
+		if msg.Blocks, err = copyBlocks(d.b, intern); err != nil {
 			return message{}, err
 		}
 		return msg, nil
@@ -367,11 +359,8 @@ func decodeMessage(buf []byte, intern func([]byte) string) (message, error) {
 	default:
 		return message{}, fmt.Errorf("unknown message type %#x", msg.Type)
 	}
-	if d.err != nil {
-		return message{}, d.err
-	}
-	if len(d.b) != 0 {
-		return message{}, fmt.Errorf("%d trailing bytes", len(d.b))
+	if err := d.done(); err != nil {
+		return message{}, err
 	}
 	return msg, nil
 }
@@ -379,20 +368,14 @@ func decodeMessage(buf []byte, intern func([]byte) string) (message, error) {
 // decodeDigest reads a digest message's body off d (errors stick in d).
 // The digest owns its strings; intern, if not nil, names owners.
 func decodeDigest(d *decoder, intern func([]byte) string) *digestMsg {
-	if intern == nil {
-		intern = func(b []byte) string { return string(b) }
-	}
+	intern = orCopy(intern)
 	dm := &digestMsg{}
 	dm.Sender = string(d.bytes(maxOwnerLen))
 	flags := d.byte()
 	dm.Reply = flags&flagReply != 0
 	dm.Blocks = flags&flagBlocks != 0
 	dm.Answer = flags&flagAnswer != 0
-	n := d.uvarint()
-	if d.err == nil && n > uint64(len(d.b)/minDigestLen) {
-		d.err = fmt.Errorf("digest count %d: %w", n, errShort)
-		return dm
-	}
+	n := d.count(minDigestLen, "digest")
 	dm.Owners = make([]ownerDigest, 0, n)
 	for i := uint64(0); i < n && d.err == nil; i++ {
 		var o ownerDigest
@@ -408,13 +391,17 @@ func decodeDigest(d *decoder, intern func([]byte) string) *digestMsg {
 	return dm
 }
 
-// copyBlocks reads the rest of bi into blocks that own their bytes.
-func copyBlocks(bi *blockIter, intern func([]byte) string) ([]block, error) {
+// copyBlocks decodes a blocks body into blocks that own their bytes.
+func copyBlocks(body []byte, intern func([]byte) string) ([]block, error) {
+	bi, err := viewBlocks(body, intern)
+	if err != nil {
+		return nil, err
+	}
 	out := make([]block, 0, bi.left)
 	var bl block
-	var body []byte
-	for bi.next(&bl.Digest, &body) {
-		it, err := viewEntries(body, intern)
+	var entries []byte
+	for bi.next(&bl.Digest, &entries) {
+		it, err := viewEntries(entries, intern)
 		if err != nil {
 			return nil, err
 		}
@@ -465,31 +452,19 @@ type blockIter struct {
 // blocks it already holds without parsing them.
 func viewBlocks(body []byte, intern func([]byte) string) (*blockIter, error) {
 	check := newBlockIter(body, viewString)
-	n := check.left
 	var od ownerDigest
 	var b []byte
 	for check.next(&od, &b) {
 	}
-	if check.d.err != nil {
-		return nil, check.d.err
+	if err := check.d.done(); err != nil {
+		return nil, err
 	}
-	if len(check.d.b) != 0 {
-		return nil, fmt.Errorf("%d trailing bytes", len(check.d.b))
-	}
-	bi := newBlockIter(body, intern)
-	bi.left = n
-	return bi, nil
+	return newBlockIter(body, intern), nil
 }
 
 func newBlockIter(body []byte, intern func([]byte) string) *blockIter {
-	bi := &blockIter{d: decoder{b: body}, intern: intern}
-	n := bi.d.uvarint()
-	if bi.d.err == nil && n > uint64(len(bi.d.b)/minBlockLen) {
-		bi.d.err = fmt.Errorf("block count %d: %w", n, errShort)
-	}
-	if bi.d.err == nil {
-		bi.left = n
-	}
+	bi := &blockIter{d: decoder{b: body}, intern: orCopy(intern)}
+	bi.left = bi.d.count(minBlockLen, "block")
 	return bi
 }
 
@@ -514,11 +489,7 @@ func (bi *blockIter) next(od *ownerDigest, body *[]byte) bool {
 		d.err = errors.New("block without owner")
 		return false
 	}
-	if bi.intern != nil {
-		od.Owner = bi.intern(owner)
-	} else {
-		od.Owner = string(owner)
-	}
+	od.Owner = bi.intern(owner)
 	return true
 }
 
@@ -540,30 +511,18 @@ type entryIter struct {
 // intern, if not nil, names tables and owners.
 func viewEntries(body []byte, intern func([]byte) string) (*entryIter, error) {
 	check := newEntryIter(body, viewString)
-	n := check.left
 	var w wireEntry
 	for check.next(&w) {
 	}
-	if check.d.err != nil {
-		return nil, check.d.err
+	if err := check.d.done(); err != nil {
+		return nil, err
 	}
-	if len(check.d.b) != 0 {
-		return nil, fmt.Errorf("%d trailing bytes", len(check.d.b))
-	}
-	it := newEntryIter(body, intern)
-	it.left = n
-	return it, nil
+	return newEntryIter(body, intern), nil
 }
 
 func newEntryIter(body []byte, intern func([]byte) string) *entryIter {
-	it := &entryIter{d: decoder{b: body}, intern: intern}
-	n := it.d.uvarint()
-	if it.d.err == nil && n > uint64(len(it.d.b)/minEntryLen) {
-		it.d.err = fmt.Errorf("entry count %d: %w", n, errShort)
-	}
-	if it.d.err == nil {
-		it.left = n
-	}
+	it := &entryIter{d: decoder{b: body}, intern: orCopy(intern)}
+	it.left = it.d.count(minEntryLen, "entry")
 	return it
 }
 
@@ -572,11 +531,7 @@ func (it *entryIter) name(b []byte, last *string) string {
 	if string(b) == *last && *last != "" {
 		return *last
 	}
-	if it.intern != nil {
-		*last = it.intern(b)
-	} else {
-		*last = string(b)
-	}
+	*last = it.intern(b)
 	return *last
 }
 
@@ -625,11 +580,38 @@ func viewString(b []byte) string {
 	return unsafe.String(&b[0], len(b))
 }
 
+// orCopy is intern, or, if nil, a plain copy to a string.
+func orCopy(intern func([]byte) string) func([]byte) string {
+	if intern == nil {
+		return func(b []byte) string { return string(b) }
+	}
+	return intern
+}
+
 // decoder reads fields off a buffer; the first error sticks and every later
 // read returns zero values.
 type decoder struct {
 	b   []byte
 	err error
+}
+
+// count reads how many elements follow, refusing more than the rest of
+// the buffer can hold at minLen bytes each (0 on error).
+func (d *decoder) count(minLen int, what string) uint64 {
+	n := d.uvarint()
+	if d.err == nil && n > uint64(len(d.b)/minLen) {
+		d.err = fmt.Errorf("%s count %d: %w", what, n, errShort)
+		return 0
+	}
+	return n
+}
+
+// done returns the first error, or one for bytes left over.
+func (d *decoder) done() error {
+	if d.err == nil && len(d.b) != 0 {
+		return fmt.Errorf("%d trailing bytes", len(d.b))
+	}
+	return d.err
 }
 
 func (d *decoder) uvarint() uint64 {

@@ -348,6 +348,20 @@ type Stats struct {
 	Digests  uint64 // digests sent (each starts or answers an exchange)
 }
 
+// SumStats adds up the counters of several members (of a simulated mesh,
+// say).
+func SumStats(ms []*Mesh) Stats {
+	var sum Stats
+	for _, m := range ms {
+		st := m.Stats()
+		sum.Received += st.Received
+		sum.Applied += st.Applied
+		sum.Skipped += st.Skipped
+		sum.Digests += st.Digests
+	}
+	return sum
+}
+
 // Stats returns the member's counters.
 func (m *Mesh) Stats() Stats {
 	return Stats{
@@ -532,29 +546,24 @@ func (m *Mesh) receive(buf []byte, pushPull bool) bool {
 		return false
 	}
 	if typ, body, ok := bulkType(buf); ok {
-		if typ == msgAnswer {
-			d := decoder{b: body}
-			dg := decodeDigest(&d, nil)
-			if d.err != nil {
-				return bad(d.err)
+		if typ == msgAnswer || typ == msgBlocks {
+			var answer *digestMsg
+			if typ == msgAnswer {
+				d := decoder{b: body}
+				if answer = decodeDigest(&d, nil); d.err != nil {
+					return bad(d.err)
+				}
+				body = d.b
 			}
-			bi, err := viewBlocks(d.b, viewString)
-			if err == nil {
-				err = m.mergeBlocks(bi)
-			}
-			if err != nil {
-				return bad(err)
-			}
-			m.handle(message{Type: msgDigest, Digest: dg})
-			return true
-		}
-		if typ == msgBlocks {
 			bi, err := viewBlocks(body, viewString)
 			if err == nil {
 				err = m.mergeBlocks(bi)
 			}
 			if err != nil {
 				return bad(err)
+			}
+			if answer != nil {
+				m.handle(message{Type: msgDigest, Digest: answer})
 			}
 			return true
 		}
