@@ -1,0 +1,277 @@
+package driver
+
+import (
+	"net/netip"
+
+	"github.com/weftnet/weft/catalog"
+	"github.com/weftnet/weft/dataplane"
+)
+
+// remoteSet is the desired remote endpoints of one VNI, as the catalog
+// holds them, indexed so that a change touches only its own entries.
+type remoteSet struct {
+	byKey map[string]dataplane.RemoteEndpoint // catalog key (host/endpoint)
+	// byIP counts the records claiming each address: two hosts may claim
+	// one for a moment (a task moving), and removing one claim must not
+	// remove the entry the other still needs.
+	byIP map[netip.Addr]map[string]struct{}
+}
+
+func newRemoteSet() *remoteSet {
+	return &remoteSet{byKey: map[string]dataplane.RemoteEndpoint{}, byIP: map[netip.Addr]map[string]struct{}{}}
+}
+
+func (s *remoteSet) add(key string, r dataplane.RemoteEndpoint) {
+	s.byKey[key] = r
+	keys := s.byIP[r.IP]
+	if keys == nil {
+		keys = map[string]struct{}{}
+		s.byIP[r.IP] = keys
+	}
+	keys[key] = struct{}{}
+}
+
+func (s *remoteSet) remove(key string) (dataplane.RemoteEndpoint, bool) {
+	r, ok := s.byKey[key]
+	if !ok {
+		return r, false
+	}
+	delete(s.byKey, key)
+	if keys := s.byIP[r.IP]; keys != nil {
+		delete(keys, key)
+		if len(keys) == 0 {
+			delete(s.byIP, r.IP)
+		}
+	}
+	return r, true
+}
+
+// holder returns another desired endpoint at ip, if any.
+func (s *remoteSet) holder(ip netip.Addr) (dataplane.RemoteEndpoint, bool) {
+	for k := range s.byIP[ip] {
+		return s.byKey[k], true
+	}
+	return dataplane.RemoteEndpoint{}, false
+}
+
+// macHeld reports whether a desired endpoint still has mac behind vtep.
+func (s *remoteSet) macHeld(r dataplane.RemoteEndpoint) bool {
+	for _, o := range s.byKey {
+		if o.VTEP == r.VTEP && string(o.MAC) == string(r.MAC) {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *remoteSet) list() []dataplane.RemoteEndpoint {
+	out := make([]dataplane.RemoteEndpoint, 0, len(s.byKey))
+	for _, r := range s.byKey {
+		out = append(out, r)
+	}
+	return out
+}
+
+// kernelOp is one kernel write decided under the driver's lock and done
+// after it.
+type kernelOp struct {
+	vni uint32
+	set bool // SetRemote; else DeleteRemote
+	r   dataplane.RemoteEndpoint
+}
+
+// apply folds a batch of catalog events into the desired remote endpoints
+// and writes the difference to the kernel, one entry per change, for the
+// networks this host has.
+func (d *Driver) apply(evs []catalog.Event) {
+	if len(evs) == 0 {
+		return
+	}
+	var ops []kernelOp
+	d.mu.Lock()
+	local := map[uint32]bool{}
+	for _, n := range d.networks {
+		local[n.VNI] = true
+	}
+	for _, ev := range evs {
+		if ev.Local {
+			continue
+		}
+		key := catalog.Key(ev.Record.Host, ev.Record.Endpoint)
+		switch ev.Kind {
+		case catalog.Added, catalog.Updated:
+			if ev.Kind == catalog.Updated && ev.Old.VNI != ev.Record.VNI {
+				ops = append(ops, d.removeRemoteLocked(ev.Old.VNI, key, local[ev.Old.VNI])...)
+			}
+			r, err := toRemote(ev.Record)
+			if err != nil {
+				d.log.Warn("ignoring malformed endpoint record", "peer", ev.Record.Host, "err", err)
+				ops = append(ops, d.removeRemoteLocked(ev.Record.VNI, key, local[ev.Record.VNI])...)
+				continue
+			}
+			set := d.remotesLocked(ev.Record.VNI)
+			old, had := set.remove(key)
+			set.add(key, r)
+			if !local[ev.Record.VNI] {
+				continue
+			}
+			ops = append(ops, kernelOp{vni: ev.Record.VNI, set: true, r: r})
+			if had && !sameRemote(old, r) {
+				// Added before deleted: a moved endpoint is never
+				// unreachable in between.
+				ops = append(ops, d.releaseLocked(ev.Record.VNI, set, old, r)...)
+			}
+		case catalog.Removed:
+			ops = append(ops, d.removeRemoteLocked(ev.Record.VNI, key, local[ev.Record.VNI])...)
+		}
+	}
+	d.mu.Unlock()
+	for _, op := range ops {
+		var err error
+		if op.set {
+			err = d.dp.SetRemote(op.vni, op.r)
+		} else {
+			err = d.dp.DeleteRemote(op.vni, op.r)
+		}
+		if err != nil {
+			// The device may have gone with its network meanwhile; the
+			// repair pass puts right whatever else failed.
+			d.log.Debug("kernel entry write failed", "vni", op.vni, "ip", op.r.IP.String(), "set", op.set, "err", err)
+		}
+	}
+}
+
+func (d *Driver) remotesLocked(vni uint32) *remoteSet {
+	s := d.remotes[vni]
+	if s == nil {
+		s = newRemoteSet()
+		d.remotes[vni] = s
+	}
+	return s
+}
+
+// removeRemoteLocked forgets one record and returns the kernel writes that
+// follow when the network is here.
+func (d *Driver) removeRemoteLocked(vni uint32, key string, here bool) []kernelOp {
+	set := d.remotes[vni]
+	if set == nil {
+		return nil
+	}
+	old, ok := set.remove(key)
+	if len(set.byKey) == 0 {
+		delete(d.remotes, vni)
+	}
+	if !ok || !here {
+		return nil
+	}
+	return d.releaseLocked(vni, set, old, dataplane.RemoteEndpoint{})
+}
+
+// releaseLocked returns the writes that remove old's entries, except what
+// now (the endpoint's new version, if any) or another desired endpoint
+// still needs: an address another record claims is pointed at that record
+// instead of being deleted.
+func (d *Driver) releaseLocked(vni uint32, set *remoteSet, old, now dataplane.RemoteEndpoint) []kernelOp {
+	if now.IP == old.IP || set.macHeld(old) {
+		// The neighbour entry is already rewritten, or the FDB entry is
+		// still needed: only a stale FDB entry may remain, which the
+		// repair pass removes.
+		if now.IP == old.IP && !set.macHeld(old) && (string(now.MAC) != string(old.MAC) || now.VTEP != old.VTEP) {
+			return []kernelOp{{vni: vni, r: dataplane.RemoteEndpoint{MAC: old.MAC, VTEP: old.VTEP}}}
+		}
+		return nil
+	}
+	ops := []kernelOp{{vni: vni, r: old}}
+	if other, ok := set.holder(old.IP); ok {
+		ops = append(ops, kernelOp{vni: vni, set: true, r: other})
+	}
+	return ops
+}
+
+func sameRemote(a, b dataplane.RemoteEndpoint) bool {
+	return a.IP == b.IP && a.VTEP == b.VTEP && string(a.MAC) == string(b.MAC)
+}
+
+// toRemote turns a catalog record into the kernel's view of it.
+func toRemote(r catalog.Record) (dataplane.RemoteEndpoint, error) {
+	ip, mac, vtep, err := r.Addrs()
+	if err != nil {
+		return dataplane.RemoteEndpoint{}, err
+	}
+	return dataplane.RemoteEndpoint{IP: ip, MAC: mac, VTEP: vtep}, nil
+}
+
+// repair brings every device of this host in line: its MTU with the
+// underlay's, its entries with the catalog. Until the catalog is complete
+// (just after a start, before the mesh has exchanged state), it only adds
+// and updates entries, since deleting what the catalog does not hold yet
+// would cut endpoints that are alive. periodic marks the timer's pass,
+// whose repairs are drift worth reporting.
+func (d *Driver) repair(periodic bool) {
+	type job struct {
+		seg  dataplane.Segment
+		want []dataplane.RemoteEndpoint
+	}
+	d.mu.Lock()
+	jobs := make([]job, 0, len(d.networks))
+	changed := false
+	for _, n := range d.networks {
+		before := n.MTU
+		seg := d.segmentLocked(n)
+		if seg.MTU != before {
+			changed = true
+			d.log.Info("network MTU follows the underlay", "network", short(n.ID), "vni", n.VNI, "from", before, "to", seg.MTU)
+		}
+		var want []dataplane.RemoteEndpoint
+		if s := d.remotes[n.VNI]; s != nil {
+			want = s.list()
+		}
+		jobs = append(jobs, job{seg: seg, want: want})
+	}
+	if changed {
+		if err := d.saveLocked(); err != nil {
+			d.log.Error("persist state", "err", err)
+		}
+	}
+	d.mu.Unlock()
+	complete := d.cat.Synced()
+	for _, j := range jobs {
+		if err := d.dp.EnsureSegment(j.seg); err != nil {
+			d.log.Error("ensure network device", "vni", j.seg.VNI, "err", err)
+			continue
+		}
+		want := j.want
+		if !complete {
+			have, err := d.dp.Remotes(j.seg.VNI)
+			if err != nil {
+				d.log.Error("read programmed entries", "vni", j.seg.VNI, "err", err)
+				continue
+			}
+			want = unionRemotes(have, want)
+		}
+		rep, err := d.dp.SetRemotes(j.seg.VNI, want)
+		if err != nil {
+			d.log.Error("program entries", "vni", j.seg.VNI, "err", err)
+		}
+		if periodic && rep.Total() > 0 {
+			d.log.Warn("kernel entries drifted from the catalog; repaired", "vni", j.seg.VNI, "repair", rep.String())
+		}
+	}
+}
+
+// unionRemotes returns the endpoints of have and want, want's winning for
+// an address both hold.
+func unionRemotes(have, want []dataplane.RemoteEndpoint) []dataplane.RemoteEndpoint {
+	byIP := map[netip.Addr]dataplane.RemoteEndpoint{}
+	for _, r := range have {
+		byIP[r.IP] = r
+	}
+	for _, r := range want {
+		byIP[r.IP] = r
+	}
+	out := make([]dataplane.RemoteEndpoint, 0, len(byIP))
+	for _, r := range byIP {
+		out = append(out, r)
+	}
+	return out
+}
