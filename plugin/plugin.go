@@ -223,6 +223,9 @@ func (c *controlPlane) run(ctx context.Context) {
 	mcfg.StateDir = c.cfg.StateDir
 	mcfg.Logger = c.log.With("component", "mesh")
 	m, err := mesh.New(mcfg)
+	if err == nil {
+		err = m.Start("", nil)
+	}
 	if err != nil {
 		c.log.Error("mesh did not start; this host serves local containers only", "err", err)
 		return
