@@ -136,6 +136,35 @@ type block struct {
 	Entries []wireEntry
 }
 
+// Protocol is the mesh protocol this build speaks, announced to every
+// member in its node metadata (see the wire rule above).
+const Protocol = 1
+
+// maxVersionLen bounds Config.Version, so node metadata stays far below
+// memberlist.MetaMaxSize.
+const maxVersionLen = 128
+
+// encodeMeta builds this node's memberlist metadata: protocol, then
+// version. A later protocol may append fields; readers skip what follows
+// the fields they know.
+func encodeMeta(protocol int, version string) []byte {
+	b := binary.AppendUvarint(nil, uint64(protocol))
+	return appendString(b, version)
+}
+
+// decodeMeta reads a member's metadata. Empty metadata is a build from
+// before protocols were announced: protocol 1, no version. So is metadata
+// that does not decode.
+func decodeMeta(b []byte) (protocol int, version string) {
+	d := decoder{b: b}
+	p := d.uvarint()
+	v := d.bytes(maxVersionLen)
+	if len(b) == 0 || d.err != nil || p == 0 || p > 1<<16 {
+		return 1, ""
+	}
+	return int(p), string(v)
+}
+
 func appendHeader(b []byte, typ byte) []byte {
 	return append(b, msgMagic, msgVersion, typ)
 }

@@ -54,12 +54,20 @@
 //   - Wire format: a compact binary encoding (codec.go), decoded
 //     defensively: garbage is dropped and logged at a limited rate.
 //
+//   - Life. New makes a member with its table but off the network: writes
+//     are held in the table and the broadcast queue, and Watch and Members
+//     work. Start binds, starts the loops and joins; what was written goes
+//     out then. One pre-start strategy, in one place.
+//   - Watch. Each consumer gets its own queue of changes (watch.go),
+//     produced where the state changes: no polling, no snapshot diffs.
+//
 // Concurrency: memberlist calls the delegates from its own goroutines; they
 // copy what they receive, hold Mesh.mu briefly, and hand anything slow (TCP
-// sends) to the mesh's workers. Lock order: memberlist's node lock (held
-// while it calls the event delegate) → Mesh.mu → the broadcast queue's lock.
-// Nothing that holds Mesh.mu calls into memberlist. Close stops and waits
-// for every goroutine the mesh started.
+// sends) to the mesh's workers. Lock order: Mesh.life (Start, Close) →
+// memberlist's node lock (held while it calls the event delegate) → Mesh.mu
+// → the broadcast queues' and the watch feeds' locks. Nothing that holds
+// Mesh.mu calls into memberlist. Close stops and waits for every goroutine
+// the mesh started.
 package mesh
 
 import (
@@ -71,6 +79,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -91,23 +100,25 @@ type Entry struct {
 // Member is a node of the mesh as this node sees it.
 type Member struct {
 	Name  string
-	Addr  string // gossip address, "ip:port"
-	Meta  []byte // the member's Config.Meta
+	Addr  string // gossip address, "ip:port"; empty for this node before Start
 	State string // StateAlive, StateSuspect, StateDead or StateLeft
+	// Version is the member's weft build (its Config.Version); empty for
+	// builds from before it was announced.
+	Version string
+	// Protocol is the mesh protocol the member speaks (see Protocol); 1 for
+	// builds from before it was announced.
+	Protocol int
 }
 
-// Mesh is a running member of the mesh. Its methods are safe for concurrent
-// use.
+// Mesh is a member of the mesh: its table and its view of the other
+// members. New makes one that is not yet on the network; Start puts it
+// there. Its methods are safe for concurrent use.
 type Mesh struct {
 	cfg  Config
 	log  *slog.Logger
 	bad  *rateLog
 	self string
-
-	// ml is set in New before any goroutine of ours starts; the delegates,
-	// which memberlist may call before New returns, never use it.
-	ml       *memberlist.Memberlist
-	selfAddr string
+	meta []byte // our node metadata (encodeMeta)
 
 	queue    *memberlist.TransmitLimitedQueue // entries, packed many to a message
 	control  *memberlist.TransmitLimitedQueue // whole messages (leave notices)
@@ -119,21 +130,26 @@ type Mesh struct {
 	tasks   chan task     // TCP work for the workers; never closed
 	stop    chan struct{} // closed by Close
 	wg      sync.WaitGroup
-	left    atomic.Bool
-	closed  atomic.Bool
-	// synced is set once a join's full state exchange has been merged.
-	synced  atomic.Bool
-	started time.Time
-	once    sync.Once
 
-	// peersMu guards the peer sets. Never held together with mu.
-	peersMu sync.Mutex
-	peers   map[string]bool // configured and Join()ed: retried for ever
-	boot    map[string]bool // from peers.json: tried until a join succeeds
+	stats struct{ received, applied, skipped, digests atomic.Uint64 }
+
+	// life serialises Start and Close, which hold it across memberlist's
+	// Create and Shutdown. Taken before mu, never by a delegate.
+	life sync.Mutex
 
 	// mu guards st and the fields below it (see the lock order above).
-	mu        sync.Mutex
-	st        *state
+	mu    sync.Mutex
+	st    *state
+	watch watchers
+	phase phase
+	// ml is set by Start under mu and never changes after; the loops Start
+	// launches read it without the lock. The delegates never use it.
+	ml        *memberlist.Memberlist
+	selfAddr  string    // our gossip address, once started
+	startedAt time.Time // when Start ran: RepairGrace and Synced count from it
+	left      bool      // Leave was called: stop rejoining
+	// synced is set once a join's full state exchange has been merged.
+	synced    bool
 	dirty     int       // table changes since the last extra sync
 	pruned    bool      // the broadcast queue overflowed since the last sync
 	differs   bool      // syncing: a recent digest compared differed from ours
@@ -145,15 +161,24 @@ type Mesh struct {
 	// so slow peers slow the rounds down instead of piling them up.
 	syncPeer   string
 	syncSince  time.Time
-	peersDirty bool   // membership changed since peers.json was written
-	clockCeil  uint64 // clock value persisted as a ceiling
-
-	stats struct{ received, applied, skipped, digests atomic.Uint64 }
+	peersDirty bool            // membership changed since peers.json was written
+	clockCeil  uint64          // clock value persisted as a ceiling
+	peers      map[string]bool // configured, given to Start or Join: retried for ever
+	boot       map[string]bool // from peers.json: tried until a join succeeds
 
 	// persistMu serialises writes to StateDir. Never held together with mu.
 	persistMu  sync.Mutex
 	savedClock uint64 // guarded by persistMu
 }
+
+// phase is where a Mesh is in its life.
+type phase uint8
+
+const (
+	phaseNew     phase = iota // made by New: a table, not on the network
+	phaseRunning              // started
+	phaseClosed               // closed, started or not
+)
 
 // task is TCP work handed to a worker.
 type task struct {
@@ -199,10 +224,10 @@ const (
 	workers       = 2
 )
 
-// New starts a member: it binds (or uses cfg.Transport), then joins
-// cfg.Peers and the peers saved in cfg.StateDir in the background, retrying
-// while they do not answer. It does not wait for a join; Changes fires when
-// members or entries arrive.
+// New makes a member that is not yet on the network: Put, Delete,
+// Entries, Get, Watch and Members (this node only) work at once, and what
+// is written goes out when Start puts the member on the network. With a
+// StateDir, the saved peers and clock are read here.
 func New(cfg Config) (*Mesh, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
@@ -213,14 +238,15 @@ func New(cfg Config) (*Mesh, error) {
 		cfg:     cfg,
 		log:     cfg.Logger.With("node", cfg.NodeName),
 		self:    cfg.NodeName,
+		meta:    encodeMeta(Protocol, cfg.Version),
 		changes: make(chan struct{}, 1),
 		tasks:   make(chan task, 256),
 		stop:    make(chan struct{}),
 		peers:   make(map[string]bool),
 		boot:    make(map[string]bool),
-		st:      newState(cfg.NodeName, cfg.TombstoneTTL, now, cfg.RepairGrace),
-		started: now,
+		st:      newState(cfg.NodeName, cfg.TombstoneTTL, now, 0),
 	}
+	m.st.watch = &m.watch
 	m.bad = newRateLog(m.log, 30*time.Second)
 	m.queue = &memberlist.TransmitLimitedQueue{
 		NumNodes:       func() int { return int(m.numAlive.Load()) },
@@ -237,24 +263,73 @@ func New(cfg Config) (*Mesh, error) {
 	if len(cfg.SecretKey) > 0 || cfg.Keyring != nil {
 		m.maxBroadcast -= 45 // memberlist's worst-case encryption overhead
 	}
-	for _, p := range cfg.Peers {
-		if a, ok := normalizeAddr(p, cfg.Port); ok {
-			m.peers[a] = true
-		}
-	}
+	m.addPeers(cfg.Peers)
+	// This node is a member from the start; Start fills in its address.
+	m.st.memberUp(Member{Name: m.self, Version: cfg.Version, Protocol: Protocol}, uint16(cfg.Port), now)
+	m.numAlive.Store(int32(m.st.alive))
 	if cfg.StateDir != "" {
 		m.loadState()
 	}
+	return m, nil
+}
 
-	ml, err := memberlist.Create(cfg.memberlistConfig(&delegate{m}))
-	if err != nil {
-		return nil, fmt.Errorf("start mesh member %s: %w", cfg.NodeName, err)
+// addPeers adds addresses to the peers retried for ever and returns them
+// normalised, without our own.
+func (m *Mesh) addPeers(addrs []string) []string {
+	var out []string
+	for _, a := range addrs {
+		if n, ok := normalizeAddr(a, m.cfg.Port); ok {
+			m.peers[n] = true
+			if n != m.selfAddr {
+				out = append(out, n)
+			}
+		}
 	}
+	return out
+}
+
+// Start puts the member on the network: it binds (or uses cfg.Transport),
+// with addr ("ip", or empty) as the bind and advertise address unless the
+// configuration sets them, adds peers to the configured ones, and joins
+// them in the background, retrying while they do not answer. It does not
+// wait for a join; Watch reports members and entries as they arrive.
+// RepairGrace and Synced count from here. A failed Start may be retried.
+func (m *Mesh) Start(addr string, peers []string) error {
+	m.life.Lock()
+	defer m.life.Unlock()
+	now := time.Now()
+	m.mu.Lock()
+	switch m.phase {
+	case phaseRunning:
+		m.mu.Unlock()
+		return errors.New("mesh already started")
+	case phaseClosed:
+		m.mu.Unlock()
+		return errors.New("mesh is closed")
+	}
+	m.addPeers(peers)
+	// Before memberlist runs: a peer may reach us before Create returns.
+	m.startedAt = now
+	m.st.graceUntil = now.Add(m.cfg.RepairGrace)
+	npeers, nboot := len(m.peers), len(m.boot)
+	m.mu.Unlock()
+
+	ml, err := memberlist.Create(m.cfg.memberlistConfig(&delegate{m}, addr))
+	if err != nil {
+		m.mu.Lock()
+		m.startedAt = time.Time{}
+		m.mu.Unlock()
+		return fmt.Errorf("start mesh member %s: %w", m.self, err)
+	}
+	m.mu.Lock()
 	m.ml = ml
 	if n := ml.LocalNode(); n != nil {
 		m.selfAddr = n.Address()
 	}
-	m.log.Info("mesh started", "addr", m.selfAddr, "peers", len(m.peers), "saved_peers", len(m.boot))
+	m.phase = phaseRunning
+	selfAddr := m.selfAddr
+	m.mu.Unlock()
+	m.log.Info("mesh started", "addr", selfAddr, "peers", npeers, "saved_peers", nboot)
 
 	m.start(m.maintainLoop)
 	m.start(m.syncLoop)
@@ -262,7 +337,7 @@ func New(cfg Config) (*Mesh, error) {
 	for range workers {
 		m.start(m.worker)
 	}
-	return m, nil
+	return nil
 }
 
 func (m *Mesh) start(f func()) {
@@ -374,6 +449,8 @@ func (m *Mesh) Stats() Stats {
 
 // Changes returns a channel that receives a value, coalesced, whenever what
 // Entries or Members return may have changed. Read it, then read the state.
+//
+// Deprecated: use Watch, which says what changed.
 func (m *Mesh) Changes() <-chan struct{} { return m.changes }
 
 func (m *Mesh) notify() {
@@ -384,11 +461,16 @@ func (m *Mesh) notify() {
 }
 
 // Members returns every member this node knows, itself included, sorted by
-// name. Dead and gone members stay listed for a while.
+// name. Dead and gone members stay listed for a while. Before Start, only
+// this node.
 func (m *Mesh) Members() []Member {
+	m.mu.Lock()
+	ml := m.ml
+	running := m.phase == phaseRunning
+	m.mu.Unlock()
 	suspect := map[string]bool{}
-	if !m.closed.Load() {
-		for _, n := range m.ml.Members() {
+	if running {
+		for _, n := range ml.Members() {
 			if n.State == memberlist.StateSuspect {
 				suspect[n.Name] = true
 			}
@@ -398,47 +480,32 @@ func (m *Mesh) Members() []Member {
 	out := make([]Member, 0, len(m.st.members))
 	for _, mb := range m.st.members {
 		c := mb.Member
-		c.Meta = slices.Clone(c.Meta)
 		if c.State == StateAlive && suspect[c.Name] {
 			c.State = StateSuspect
 		}
 		out = append(out, c)
 	}
 	m.mu.Unlock()
-	slices.SortFunc(out, func(a, b Member) int {
-		switch {
-		case a.Name < b.Name:
-			return -1
-		case a.Name > b.Name:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(out, func(a, b Member) int { return strings.Compare(a.Name, b.Name) })
 	return out
 }
 
 // Join joins the given addresses ("ip", "ip:port" or "host:port") at once
 // and adds them to the peers retried in the background. It returns how many
-// answered.
+// answered. Before Start it only adds them: Start joins them.
 func (m *Mesh) Join(addrs []string) (int, error) {
-	if m.closed.Load() {
+	m.mu.Lock()
+	if m.phase == phaseClosed {
+		m.mu.Unlock()
 		return 0, errors.New("mesh is closed")
 	}
-	var norm []string
-	m.peersMu.Lock()
-	for _, a := range addrs {
-		if n, ok := normalizeAddr(a, m.cfg.Port); ok {
-			m.peers[n] = true
-			if n != m.selfAddr {
-				norm = append(norm, n)
-			}
-		}
-	}
-	m.peersMu.Unlock()
-	if len(norm) == 0 {
+	norm := m.addPeers(addrs)
+	ml := m.ml
+	m.mu.Unlock()
+	if len(norm) == 0 || ml == nil {
 		return 0, nil
 	}
-	n, err := m.ml.Join(norm)
+	n, err := ml.Join(norm)
 	if err != nil && n == 0 {
 		return 0, fmt.Errorf("join mesh peers %v: %w", norm, err)
 	}
@@ -449,17 +516,19 @@ func (m *Mesh) Join(addrs []string) (int, error) {
 // timeout for the news to go out, and stops rejoining. Its entries are
 // withdrawn everywhere. Call Close afterwards.
 func (m *Mesh) Leave(timeout time.Duration) error {
-	if m.closed.Load() {
-		return errors.New("mesh is closed")
+	m.mu.Lock()
+	if m.phase != phaseRunning {
+		m.mu.Unlock()
+		return errors.New("mesh is not running")
 	}
-	m.left.Store(true)
+	m.left = true
 	// Our notice first: the others then record memberlist's "dead" news of
 	// us as a departure.
-	m.mu.Lock()
 	m.st.memberLeaving(m.self)
 	m.control.QueueBroadcast(&broadcast{name: m.self, msg: encodeLeave(m.self)})
+	ml := m.ml
 	m.mu.Unlock()
-	if err := m.ml.Leave(timeout); err != nil {
+	if err := ml.Leave(timeout); err != nil {
 		return fmt.Errorf("leave mesh: %w", err)
 	}
 	return nil
@@ -467,24 +536,34 @@ func (m *Mesh) Leave(timeout time.Duration) error {
 
 // Close shuts the member down without a goodbye (the others will find it
 // dead), waits for the mesh's goroutines and saves the peers and clock in
-// StateDir. It is safe to call more than once.
+// StateDir. It works whether or not Start ran, and is safe to call more
+// than once. Subscriptions stay open, with no more events.
 func (m *Mesh) Close() error {
+	m.life.Lock()
+	defer m.life.Unlock()
+	m.mu.Lock()
+	if m.phase == phaseClosed {
+		m.mu.Unlock()
+		return nil
+	}
+	m.phase = phaseClosed
+	ml := m.ml
+	m.mu.Unlock()
+	close(m.stop)
 	var err error
-	m.once.Do(func() {
-		m.closed.Store(true)
-		close(m.stop)
-		if e := m.ml.Shutdown(); e != nil {
+	if ml != nil {
+		if e := ml.Shutdown(); e != nil {
 			err = fmt.Errorf("shut down mesh member: %w", e)
 		}
-		m.wg.Wait()
-		if m.cfg.StateDir != "" {
-			m.mu.Lock()
-			c := max(m.st.clock, m.clockCeil)
-			m.mu.Unlock()
-			m.saveClock(c)
-			m.savePeers()
-		}
-	})
+	}
+	m.wg.Wait()
+	if m.cfg.StateDir != "" {
+		m.mu.Lock()
+		c := max(m.st.clock, m.clockCeil)
+		m.mu.Unlock()
+		m.saveClock(c)
+		m.savePeers()
+	}
 	return err
 }
 
@@ -926,12 +1005,12 @@ var (
 	_ memberlist.EventDelegate = (*delegate)(nil)
 )
 
-// NodeMeta returns our metadata (its size was checked in New).
+// NodeMeta returns our metadata: protocol and version (encodeMeta).
 func (d *delegate) NodeMeta(limit int) []byte {
-	if len(d.m.cfg.Meta) > limit {
+	if len(d.m.meta) > limit {
 		return nil
 	}
-	return slices.Clone(d.m.cfg.Meta)
+	return slices.Clone(d.m.meta)
 }
 
 // NotifyMsg handles a user message, from gossip or TCP. buf is only valid
@@ -1000,17 +1079,26 @@ func (d *delegate) MergeRemoteState(buf []byte, join bool) {
 	if len(buf) == 0 || !m.receive(buf, true) {
 		return
 	}
-	if join && !m.synced.Swap(true) {
+	if !join {
+		return
+	}
+	m.mu.Lock()
+	news := !m.synced
+	m.synced = true
+	m.mu.Unlock()
+	if news {
 		m.notify()
 	}
 }
 
 // Synced reports whether Entries is complete: a join's full state exchange
-// with another member has been merged since New, or RepairGrace has passed
-// without one (a lone host). Until then, what Entries lacks may merely not
-// have arrived yet.
+// with another member has been merged since Start, or RepairGrace has
+// passed since Start without one (a lone host). Until then, what Entries
+// lacks may merely not have arrived yet. Before Start it is false.
 func (m *Mesh) Synced() bool {
-	return m.synced.Load() || time.Since(m.started) > m.cfg.RepairGrace
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.synced || (!m.startedAt.IsZero() && time.Since(m.startedAt) > m.cfg.RepairGrace)
 }
 
 // NotifyJoin records a member as alive. Called with memberlist's node lock
@@ -1026,7 +1114,8 @@ func (d *delegate) NotifyUpdate(n *memberlist.Node) {
 
 func (d *delegate) up(n *memberlist.Node) {
 	m := d.m
-	mb := Member{Name: n.Name, Addr: n.Address(), Meta: slices.Clone(n.Meta)}
+	protocol, version := decodeMeta(n.Meta)
+	mb := Member{Name: n.Name, Addr: n.Address(), Version: version, Protocol: protocol}
 	m.mu.Lock()
 	fresh := m.st.memberUp(mb, n.Port, time.Now())
 	m.numAlive.Store(int32(m.st.alive))

@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/memberlist"
 )
 
 const converge = 15 * time.Second
@@ -299,23 +301,59 @@ func TestLargeEntryTravelsOverTCP(t *testing.T) {
 	})
 }
 
-func TestMembersAndMeta(t *testing.T) {
+func TestMembersVersionAndProtocol(t *testing.T) {
 	l := newLab(t)
-	ms := l.cluster(2, func(c *Config) { c.Meta = []byte("vtep=" + c.NodeName) })
+	ms := l.cluster(2, func(c *Config) { c.Version = "v-" + c.NodeName })
 	got := ms[0].Members()
 	if len(got) != 2 {
 		t.Fatalf("members = %+v", got)
 	}
 	for _, mb := range got {
-		if string(mb.Meta) != "vtep="+mb.Name || mb.State != StateAlive || mb.Addr != l.addr(mb.Name) {
-			t.Errorf("member %+v", mb)
+		want := Member{Name: mb.Name, Addr: l.addr(mb.Name), State: StateAlive, Version: "v-" + mb.Name, Protocol: Protocol}
+		if mb != want {
+			t.Errorf("member %+v, want %+v", mb, want)
 		}
 	}
 	if _, err := New(Config{}); err == nil {
 		t.Error("New without NodeName succeeded")
 	}
-	if _, err := New(Config{NodeName: "x", Meta: make([]byte, 600)}); err == nil {
-		t.Error("New with oversized Meta succeeded")
+	if _, err := New(Config{NodeName: "x", Version: strings.Repeat("v", maxVersionLen+1)}); err == nil {
+		t.Error("New with an oversized Version succeeded")
+	}
+}
+
+// TestOlderMemberMeta: a member whose node metadata is empty is a build
+// from before protocols were announced: protocol 1, no version. Metadata
+// a later protocol extends is read for the fields this build knows.
+func TestOlderMemberMeta(t *testing.T) {
+	for _, tc := range []struct {
+		meta     []byte
+		protocol int
+		version  string
+	}{
+		{nil, 1, ""},
+		{[]byte{}, 1, ""},
+		{[]byte("garbage that is not ours"), 1, ""},
+		{encodeMeta(1, "1.2.3"), 1, "1.2.3"},
+		{append(encodeMeta(7, "9.0"), 0xde, 0xad), 7, "9.0"},
+	} {
+		p, v := decodeMeta(tc.meta)
+		if p != tc.protocol || v != tc.version {
+			t.Errorf("decodeMeta(%q) = %d, %q; want %d, %q", tc.meta, p, v, tc.protocol, tc.version)
+		}
+	}
+	if n := len(encodeMeta(Protocol, strings.Repeat("v", maxVersionLen))); n > memberlist.MetaMaxSize {
+		t.Errorf("metadata of %d bytes, over memberlist's %d", n, memberlist.MetaMaxSize)
+	}
+
+	l := newLab(t)
+	m := l.start("n0", nil)
+	d := &delegate{m}
+	d.NotifyJoin(&memberlist.Node{Name: "old", Addr: net.ParseIP("10.99.9.9"), Port: DefaultPort})
+	for _, mb := range m.Members() {
+		if mb.Name == "old" && (mb.Protocol != 1 || mb.Version != "") {
+			t.Errorf("older member shown as %+v", mb)
+		}
 	}
 }
 
@@ -400,15 +438,20 @@ func TestLoopbackUDPAndTCP(t *testing.T) {
 		port := freePort(t, ip)
 		c := DefaultConfig()
 		c.NodeName = fmt.Sprintf("lo%d", i)
-		c.BindAddr = ip
-		c.AdvertiseAddr = ip
 		c.Port = port
+		start := ip // the others bind and advertise the address given to Start
+		if i == 0 {
+			c.BindAddr, c.AdvertiseAddr, start = ip, ip, ""
+		}
 		c.Logger = testLogger()
 		c.RejoinInterval = 200 * time.Millisecond
 		if first != "" {
 			c.Peers = []string{first}
 		}
 		m, err := New(c)
+		if err == nil {
+			err = m.Start(start, nil)
+		}
 		if err != nil {
 			t.Fatalf("start on %s:%d: %v", ip, port, err)
 		}

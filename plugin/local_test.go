@@ -79,6 +79,9 @@ func TestIPAMOverMesh(t *testing.T) {
 		}
 		mc.ProbeInterval, mc.GossipInterval, mc.PushPullInterval = 100*time.Millisecond, 20*time.Millisecond, time.Second
 		m, err := mesh.New(mc)
+		if err == nil {
+			err = m.Start("", nil)
+		}
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -73,6 +73,9 @@ func rogue(t *testing.T, l *lab.Lab, name string, port int, key []byte, vni uint
 	cfg.Peers = []string{l.Hosts[0].Addr().String() + ":7950"}
 	cfg.SecretKey = key
 	m, err := mesh.New(cfg)
+	if err == nil {
+		err = m.Start("", nil)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
