@@ -31,13 +31,13 @@ import (
 // Dataplane is the part of the kernel programming the driver needs;
 // *dataplane.Kernel implements it, tests use a recording fake.
 type Dataplane interface {
-	EnsureNetwork(dataplane.Network) error
-	DeleteNetwork(vni uint32) error
+	EnsureSegment(dataplane.Segment) error
+	DeleteSegment(vni uint32) error
 	CreateInterface(vni uint32, name string, mac net.HardwareAddr) error
 	DeleteInterface(name string) error
-	SetPeers(vni uint32, peers []dataplane.Peer) error
-	// Peers returns the peers programmed on the device of vni.
-	Peers(vni uint32) ([]dataplane.Peer, error)
+	SetRemotes(vni uint32, remotes []dataplane.RemoteEndpoint) error
+	// Remotes returns the remote endpoints programmed on the device of vni.
+	Remotes(vni uint32) ([]dataplane.RemoteEndpoint, error)
 }
 
 // Peers is the replicated view of endpoints across hosts. Implementations
@@ -206,7 +206,7 @@ func New(cfg Config, dp Dataplane, peers Peers) (*Driver, error) {
 			ep.seen = time.Now()
 		}
 		d.networks[n.ID] = n
-		if err := d.dp.EnsureNetwork(d.spec(n)); err != nil {
+		if err := d.dp.EnsureSegment(d.spec(n)); err != nil {
 			log.Error("restore network device", "network", n.ID, "err", err)
 		}
 	}
@@ -259,12 +259,12 @@ func (d *Driver) SetVTEP(ip net.IP) {
 func (d *Driver) Reconcile() {
 	remote := d.peers.Remote()
 	d.mu.Lock()
-	specs := make([]dataplane.Network, 0, len(d.networks))
+	specs := make([]dataplane.Segment, 0, len(d.networks))
 	for _, n := range d.networks {
 		specs = append(specs, d.spec(n))
 	}
 	d.mu.Unlock()
-	byVNI := map[uint32][]dataplane.Peer{}
+	byVNI := map[uint32][]dataplane.RemoteEndpoint{}
 	for _, r := range remote {
 		p, ok := r.peer()
 		if !ok {
@@ -282,20 +282,20 @@ func (d *Driver) Reconcile() {
 		complete = s.Synced()
 	}
 	for _, s := range specs {
-		if err := d.dp.EnsureNetwork(s); err != nil {
+		if err := d.dp.EnsureSegment(s); err != nil {
 			d.log.Error("ensure network device", "vni", s.VNI, "err", err)
 			continue
 		}
 		want := byVNI[s.VNI]
 		if !complete {
-			have, err := d.dp.Peers(s.VNI)
+			have, err := d.dp.Remotes(s.VNI)
 			if err != nil {
 				d.log.Error("read programmed peers", "vni", s.VNI, "err", err)
 				continue
 			}
 			want = unionPeers(have, want)
 		}
-		if err := d.dp.SetPeers(s.VNI, want); err != nil {
+		if err := d.dp.SetRemotes(s.VNI, want); err != nil {
 			d.log.Error("program peers", "vni", s.VNI, "err", err)
 		}
 	}
@@ -306,15 +306,15 @@ func (d *Driver) Reconcile() {
 
 // unionPeers returns the peers of have and want, want's winning for an
 // address both hold.
-func unionPeers(have, want []dataplane.Peer) []dataplane.Peer {
-	byIP := map[string]dataplane.Peer{}
+func unionPeers(have, want []dataplane.RemoteEndpoint) []dataplane.RemoteEndpoint {
+	byIP := map[string]dataplane.RemoteEndpoint{}
 	for _, p := range have {
 		byIP[p.IP.String()] = p
 	}
 	for _, p := range want {
 		byIP[p.IP.String()] = p
 	}
-	out := make([]dataplane.Peer, 0, len(byIP))
+	out := make([]dataplane.RemoteEndpoint, 0, len(byIP))
 	for _, p := range byIP {
 		out = append(out, p)
 	}
@@ -347,18 +347,18 @@ func (d *Driver) SetNames(networkID, endpointID string, names []string) bool {
 	return true
 }
 
-func (r Record) peer() (dataplane.Peer, bool) {
+func (r Record) peer() (dataplane.RemoteEndpoint, bool) {
 	ip := net.ParseIP(r.IP).To4()
 	vtep := net.ParseIP(r.VTEP).To4()
 	mac, err := net.ParseMAC(r.MAC)
 	if ip == nil || vtep == nil || err != nil || len(mac) != 6 {
-		return dataplane.Peer{}, false
+		return dataplane.RemoteEndpoint{}, false
 	}
-	return dataplane.Peer{IP: ip, MAC: mac, VTEP: vtep}, true
+	return dataplane.RemoteEndpoint{IP: ip, MAC: mac, VTEP: vtep}, true
 }
 
-func (d *Driver) spec(n *Network) dataplane.Network {
-	return dataplane.Network{VNI: n.VNI, MTU: n.MTU, Port: d.cfg.VXLANPort}
+func (d *Driver) spec(n *Network) dataplane.Segment {
+	return dataplane.Segment{VNI: n.VNI, MTU: n.MTU, Port: d.cfg.VXLANPort}
 }
 
 // GetCapabilities reports weft's scope.
@@ -522,13 +522,13 @@ func (d *Driver) CreateNetwork(req *network.CreateNetworkRequest) error {
 		// Docker replays CreateNetwork after a restart: keep the endpoints.
 		n.Endpoints = old.Endpoints
 	}
-	if err := d.dp.EnsureNetwork(d.spec(n)); err != nil {
+	if err := d.dp.EnsureSegment(d.spec(n)); err != nil {
 		return fmt.Errorf("weft: cannot create the network's VXLAN device: %w", err)
 	}
 	d.networks[n.ID] = n
 	if err := d.saveLocked(); err != nil {
 		delete(d.networks, n.ID)
-		if derr := d.dp.DeleteNetwork(n.VNI); derr != nil {
+		if derr := d.dp.DeleteSegment(n.VNI); derr != nil {
 			d.log.Error("undo network device", "network", short(n.ID), "err", derr)
 		}
 		return err
@@ -548,7 +548,7 @@ func (d *Driver) DeleteNetwork(req *network.DeleteNetworkRequest) error {
 		d.log.Info("delete of unknown network ignored", "network", short(req.NetworkID))
 		return nil
 	}
-	if err := d.dp.DeleteNetwork(n.VNI); err != nil {
+	if err := d.dp.DeleteSegment(n.VNI); err != nil {
 		return fmt.Errorf("weft: cannot delete the network's VXLAN device: %w", err)
 	}
 	for id := range n.Endpoints {

@@ -75,7 +75,7 @@ func (d *Driver) SyncEngine(nets []EngineNetwork, grace time.Duration) (adoptedN
 			}
 			n = &Network{ID: en.ID, VNI: opts.VNI, MTU: mtu, Subnet: en.Subnet, Gateway: en.Gateway,
 				Options: en.Options, Endpoints: map[string]*Endpoint{}}
-			if err := d.dp.EnsureNetwork(d.spec(n)); err != nil {
+			if err := d.dp.EnsureSegment(d.spec(n)); err != nil {
 				d.log.Error("adopt network device", "network", short(n.ID), "err", err)
 				continue
 			}
@@ -116,13 +116,13 @@ func (d *Driver) SyncEngine(nets []EngineNetwork, grace time.Duration) (adoptedN
 	}
 	// Devices of networks the driver does not have (deleted while it had
 	// lost them) go, now that its view is complete.
-	if k, ok := d.dp.(interface{ Networks() ([]uint32, error) }); ok {
-		if vnis, err := k.Networks(); err == nil {
+	if k, ok := d.dp.(interface{ Segments() ([]uint32, error) }); ok {
+		if vnis, err := k.Segments(); err == nil {
 			for _, vni := range vnis {
 				if d.vniOwnerLocked(vni, "") != "" {
 					continue
 				}
-				if err := d.dp.DeleteNetwork(vni); err != nil {
+				if err := d.dp.DeleteSegment(vni); err != nil {
 					d.log.Warn("delete orphaned network device", "vni", vni, "err", err)
 					continue
 				}
