@@ -21,7 +21,7 @@
 // by construction: separate devices, separate segments.
 //
 // Every write is idempotent (create-or-compare, NeighSet, deletes that treat
-// "not found" as done), and SetPeers reconciles the kernel's FDB and neighbour
+// "not found" as done), and SetRemotes reconciles the kernel's FDB and neighbour
 // tables of a device against the desired set, so a restart is just a
 // reconcile from whatever the kernel still holds.
 package dataplane
@@ -44,8 +44,8 @@ const Overhead = 50
 // MaxVNI is the largest VXLAN network identifier (24 bits).
 const MaxVNI = 1<<24 - 1
 
-// Network describes the VXLAN segment of one weft network on this host.
-type Network struct {
+// Segment describes the VXLAN segment of one weft network on this host.
+type Segment struct {
 	// VNI is the segment's VXLAN network identifier, 1..MaxVNI.
 	VNI uint32
 	// MTU of the VXLAN device; macvlan children inherit it.
@@ -54,8 +54,8 @@ type Network struct {
 	Port int
 }
 
-// Peer is a remote endpoint reached through the segment.
-type Peer struct {
+// RemoteEndpoint is a remote endpoint reached through the segment.
+type RemoteEndpoint struct {
 	// IP is the endpoint's address on the weft network.
 	IP net.IP
 	// MAC is the endpoint's hardware address.
@@ -83,7 +83,7 @@ func ParseDeviceName(name string) (uint32, bool) {
 }
 
 // Validate reports whether n can be programmed.
-func (n Network) Validate() error {
+func (n Segment) Validate() error {
 	if n.VNI == 0 || n.VNI > MaxVNI {
 		return fmt.Errorf("VNI %d is outside 1-%d", n.VNI, MaxVNI)
 	}
@@ -96,7 +96,7 @@ func (n Network) Validate() error {
 	return nil
 }
 
-// peerKey identifies a desired neighbour + FDB pair.
-func peerKey(p Peer) string {
+// remoteKey identifies a remote endpoint: its neighbour + FDB pair.
+func remoteKey(p RemoteEndpoint) string {
 	return p.IP.String() + "|" + p.MAC.String() + "|" + p.VTEP.String()
 }

@@ -52,11 +52,11 @@ func orDiscard(l *slog.Logger) *slog.Logger {
 	return l
 }
 
-// EnsureNetwork creates the VXLAN device of n, or adopts the one that exists
+// EnsureSegment creates the VXLAN device of n, or adopts the one that exists
 // if it is compatible. An existing device with another UDP port is replaced;
 // one with another MTU gets its MTU changed in place, so that the
 // containers attached to it keep their interfaces.
-func (k *Kernel) EnsureNetwork(n Network) error {
+func (k *Kernel) EnsureSegment(n Segment) error {
 	if err := n.Validate(); err != nil {
 		return err
 	}
@@ -114,9 +114,9 @@ func compatible(have netlink.Link, want *netlink.Vxlan) bool {
 	return v.VxlanId == want.VxlanId && v.Port == want.Port && !v.Learning && v.Proxy
 }
 
-// DeleteNetwork removes the VXLAN device of vni and, with it, every macvlan
+// DeleteSegment removes the VXLAN device of vni and, with it, every macvlan
 // child still in the host namespace. A missing device is not an error.
-func (k *Kernel) DeleteNetwork(vni uint32) error {
+func (k *Kernel) DeleteSegment(vni uint32) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	name := DeviceName(vni)
@@ -134,8 +134,8 @@ func (k *Kernel) DeleteNetwork(vni uint32) error {
 	return nil
 }
 
-// Networks returns the VNIs of the weft VXLAN devices in the namespace.
-func (k *Kernel) Networks() ([]uint32, error) {
+// Segments returns the VNIs of the weft VXLAN devices in the namespace.
+func (k *Kernel) Segments() ([]uint32, error) {
 	links, err := retryDump(func() ([]netlink.Link, error) { return k.h.LinkList() })
 	if err != nil {
 		return nil, fmt.Errorf("list links: %w", err)
@@ -217,11 +217,11 @@ func (k *Kernel) DeleteInterface(name string) error {
 	return nil
 }
 
-// SetPeers makes the static FDB and neighbour entries of the device of vni
-// exactly those of peers: missing entries are written, then entries for
+// SetRemotes makes the static FDB and neighbour entries of the device of vni
+// exactly those of remotes: missing entries are written, then entries for
 // endpoints no longer wanted are removed (add before delete, so a moved
 // endpoint is never unreachable in between).
-func (k *Kernel) SetPeers(vni uint32, peers []Peer) error {
+func (k *Kernel) SetRemotes(vni uint32, remotes []RemoteEndpoint) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	dev := DeviceName(vni)
@@ -246,11 +246,11 @@ func (k *Kernel) SetPeers(vni uint32, peers []Peer) error {
 		haveARP[n.IP.String()] = n.HardwareAddr.String()
 	}
 
-	wantFDB := map[string]Peer{}
-	wantARP := map[string]Peer{}
-	for _, p := range peers {
+	wantFDB := map[string]RemoteEndpoint{}
+	wantARP := map[string]RemoteEndpoint{}
+	for _, p := range remotes {
 		if p.IP.To4() == nil || len(p.MAC) != 6 || p.VTEP.To4() == nil {
-			k.log.Warn("skipping malformed peer", "device", dev, "peer", peerKey(p))
+			k.log.Warn("skipping malformed remote endpoint", "device", dev, "remote", remoteKey(p))
 			continue
 		}
 		wantFDB[p.MAC.String()] = p
@@ -342,9 +342,9 @@ func (k *Kernel) tables(dev string) (idx int, fdb, arp []netlink.Neigh, err erro
 	return idx, fdb, arp, nil
 }
 
-// Peers returns the static peers programmed on the device of vni: one per
+// Remotes returns the remote endpoints programmed on the device of vni: one per
 // permanent neighbour entry whose MAC also has a static FDB entry.
-func (k *Kernel) Peers(vni uint32) ([]Peer, error) {
+func (k *Kernel) Remotes(vni uint32) ([]RemoteEndpoint, error) {
 	_, fdb, arp, err := k.tables(DeviceName(vni))
 	if err != nil {
 		return nil, err
@@ -355,13 +355,13 @@ func (k *Kernel) Peers(vni uint32) ([]Peer, error) {
 			vtep[n.HardwareAddr.String()] = n.IP
 		}
 	}
-	var out []Peer
+	var out []RemoteEndpoint
 	for _, n := range arp {
 		if n.IP == nil || n.State&netlink.NUD_PERMANENT == 0 {
 			continue
 		}
 		if v, ok := vtep[n.HardwareAddr.String()]; ok {
-			out = append(out, Peer{IP: n.IP, MAC: n.HardwareAddr, VTEP: v})
+			out = append(out, RemoteEndpoint{IP: n.IP, MAC: n.HardwareAddr, VTEP: v})
 		}
 	}
 	return out, nil

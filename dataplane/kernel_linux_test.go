@@ -72,22 +72,22 @@ func mac(s string) net.HardwareAddr {
 	return m
 }
 
-func TestEnsureNetworkIdempotent(t *testing.T) {
+func TestEnsureSegmentIdempotent(t *testing.T) {
 	needRoot(t)
 	_, h := newNS(t)
 	k := newKernel(t, h)
-	n := Network{VNI: 4242, MTU: 1450, Port: 4790}
+	n := Segment{VNI: 4242, MTU: 1450, Port: 4790}
 	for i := range 3 {
-		if err := k.EnsureNetwork(n); err != nil {
-			t.Fatalf("EnsureNetwork #%d: %v", i, err)
+		if err := k.EnsureSegment(n); err != nil {
+			t.Fatalf("EnsureSegment #%d: %v", i, err)
 		}
 	}
-	vnis, err := k.Networks()
+	vnis, err := k.Segments()
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !slices.Equal(vnis, []uint32{4242}) {
-		t.Fatalf("Networks() = %v, want [4242]", vnis)
+		t.Fatalf("Segments() = %v, want [4242]", vnis)
 	}
 	link, err := k.h.LinkByName("weft4242")
 	if err != nil {
@@ -98,12 +98,12 @@ func TestEnsureNetworkIdempotent(t *testing.T) {
 		t.Fatalf("device attributes: learning=%v proxy=%v port=%d mtu=%d vni=%d", v.Learning, v.Proxy, v.Port, v.MTU, v.VxlanId)
 	}
 
-	// A child attached to the device survives a second EnsureNetwork with
+	// A child attached to the device survives a second EnsureSegment with
 	// a new MTU: the MTU changes in place.
 	if err := k.CreateInterface(4242, "wtest0", mac("02:77:0a:00:00:02")); err != nil {
 		t.Fatal(err)
 	}
-	if err := k.EnsureNetwork(Network{VNI: 4242, MTU: 1400, Port: 4790}); err != nil {
+	if err := k.EnsureSegment(Segment{VNI: 4242, MTU: 1400, Port: 4790}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := k.h.LinkByName("wtest0"); err != nil {
@@ -111,7 +111,7 @@ func TestEnsureNetworkIdempotent(t *testing.T) {
 	}
 
 	// A different port is incompatible: the device is replaced.
-	if err := k.EnsureNetwork(Network{VNI: 4242, MTU: 1400, Port: 4999}); err != nil {
+	if err := k.EnsureSegment(Segment{VNI: 4242, MTU: 1400, Port: 4999}); err != nil {
 		t.Fatal(err)
 	}
 	link, _ = k.h.LinkByName("weft4242")
@@ -119,13 +119,13 @@ func TestEnsureNetworkIdempotent(t *testing.T) {
 		t.Fatalf("port not changed")
 	}
 
-	if err := k.DeleteNetwork(4242); err != nil {
+	if err := k.DeleteSegment(4242); err != nil {
 		t.Fatal(err)
 	}
-	if err := k.DeleteNetwork(4242); err != nil {
+	if err := k.DeleteSegment(4242); err != nil {
 		t.Fatalf("second delete: %v", err)
 	}
-	if vnis, _ := k.Networks(); len(vnis) != 0 {
+	if vnis, _ := k.Segments(); len(vnis) != 0 {
 		t.Fatalf("devices left: %v", vnis)
 	}
 }
@@ -137,7 +137,7 @@ func TestInterfaceLifecycle(t *testing.T) {
 	if err := k.CreateInterface(7, "wnope", mac("02:77:00:00:00:01")); err == nil {
 		t.Fatal("CreateInterface on a missing device succeeded")
 	}
-	if err := k.EnsureNetwork(Network{VNI: 7, MTU: 1450, Port: 4790}); err != nil {
+	if err := k.EnsureSegment(Segment{VNI: 7, MTU: 1450, Port: 4790}); err != nil {
 		t.Fatal(err)
 	}
 	m := mac("02:77:0a:00:00:05")
@@ -165,39 +165,39 @@ func TestInterfaceLifecycle(t *testing.T) {
 	}
 }
 
-// TestSetPeersStates applies a sequence of desired states in random order,
+// TestSetRemotesStates applies a sequence of desired states in random order,
 // each twice, and checks after every step that the kernel holds exactly the
 // desired entries.
-func TestSetPeersStates(t *testing.T) {
+func TestSetRemotesStates(t *testing.T) {
 	needRoot(t)
 	_, h := newNS(t)
 	k := newKernel(t, h)
-	if err := k.EnsureNetwork(Network{VNI: 99, MTU: 1450, Port: 4790}); err != nil {
+	if err := k.EnsureSegment(Segment{VNI: 99, MTU: 1450, Port: 4790}); err != nil {
 		t.Fatal(err)
 	}
-	p := func(ip, m, vtep string) Peer {
-		return Peer{IP: net.ParseIP(ip).To4(), MAC: mac(m), VTEP: net.ParseIP(vtep).To4()}
+	p := func(ip, m, vtep string) RemoteEndpoint {
+		return RemoteEndpoint{IP: net.ParseIP(ip).To4(), MAC: mac(m), VTEP: net.ParseIP(vtep).To4()}
 	}
 	a := p("10.9.0.2", "02:77:0a:09:00:02", "198.18.0.2")
 	b := p("10.9.0.3", "02:77:0a:09:00:03", "198.18.0.3")
 	c := p("10.9.0.4", "02:77:0a:09:00:04", "198.18.0.2")
 	bMoved := p("10.9.0.3", "02:77:0a:09:00:03", "198.18.0.9")
 	bNewMAC := p("10.9.0.3", "02:77:0a:09:00:33", "198.18.0.3")
-	states := [][]Peer{{}, {a}, {a, b}, {a, b, c}, {b}, {bMoved, c}, {bNewMAC}, {a, c}}
+	states := [][]RemoteEndpoint{{}, {a}, {a, b}, {a, b, c}, {b}, {bMoved, c}, {bNewMAC}, {a, c}}
 	order := rand.Perm(len(states))
 	order = append(order, rand.Perm(len(states))...)
 	for _, i := range order {
 		want := states[i]
 		for range 2 {
-			if err := k.SetPeers(99, want); err != nil {
-				t.Fatalf("SetPeers(state %d): %v", i, err)
+			if err := k.SetRemotes(99, want); err != nil {
+				t.Fatalf("SetRemotes(state %d): %v", i, err)
 			}
 		}
-		got, err := k.Peers(99)
+		got, err := k.Remotes(99)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !samePeers(got, want) {
+		if !sameRemotes(got, want) {
 			t.Fatalf("state %d: kernel has %v, want %v", i, keys(got), keys(want))
 		}
 		// No stray entries of any kind: FDB and neighbour counts match.
@@ -211,8 +211,8 @@ func TestSetPeersStates(t *testing.T) {
 			t.Fatalf("state %d: %d permanent neighbours, want %d", i, n, len(want))
 		}
 	}
-	if err := k.SetPeers(12345, nil); err == nil {
-		t.Fatal("SetPeers on a missing device succeeded")
+	if err := k.SetRemotes(12345, nil); err == nil {
+		t.Fatal("SetRemotes on a missing device succeeded")
 	}
 }
 
@@ -226,21 +226,21 @@ func countPermanent(ns []netlink.Neigh) int {
 	return n
 }
 
-func keys(ps []Peer) []string {
+func keys(ps []RemoteEndpoint) []string {
 	var out []string
 	for _, p := range ps {
-		out = append(out, peerKey(p))
+		out = append(out, remoteKey(p))
 	}
 	slices.Sort(out)
 	return out
 }
 
-func samePeers(a, b []Peer) bool { return slices.Equal(keys(a), keys(b)) }
+func sameRemotes(a, b []RemoteEndpoint) bool { return slices.Equal(keys(a), keys(b)) }
 
 // TestTwoHostsPing builds the whole kernel model between two "hosts"
 // (namespaces joined by a veth underlay) with a "container" namespace on
 // each, and checks that the containers reach each other only once the
-// peers are programmed, and that another VNI cannot reach them.
+// remote endpoints are programmed, and that another VNI cannot reach them.
 func TestTwoHostsPing(t *testing.T) {
 	needRoot(t)
 	h1, h1h := newNS(t)
@@ -258,15 +258,15 @@ func TestTwoHostsPing(t *testing.T) {
 	if mtu := k1.UnderlayMTU(net.ParseIP("198.18.99.1")); mtu != 1500 {
 		t.Fatalf("UnderlayMTU = %d, want 1500", mtu)
 	}
-	n := Network{VNI: 500, MTU: 1450, Port: 4790}
+	n := Segment{VNI: 500, MTU: 1450, Port: 4790}
 	for _, k := range []*Kernel{k1, k2} {
-		if err := k.EnsureNetwork(n); err != nil {
+		if err := k.EnsureSegment(n); err != nil {
 			t.Fatal(err)
 		}
 	}
 	// A second network on host 2 holds c3, with an address in the same
 	// subnet: it must stay unreachable from c1.
-	if err := k2.EnsureNetwork(Network{VNI: 501, MTU: 1450, Port: 4790}); err != nil {
+	if err := k2.EnsureSegment(Segment{VNI: 501, MTU: 1450, Port: 4790}); err != nil {
 		t.Fatal(err)
 	}
 	m1, m2, m3 := mac("02:77:0a:32:00:01"), mac("02:77:0a:32:00:02"), mac("02:77:0a:32:00:03")
@@ -286,27 +286,27 @@ func TestTwoHostsPing(t *testing.T) {
 		return exec.Command("ip", "netns", "exec", from, "ping", "-c", "1", "-W", "1", to).Run() == nil
 	}
 	if ping(c1, "10.50.0.2") {
-		t.Fatal("c1 reached c2 before any peer was programmed (flooding?)")
+		t.Fatal("c1 reached c2 before any remote endpoint was programmed (flooding?)")
 	}
-	if err := k1.SetPeers(500, []Peer{{IP: net.ParseIP("10.50.0.2"), MAC: m2, VTEP: net.ParseIP("198.18.99.2")}}); err != nil {
+	if err := k1.SetRemotes(500, []RemoteEndpoint{{IP: net.ParseIP("10.50.0.2"), MAC: m2, VTEP: net.ParseIP("198.18.99.2")}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := k2.SetPeers(500, []Peer{{IP: net.ParseIP("10.50.0.1"), MAC: m1, VTEP: net.ParseIP("198.18.99.1")}}); err != nil {
+	if err := k2.SetRemotes(500, []RemoteEndpoint{{IP: net.ParseIP("10.50.0.1"), MAC: m1, VTEP: net.ParseIP("198.18.99.1")}}); err != nil {
 		t.Fatal(err)
 	}
 	if !ping(c1, "10.50.0.2") || !ping(c2, "10.50.0.1") {
-		t.Fatal("containers on two hosts cannot reach each other with peers programmed")
+		t.Fatal("containers on two hosts cannot reach each other with remote endpoints programmed")
 	}
 	if ping(c1, "10.50.0.3") || ping(c3, "10.50.0.1") {
 		t.Fatal("a container on another VNI is reachable")
 	}
-	// Withdrawing the peer cuts the path again.
-	if err := k1.SetPeers(500, nil); err != nil {
+	// Withdrawing the remote endpoint cuts the path again.
+	if err := k1.SetRemotes(500, nil); err != nil {
 		t.Fatal(err)
 	}
 	run(t, "ip", "-n", c1, "neigh", "flush", "all")
 	if ping(c1, "10.50.0.2") {
-		t.Fatal("c2 still reachable after its peer entry was withdrawn")
+		t.Fatal("c2 still reachable after its entries were withdrawn")
 	}
 }
 
@@ -319,7 +319,7 @@ func TestGateway(t *testing.T) {
 	h, hh := newNS(t)
 	c, _ := newNS(t)
 	k := newKernel(t, hh)
-	if err := k.EnsureNetwork(Network{VNI: 600, MTU: 1450, Port: 4790}); err != nil {
+	if err := k.EnsureSegment(Segment{VNI: 600, MTU: 1450, Port: 4790}); err != nil {
 		t.Fatal(err)
 	}
 	if err := k.CreateInterface(600, "wc1", mac("02:77:0a:3c:00:02")); err != nil {
@@ -411,7 +411,7 @@ func TestForeignVNIDropped(t *testing.T) {
 	run(t, "ip", "-n", h2, "link", "set", "wdpv2", "up")
 	k := newKernel(t, h1h)
 	for _, vni := range []uint32{800, 801} {
-		if err := k.EnsureNetwork(Network{VNI: vni, MTU: 1450, Port: 4790}); err != nil {
+		if err := k.EnsureSegment(Segment{VNI: vni, MTU: 1450, Port: 4790}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -18,14 +18,14 @@ import (
 // fakePlane records the kernel state the driver asked for.
 type fakePlane struct {
 	mu       sync.Mutex
-	networks map[uint32]dataplane.Network
+	networks map[uint32]dataplane.Segment
 	ifaces   map[string]uint32
-	peers    map[uint32][]dataplane.Peer
+	peers    map[uint32][]dataplane.RemoteEndpoint
 	failNext error
 }
 
 func newFakePlane() *fakePlane {
-	return &fakePlane{networks: map[uint32]dataplane.Network{}, ifaces: map[string]uint32{}, peers: map[uint32][]dataplane.Peer{}}
+	return &fakePlane{networks: map[uint32]dataplane.Segment{}, ifaces: map[string]uint32{}, peers: map[uint32][]dataplane.RemoteEndpoint{}}
 }
 
 func (f *fakePlane) fail() error {
@@ -34,7 +34,7 @@ func (f *fakePlane) fail() error {
 	return err
 }
 
-func (f *fakePlane) EnsureNetwork(n dataplane.Network) error {
+func (f *fakePlane) EnsureSegment(n dataplane.Segment) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err := f.fail(); err != nil {
@@ -44,7 +44,7 @@ func (f *fakePlane) EnsureNetwork(n dataplane.Network) error {
 	return nil
 }
 
-func (f *fakePlane) DeleteNetwork(vni uint32) error {
+func (f *fakePlane) DeleteSegment(vni uint32) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	delete(f.networks, vni)
@@ -73,13 +73,13 @@ func (f *fakePlane) DeleteInterface(name string) error {
 	return nil
 }
 
-func (f *fakePlane) Peers(vni uint32) ([]dataplane.Peer, error) {
+func (f *fakePlane) Remotes(vni uint32) ([]dataplane.RemoteEndpoint, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return slices.Clone(f.peers[vni]), nil
 }
 
-func (f *fakePlane) SetPeers(vni uint32, peers []dataplane.Peer) error {
+func (f *fakePlane) SetRemotes(vni uint32, peers []dataplane.RemoteEndpoint) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.peers[vni] = slices.Clone(peers)
@@ -413,8 +413,8 @@ func TestReconcileBeforeSyncOnlyAdds(t *testing.T) {
 	if err := createNet(t, d, netA, map[string]any{OptVNI: "300"}); err != nil {
 		t.Fatal(err)
 	}
-	old := dataplane.Peer{IP: net.ParseIP("10.10.0.20"), MAC: net.HardwareAddr{2, 0x77, 10, 10, 0, 20}, VTEP: net.ParseIP("198.18.0.2")}
-	dp.peers[300] = []dataplane.Peer{old} // left in the kernel by the previous run
+	old := dataplane.RemoteEndpoint{IP: net.ParseIP("10.10.0.20"), MAC: net.HardwareAddr{2, 0x77, 10, 10, 0, 20}, VTEP: net.ParseIP("198.18.0.2")}
+	dp.peers[300] = []dataplane.RemoteEndpoint{old} // left in the kernel by the previous run
 	peers.remote = []Record{{Network: netA, VNI: 300, Endpoint: "r2", IP: "10.10.0.21", MAC: "02:77:0a:0a:00:15", VTEP: "198.18.0.3"}}
 	d.Reconcile()
 	if got := dp.peers[300]; len(got) != 2 {
