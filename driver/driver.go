@@ -35,7 +35,7 @@ type Dataplane interface {
 	DeleteSegment(vni uint32) error
 	CreateInterface(vni uint32, name string, mac net.HardwareAddr) error
 	DeleteInterface(name string) error
-	SetRemotes(vni uint32, remotes []dataplane.RemoteEndpoint) error
+	SetRemotes(vni uint32, remotes []dataplane.RemoteEndpoint) (dataplane.Repair, error)
 	// Remotes returns the remote endpoints programmed on the device of vni.
 	Remotes(vni uint32) ([]dataplane.RemoteEndpoint, error)
 }
@@ -295,7 +295,7 @@ func (d *Driver) Reconcile() {
 			}
 			want = unionPeers(have, want)
 		}
-		if err := d.dp.SetRemotes(s.VNI, want); err != nil {
+		if _, err := d.dp.SetRemotes(s.VNI, want); err != nil {
 			d.log.Error("program peers", "vni", s.VNI, "err", err)
 		}
 	}
