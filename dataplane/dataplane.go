@@ -21,9 +21,11 @@
 // by construction: separate devices, separate segments.
 //
 // Every write is idempotent (create-or-compare, NeighSet, deletes that treat
-// "not found" as done), and SetRemotes reconciles the kernel's FDB and neighbour
-// tables of a device against the desired set, so a restart is just a
-// reconcile from whatever the kernel still holds.
+// "not found" as done). SetRemote and DeleteRemote write one remote
+// endpoint's entries as it changes, without reading the tables back;
+// SetRemotes reconciles a device's whole FDB and neighbour tables against
+// the desired set (the periodic repair), so a restart is just a reconcile
+// from whatever the kernel still holds.
 package dataplane
 
 import (
@@ -62,6 +64,24 @@ type RemoteEndpoint struct {
 	MAC net.HardwareAddr
 	// VTEP is the underlay address of the host that holds the endpoint.
 	VTEP net.IP
+}
+
+// Validate reports whether r can be programmed: an IPv4 address, a 6-byte
+// MAC and an IPv4 VTEP.
+func (r RemoteEndpoint) Validate() error {
+	if r.IP.To4() == nil || len(r.MAC) != 6 || r.VTEP.To4() == nil {
+		return fmt.Errorf("remote endpoint %s is not an IPv4 address, a 6-byte MAC and an IPv4 VTEP", remoteKey(r))
+	}
+	return nil
+}
+
+// Repair counts what one SetRemotes call changed in the kernel, by table.
+// Added counts entries written because they were missing or held another
+// value; Removed, entries for endpoints no longer wanted. All zero: the
+// kernel already held the desired table (no drift).
+type Repair struct {
+	FDBAdded, FDBRemoved     int
+	NeighAdded, NeighRemoved int
 }
 
 // DeviceName returns the name of the VXLAN device of a VNI.

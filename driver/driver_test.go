@@ -79,11 +79,11 @@ func (f *fakePlane) Remotes(vni uint32) ([]dataplane.RemoteEndpoint, error) {
 	return slices.Clone(f.peers[vni]), nil
 }
 
-func (f *fakePlane) SetRemotes(vni uint32, peers []dataplane.RemoteEndpoint) error {
+func (f *fakePlane) SetRemotes(vni uint32, peers []dataplane.RemoteEndpoint) (dataplane.Repair, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.peers[vni] = slices.Clone(peers)
-	return nil
+	return dataplane.Repair{}, nil
 }
 
 // fakePeers is an in-memory mesh view.

@@ -13,5 +13,7 @@ func (nopPlane) EnsureSegment(dataplane.Segment) error                  { return
 func (nopPlane) DeleteSegment(uint32) error                             { return nil }
 func (nopPlane) CreateInterface(uint32, string, net.HardwareAddr) error { return nil }
 func (nopPlane) DeleteInterface(string) error                           { return nil }
-func (nopPlane) SetRemotes(uint32, []dataplane.RemoteEndpoint) error    { return nil }
-func (nopPlane) Remotes(uint32) ([]dataplane.RemoteEndpoint, error)     { return nil, nil }
+func (nopPlane) SetRemotes(uint32, []dataplane.RemoteEndpoint) (dataplane.Repair, error) {
+	return dataplane.Repair{}, nil
+}
+func (nopPlane) Remotes(uint32) ([]dataplane.RemoteEndpoint, error) { return nil, nil }
