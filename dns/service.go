@@ -17,21 +17,34 @@ import (
 // Port is where weft's name server listens on each network's gateway.
 const Port = 53
 
-// Gateways opens a network's gateway: *dataplane.Kernel implements it.
-type Gateways interface {
-	OpenGateway(vni uint32, addr netip.Prefix, mac net.HardwareAddr, port int) (*dataplane.Gateway, error)
+// OpenFunc opens a network's gateway address: UDP and TCP sockets bound to
+// addr's address on port, and what closes them.
+type OpenFunc func(vni uint32, addr netip.Prefix, mac net.HardwareAddr, port int) (net.PacketConn, net.Listener, func(), error)
+
+// KernelGateways opens gateways as dataplane.Gateway does: a macvlan child
+// holding the address, in a namespace of the plugin's own.
+func KernelGateways(k *dataplane.Kernel) OpenFunc {
+	return func(vni uint32, addr netip.Prefix, mac net.HardwareAddr, port int) (net.PacketConn, net.Listener, func(), error) {
+		g, err := k.OpenGateway(vni, addr, mac, port)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		return g.UDP, g.TCP, g.Close, nil
+	}
 }
 
 // ServiceConfig configures a Service.
 type ServiceConfig struct {
 	// Server holds the answering side's settings (domain, upstreams).
 	Server Config
-	// Gateways opens the gateway address of each network. Required.
-	Gateways Gateways
+	// Open opens the gateway address of each network. Required.
+	Open OpenFunc
 	// Catalog streams the endpoints and their names. Required.
 	Catalog *feed.Sub[catalog.Event]
 	// Networks streams the networks this host serves. Required.
 	Networks *feed.Sub[driver.NetworkEvent]
+	// Port is where the server listens (default Port, 53).
+	Port int
 	// RetryInterval is how often a gateway that failed to open is tried
 	// again (default 5 s).
 	RetryInterval time.Duration
@@ -59,7 +72,7 @@ type Service struct {
 
 type served struct {
 	addr     netip.Prefix
-	gateway  *dataplane.Gateway
+	close    func()
 	listener *Listener
 }
 
@@ -84,6 +97,13 @@ func NewService(cfg ServiceConfig) *Service {
 		served:   map[uint32]*served{},
 		failed:   map[uint32]string{},
 	}
+}
+
+func (s *Service) port() int {
+	if s.cfg.Port == 0 {
+		return Port
+	}
+	return s.cfg.Port
 }
 
 // Table returns the zones the service answers from.
@@ -188,7 +208,7 @@ func (s *Service) openGateways() {
 		if _, ok := s.served[vni]; ok {
 			continue
 		}
-		g, err := s.cfg.Gateways.OpenGateway(vni, addr, dataplane.MACFor(addr.Addr()), Port)
+		udp, tcp, closeGW, err := s.cfg.Open(vni, addr, dataplane.MACFor(addr.Addr()), s.port())
 		if err != nil {
 			if s.failed[vni] != err.Error() {
 				s.failed[vni] = err.Error()
@@ -197,14 +217,14 @@ func (s *Service) openGateways() {
 			continue
 		}
 		delete(s.failed, vni)
-		s.served[vni] = &served{addr: addr, gateway: g, listener: s.server.Serve(vni, g.UDP, g.TCP)}
+		s.served[vni] = &served{addr: addr, close: closeGW, listener: s.server.Serve(vni, udp, tcp)}
 		s.log.Info("name server listening", "vni", vni, "addr", addr.Addr().String())
 	}
 }
 
 func (s *Service) close(vni uint32, sv *served) {
 	sv.listener.Close()
-	sv.gateway.Close()
+	sv.close()
 	delete(s.served, vni)
 	s.log.Info("name server stopped", "vni", vni, "addr", sv.addr.Addr().String())
 }

@@ -1,7 +1,9 @@
 package driver
 
 import (
-	"net/netip"
+	"cmp"
+	"net"
+	"slices"
 
 	"github.com/weftnet/weft/catalog"
 	"github.com/weftnet/weft/dataplane"
@@ -9,65 +11,88 @@ import (
 
 // remoteSet is the desired remote endpoints of one VNI, as the catalog
 // holds them, indexed so that a change touches only its own entries.
+//
+// Two records may claim one address for a moment (swarm gives a gone
+// task's address to a new one while the old record is still around): the
+// latest claim owns the address's neighbour entry, in the per-change path
+// and in the repair alike, and removing one claim points the address at
+// the latest claim left instead of deleting it.
 type remoteSet struct {
-	byKey map[string]dataplane.RemoteEndpoint // catalog key (host/endpoint)
-	// byIP counts the records claiming each address: two hosts may claim
-	// one for a moment (a task moving), and removing one claim must not
-	// remove the entry the other still needs.
-	byIP map[netip.Addr]map[string]struct{}
+	seq   uint64
+	byKey map[string]claim // catalog key (host/endpoint)
+	byIP  map[string]map[string]struct{}
+}
+
+// claim is one record's endpoint and when it was last set.
+type claim struct {
+	r   dataplane.RemoteEndpoint
+	seq uint64
 }
 
 func newRemoteSet() *remoteSet {
-	return &remoteSet{byKey: map[string]dataplane.RemoteEndpoint{}, byIP: map[netip.Addr]map[string]struct{}{}}
+	return &remoteSet{byKey: map[string]claim{}, byIP: map[string]map[string]struct{}{}}
 }
 
 func (s *remoteSet) add(key string, r dataplane.RemoteEndpoint) {
-	s.byKey[key] = r
-	keys := s.byIP[r.IP]
+	s.seq++
+	s.byKey[key] = claim{r: r, seq: s.seq}
+	keys := s.byIP[r.IP.String()]
 	if keys == nil {
 		keys = map[string]struct{}{}
-		s.byIP[r.IP] = keys
+		s.byIP[r.IP.String()] = keys
 	}
 	keys[key] = struct{}{}
 }
 
 func (s *remoteSet) remove(key string) (dataplane.RemoteEndpoint, bool) {
-	r, ok := s.byKey[key]
+	c, ok := s.byKey[key]
 	if !ok {
-		return r, false
+		return c.r, false
 	}
 	delete(s.byKey, key)
-	if keys := s.byIP[r.IP]; keys != nil {
+	if keys := s.byIP[c.r.IP.String()]; keys != nil {
 		delete(keys, key)
 		if len(keys) == 0 {
-			delete(s.byIP, r.IP)
+			delete(s.byIP, c.r.IP.String())
 		}
 	}
-	return r, true
+	return c.r, true
 }
 
-// holder returns another desired endpoint at ip, if any.
-func (s *remoteSet) holder(ip netip.Addr) (dataplane.RemoteEndpoint, bool) {
-	for k := range s.byIP[ip] {
-		return s.byKey[k], true
+// holder returns the latest claim left on ip, if any.
+func (s *remoteSet) holder(ip net.IP) (dataplane.RemoteEndpoint, bool) {
+	var best claim
+	found := false
+	for k := range s.byIP[ip.String()] {
+		if c := s.byKey[k]; !found || c.seq > best.seq {
+			best, found = c, true
+		}
 	}
-	return dataplane.RemoteEndpoint{}, false
+	return best.r, found
 }
 
 // macHeld reports whether a desired endpoint still has mac behind vtep.
 func (s *remoteSet) macHeld(r dataplane.RemoteEndpoint) bool {
-	for _, o := range s.byKey {
-		if o.VTEP == r.VTEP && string(o.MAC) == string(r.MAC) {
+	for _, c := range s.byKey {
+		if c.r.VTEP.Equal(r.VTEP) && string(c.r.MAC) == string(r.MAC) {
 			return true
 		}
 	}
 	return false
 }
 
+// list returns the desired endpoints, oldest claim first: a whole-table
+// write that lets the last endpoint of an address win gives it to the
+// latest claim, as the per-change path does.
 func (s *remoteSet) list() []dataplane.RemoteEndpoint {
-	out := make([]dataplane.RemoteEndpoint, 0, len(s.byKey))
-	for _, r := range s.byKey {
-		out = append(out, r)
+	cs := make([]claim, 0, len(s.byKey))
+	for _, c := range s.byKey {
+		cs = append(cs, c)
+	}
+	slices.SortFunc(cs, func(a, b claim) int { return cmp.Compare(a.seq, b.seq) })
+	out := make([]dataplane.RemoteEndpoint, len(cs))
+	for i, c := range cs {
+		out[i] = c.r
 	}
 	return out
 }
@@ -172,11 +197,12 @@ func (d *Driver) removeRemoteLocked(vni uint32, key string, here bool) []kernelO
 // still needs: an address another record claims is pointed at that record
 // instead of being deleted.
 func (d *Driver) releaseLocked(vni uint32, set *remoteSet, old, now dataplane.RemoteEndpoint) []kernelOp {
-	if now.IP == old.IP || set.macHeld(old) {
+	sameIP := now.IP.Equal(old.IP)
+	if sameIP || set.macHeld(old) {
 		// The neighbour entry is already rewritten, or the FDB entry is
 		// still needed: only a stale FDB entry may remain, which the
 		// repair pass removes.
-		if now.IP == old.IP && !set.macHeld(old) && (string(now.MAC) != string(old.MAC) || now.VTEP != old.VTEP) {
+		if sameIP && !set.macHeld(old) && (string(now.MAC) != string(old.MAC) || !now.VTEP.Equal(old.VTEP)) {
 			return []kernelOp{{vni: vni, r: dataplane.RemoteEndpoint{MAC: old.MAC, VTEP: old.VTEP}}}
 		}
 		return nil
@@ -189,7 +215,7 @@ func (d *Driver) releaseLocked(vni uint32, set *remoteSet, old, now dataplane.Re
 }
 
 func sameRemote(a, b dataplane.RemoteEndpoint) bool {
-	return a.IP == b.IP && a.VTEP == b.VTEP && string(a.MAC) == string(b.MAC)
+	return a.IP.Equal(b.IP) && a.VTEP.Equal(b.VTEP) && string(a.MAC) == string(b.MAC)
 }
 
 // toRemote turns a catalog record into the kernel's view of it.
@@ -198,7 +224,7 @@ func toRemote(r catalog.Record) (dataplane.RemoteEndpoint, error) {
 	if err != nil {
 		return dataplane.RemoteEndpoint{}, err
 	}
-	return dataplane.RemoteEndpoint{IP: ip, MAC: mac, VTEP: vtep}, nil
+	return dataplane.RemoteEndpoint{IP: net.IP(ip.AsSlice()), MAC: mac, VTEP: net.IP(vtep.AsSlice())}, nil
 }
 
 // repair brings every device of this host in line: its MTU with the
@@ -253,25 +279,25 @@ func (d *Driver) repair(periodic bool) {
 		if err != nil {
 			d.log.Error("program entries", "vni", j.seg.VNI, "err", err)
 		}
-		if periodic && rep.Total() > 0 {
-			d.log.Warn("kernel entries drifted from the catalog; repaired", "vni", j.seg.VNI, "repair", rep.String())
+		if periodic && rep != (dataplane.Repair{}) {
+			d.log.Warn("kernel entries drifted from the catalog; repaired", "vni", j.seg.VNI,
+				"fdb_added", rep.FDBAdded, "fdb_removed", rep.FDBRemoved, "neigh_added", rep.NeighAdded, "neigh_removed", rep.NeighRemoved)
 		}
 	}
 }
 
 // unionRemotes returns the endpoints of have and want, want's winning for
-// an address both hold.
+// an address both hold, in want's order after have's.
 func unionRemotes(have, want []dataplane.RemoteEndpoint) []dataplane.RemoteEndpoint {
-	byIP := map[netip.Addr]dataplane.RemoteEndpoint{}
-	for _, r := range have {
-		byIP[r.IP] = r
-	}
+	wanted := map[string]bool{}
 	for _, r := range want {
-		byIP[r.IP] = r
+		wanted[r.IP.String()] = true
 	}
-	out := make([]dataplane.RemoteEndpoint, 0, len(byIP))
-	for _, r := range byIP {
-		out = append(out, r)
+	out := make([]dataplane.RemoteEndpoint, 0, len(have)+len(want))
+	for _, r := range have {
+		if !wanted[r.IP.String()] {
+			out = append(out, r)
+		}
 	}
-	return out
+	return append(out, want...)
 }

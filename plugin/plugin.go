@@ -46,7 +46,7 @@ const entrypoint = "/weft"
 type parts struct {
 	kernel   *dataplane.Kernel
 	mesh     *mesh.Mesh
-	keys     *mesh.Keyring // nil: the mesh is not encrypted
+	keys     *keyring // nil: the mesh is not encrypted
 	catalog  *catalog.Catalog
 	underlay *underlay.Underlay
 	driver   *driver.Driver
@@ -119,7 +119,7 @@ func build(cfg Config, log *slog.Logger) (*parts, error) {
 	mcfg.Version = Version
 	mcfg.Logger = log.With("component", "mesh")
 	if p.keys != nil {
-		mcfg.Keyring = p.keys
+		mcfg.Keyring = p.keys.kr
 	}
 	if p.mesh, err = mesh.New(mcfg); err != nil {
 		p.kernel.Close()
@@ -146,7 +146,7 @@ func build(cfg Config, log *slog.Logger) (*parts, error) {
 	scfg.Domain = cfg.DNSDomain
 	scfg.Upstreams = cfg.DNSUpstreams
 	p.names = dns.NewService(dns.ServiceConfig{
-		Server: scfg, Gateways: p.kernel,
+		Server: scfg, Open: dns.KernelGateways(p.kernel),
 		Catalog: p.catalog.Subscribe(), Networks: p.driver.SubscribeNetworks(),
 		Logger: log.With("component", "dns"),
 	})
@@ -174,8 +174,8 @@ func build(cfg Config, log *slog.Logger) (*parts, error) {
 // openKeyring reads the mesh's keyring. It reports off when a keyring is
 // configured but unusable: the mesh then stays off (this host serves its
 // own containers only) rather than run open.
-func openKeyring(cfg Config, log *slog.Logger) (keys *mesh.Keyring, off bool) {
-	keys, note, err := mesh.LoadKeyring(cfg.StateDir, cfg.MeshKey)
+func openKeyring(cfg Config, log *slog.Logger) (keys *keyring, off bool) {
+	keys, note, err := loadKeyring(cfg.StateDir, cfg.MeshKey)
 	if note != "" {
 		log.Warn(note)
 	}
