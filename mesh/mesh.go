@@ -7,33 +7,39 @@
 //   - Ownership. Every entry names its owner, the node that wrote it, and
 //     only the owner writes it (Put, Delete). Keys are meant to be written by
 //     one owner; if two owners write one key, the newest write wins.
+//
 //   - Lamport clock. Each local write increments the node's clock; each
 //     entry received advances it to max(local, entry). Per (table, key) the
 //     newest clock wins; ties go to the greater owner name, then to the
 //     tombstone, then to the greater value, so every node picks the same
 //     winner in any order of arrival. With a StateDir the clock's ceiling
 //     survives restarts.
+//
 //   - Deletes are tombstones that travel like writes and are reaped after
 //     TombstoneTTL. A tombstone carries the time it has left, so all holders
 //     reap it together and one that reaches a node after reaping is not
 //     stored again.
+//
 //   - Owner repair. A node that receives a copy of its own entry that it
 //     does not hold, or holds older (a copy from before a restart with an
 //     empty memory, or from before a tombstone was reaped), answers with its
 //     own view under a newer clock: its live entry again, or a tombstone.
 //     After a restart it waits RepairGrace before deleting, so the caller
 //     can put its entries back first and nothing blinks on other hosts.
+//
 //   - Membership decides visibility. Entries of a member declared dead or
 //     gone are dropped at once (withdrawn from Entries) and copies still
 //     travelling are refused; when the member is alive again its entries
 //     come back through anti-entropy, which starts at once with a member
 //     that returns. Entries of an owner never seen alive are kept hidden for
 //     TombstoneTTL, then dropped.
+//
 //   - Dissemination. Every change is queued in a memberlist
 //     TransmitLimitedQueue, one item per key so a newer change replaces an
 //     older one still queued, and packed many to a packet; a node whose
 //     table a broadcast changes passes it on. Entries too large for a packet
 //     are fanned out over TCP instead.
+//
 //   - Anti-entropy. memberlist's push/pull carries a digest (per owner:
 //     count, newest clock, XOR of entry hashes), not the table; each side
 //     sends the other, over TCP, the entries of the owners where the two
@@ -48,9 +54,11 @@
 //     The rounds stop after a few equal comparisons and are checked again a
 //     few times at growing intervals. Where two copies of an owner's entries
 //     share their newest clock, only the fuller one is sent.
+//
 //   - Received entries are read in place from the message (entryIter): one
 //     that changes nothing costs no allocation; state.store copies the key
 //     and value of what it keeps into one allocation.
+//
 //   - Wire format: a compact binary encoding (codec.go), decoded
 //     defensively: garbage is dropped and logged at a limited rate.
 //
@@ -58,6 +66,7 @@
 //     are held in the table and the broadcast queue, and Watch and Members
 //     work. Start binds, starts the loops and joins; what was written goes
 //     out then. One pre-start strategy, in one place.
+//
 //   - Watch. Each consumer gets its own queue of changes (watch.go),
 //     produced where the state changes: no polling, no snapshot diffs.
 //
@@ -182,13 +191,15 @@ const (
 
 // task is TCP work handed to a worker.
 type task struct {
-	to     string        // member name
-	theirs []ownerDigest // with delta: the peer's digest
-	delta  bool          // send what the peer lacks according to theirs
-	blocks bool          // ...as a blocks message (the peer reads them)
-	digest bool          // send our digest
-	reply  bool          // ...asking for the peer's digest back
-	raw    []byte        // send this message as is
+	to string // member name
+	// request: send our digest, asking for the peer's answer.
+	request bool
+	// delta: send what the peer lacks according to theirs, ending with our
+	// digest as the answer to its request if answer is set.
+	delta  bool
+	theirs []ownerDigest
+	answer bool
+	raw    []byte // send this message as is
 }
 
 const (
@@ -613,90 +624,106 @@ func (m *Mesh) enqueue(t task) {
 
 // receive handles a message from gossip, TCP or a push/pull; buf is only
 // valid during the call. Entries are merged straight from buf; a push/pull
-// never relays them (anti-entropy spreads them further).
+// never relays them (anti-entropy spreads them further). Garbage is logged
+// at a limited rate; a message type this build does not know is skipped
+// silently (see the compatibility rule in codec.go).
 // It reports whether buf was a message we read.
 func (m *Mesh) receive(buf []byte, pushPull bool) bool {
-	bad := func(err error) bool {
-		what := "mesh dropped a bad message"
-		if pushPull {
-			what = "mesh dropped a bad remote state"
-		}
-		m.bad.warn("decode", what, "len", len(buf), "err", err)
+	typ, body, err := parseHeader(buf)
+	if err == nil {
+		err = m.dispatch(typ, body, pushPull)
+	}
+	switch {
+	case err == nil:
+		return true
+	case errors.Is(err, errUnknownType):
 		return false
 	}
-	if typ, body, ok := bulkType(buf); ok {
-		if typ == msgAnswer || typ == msgBlocks {
-			var answer *digestMsg
-			if typ == msgAnswer {
-				d := decoder{b: body}
-				if answer = decodeDigest(&d, nil); d.err != nil {
-					return bad(d.err)
-				}
-				body = d.b
-			}
-			bi, err := viewBlocks(body, viewString)
-			if err == nil {
-				err = m.mergeBlocks(bi)
-			}
-			if err != nil {
-				return bad(err)
-			}
-			if answer != nil {
-				m.handle(message{Type: msgDigest, Digest: answer})
-			}
-			return true
-		}
-		it, err := viewEntries(body, viewString)
+	what := "mesh dropped a bad message"
+	if pushPull {
+		what = "mesh dropped a bad remote state"
+	}
+	m.bad.warn("decode", what, "len", len(buf), "err", err)
+	return false
+}
+
+// dispatch decodes and acts on a message's body: one decoder per type.
+func (m *Mesh) dispatch(typ byte, body []byte, pushPull bool) error {
+	switch typ {
+	case msgBroadcast, msgSync:
+		it, err := viewEntries(body)
 		if err != nil {
-			return bad(err)
+			return err
 		}
 		if m.merge(it, typ == msgBroadcast && !pushPull) {
 			m.notify()
 		}
-		return true
+	case msgBlocks:
+		return m.mergeBlocks(body)
+	case msgAnswer:
+		d := decoder{b: body}
+		answer := decodeDigest(&d)
+		if d.err != nil {
+			return d.err
+		}
+		if err := m.mergeBlocks(d.b); err != nil {
+			return err
+		}
+		m.digestReceived(answer)
+	case msgDigest:
+		d := decoder{b: body}
+		dg := decodeDigest(&d)
+		if err := d.done(); err != nil {
+			return err
+		}
+		m.digestReceived(dg)
+	case msgLeave:
+		node, err := decodeLeave(body)
+		if err != nil {
+			return err
+		}
+		m.leaveReceived(node)
+	default:
+		return errUnknownType
 	}
-	msg, err := decodeMessage(buf, nil)
-	if err != nil {
-		return bad(err)
-	}
-	m.handle(msg)
-	return true
+	return nil
 }
 
-// handle acts on a decoded digest or leave notice.
-func (m *Mesh) handle(msg message) {
-	switch msg.Type {
-	case msgDigest:
-		d := msg.Digest
-		if d.Sender == m.self {
-			return
-		}
-		m.mu.Lock()
-		if d.Sender == m.syncPeer && !d.Reply {
-			m.syncPeer = "" // our exchange is answered
-		}
-		if d.Answer {
-			_, differs := m.st.delta(d.Owners, time.Now(), false)
-			m.compared(differs)
-			m.mu.Unlock()
-			return
-		}
+// digestReceived acts on a peer's digest: an answer to our request is only
+// compared with ours; any other is answered with what the peer lacks (and
+// our digest, if it asks for a reply).
+func (m *Mesh) digestReceived(d *digestMsg) {
+	if d.Sender == m.self {
+		return
+	}
+	m.mu.Lock()
+	if d.Sender == m.syncPeer && !d.Reply {
+		m.syncPeer = "" // our exchange is answered
+	}
+	if d.Answer {
+		_, differs := m.st.delta(d.Owners, time.Now(), false)
+		m.compared(differs)
 		m.mu.Unlock()
-		m.enqueue(task{to: d.Sender, theirs: d.Owners, delta: true, digest: d.Reply, blocks: d.Blocks})
-	case msgLeave:
-		if msg.Node == m.self {
-			return
-		}
-		m.mu.Lock()
-		news := m.st.memberLeaving(msg.Node)
-		if news {
-			// Pass it on, as memberlist does its own leave message.
-			m.control.QueueBroadcast(&broadcast{name: msg.Node, msg: encodeLeave(msg.Node)})
-		}
-		m.mu.Unlock()
-		if news {
-			m.notify()
-		}
+		return
+	}
+	m.mu.Unlock()
+	m.enqueue(task{to: d.Sender, delta: true, theirs: d.Owners, answer: d.Reply})
+}
+
+// leaveReceived records a member's leave notice and passes it on.
+func (m *Mesh) leaveReceived(node string) {
+	if node == m.self {
+		return
+	}
+	m.mu.Lock()
+	news := m.st.memberLeaving(node)
+	if news {
+		// Pass it on, as memberlist does its own leave message.
+		m.control.QueueBroadcast(&broadcast{name: node, msg: encodeLeave(node)})
+	}
+	m.mu.Unlock()
+	if news {
+		m.notify()
 	}
 }
 
@@ -739,10 +766,15 @@ func (m *Mesh) merge(it *entryIter, relay bool) (changed bool) {
 	return changed
 }
 
-// mergeBlocks merges the blocks of a received blocks message, skipping
-// those whose owner we already hold exactly as the sender does. Each block
-// is checked whole before any of it is applied; a bad one ends the message.
-func (m *Mesh) mergeBlocks(bi *blockIter) error {
+// mergeBlocks merges the blocks of a received blocks body, skipping those
+// whose owner we already hold exactly as the sender does. The framing is
+// checked first, and each block whole before any of it is applied; a bad
+// one ends the message (the blocks before it stay applied).
+func (m *Mesh) mergeBlocks(body []byte) error {
+	bi, err := viewBlocks(body)
+	if err != nil {
+		return err
+	}
 	changed := false
 	defer func() {
 		if changed {
@@ -750,17 +782,17 @@ func (m *Mesh) mergeBlocks(bi *blockIter) error {
 		}
 	}()
 	var od ownerDigest
-	var body []byte
-	for bi.next(&od, &body) {
+	var entries []byte
+	for bi.next(&od, &entries) {
 		m.mu.Lock()
 		skip := m.st.holds(&od)
 		m.mu.Unlock()
 		if skip {
-			n, _ := binary.Uvarint(body)
+			n, _ := binary.Uvarint(entries)
 			m.stats.skipped.Add(n)
 			continue
 		}
-		it, err := viewEntries(body, viewString)
+		it, err := viewEntries(entries)
 		if err != nil {
 			return fmt.Errorf("block of %s: %w", od.Owner, err)
 		}
@@ -800,29 +832,30 @@ func (m *Mesh) run(t task) {
 		m.compared(differs)
 	}
 	var dg *digestMsg
-	if t.digest {
-		// Without reply, this digest answers the peer's request.
-		dg = &digestMsg{Sender: m.self, Reply: t.reply, Answer: !t.reply, Blocks: true, Owners: m.st.digest()}
+	if t.request || t.answer {
+		dg = &digestMsg{Sender: m.self, Reply: t.request, Answer: t.answer, Owners: m.st.digest()}
 	}
 	m.mu.Unlock()
 
-	send := func(b []byte) bool {
-		if err := m.ml.SendReliable(node, b); err != nil {
-			m.bad.warn("send "+t.to, "mesh send failed", "peer", t.to, "err", err)
-			return false
-		}
-		return true
+	// Encoded outside the lock: records are never modified in place.
+	var msgs [][]byte
+	switch {
+	case t.request:
+		msgs = [][]byte{encodeDigest(dg)}
+	case t.delta:
+		msgs = syncMessages(delta, dg)
 	}
 	if dg != nil {
 		m.stats.digests.Add(1)
 	}
-	for _, b := range syncMessages(delta, dg, t.blocks) {
-		if !send(b) {
+	if t.raw != nil {
+		msgs = append(msgs, t.raw)
+	}
+	for _, b := range msgs {
+		if err := m.ml.SendReliable(node, b); err != nil {
+			m.bad.warn("send "+t.to, "mesh send failed", "peer", t.to, "err", err)
 			return
 		}
-	}
-	if t.raw != nil {
-		send(t.raw)
 	}
 }
 
@@ -877,35 +910,20 @@ func syncChunks(delta []block) [][]block {
 	return out
 }
 
-// syncMessages encodes what a peer lacks, and our digest if dg is set, as
-// the messages to send in order. A peer that reads blocks gets blocks
-// messages, the last of them an answer message carrying dg when dg
-// answers its request; an older peer gets entries messages and dg on its
-// own.
-func syncMessages(delta []block, dg *digestMsg, blocks bool) [][]byte {
+// syncMessages encodes what a peer lacks as blocks messages; with answer,
+// the last of them is an answer message carrying it (alone if the peer
+// lacks nothing).
+func syncMessages(delta []block, answer *digestMsg) [][]byte {
 	chunks := syncChunks(delta)
 	var out [][]byte
 	for i, c := range chunks {
-		switch {
-		case !blocks:
-			var flat []wireEntry
-			for _, bl := range c {
-				flat = append(flat, bl.Entries...)
-			}
-			out = append(out, encodeEntries(msgSync, flat))
-		case i == len(chunks)-1 && dg != nil && dg.Answer:
-			out = append(out, encodeAnswer(dg, c))
-			dg = nil
-		default:
-			out = append(out, encodeBlocks(c))
+		if i == len(chunks)-1 && answer != nil {
+			return append(out, encodeAnswer(answer, c))
 		}
+		out = append(out, encodeBlocks(c))
 	}
-	if dg != nil {
-		if blocks && dg.Answer {
-			out = append(out, encodeAnswer(dg, nil))
-		} else {
-			out = append(out, encodeDigest(dg))
-		}
+	if answer != nil {
+		out = append(out, encodeAnswer(answer, nil))
 	}
 	return out
 }
@@ -991,7 +1009,7 @@ func (m *Mesh) syncLoop() {
 		m.dirty, m.pruned = 0, false
 		m.mu.Unlock()
 		for _, to := range targets {
-			m.enqueue(task{to: to, digest: true, reply: true})
+			m.enqueue(task{to: to, request: true})
 		}
 	}
 }
@@ -1041,7 +1059,7 @@ func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
 	}
 	b := make([]byte, 0, n)
 	b = appendHeader(b, msgBroadcast)
-	b = appendUvarint(b, uint64(len(items)))
+	b = binary.AppendUvarint(b, uint64(len(items)))
 	for _, it := range items {
 		b = append(b, it...)
 	}
@@ -1064,7 +1082,7 @@ func (d *delegate) LocalState(join bool) []byte {
 		m.log.Warn("mesh table too large for a join's state exchange, sending a digest", "bytes", len(b))
 		m.mu.Lock()
 	}
-	dg := &digestMsg{Sender: m.self, Blocks: true, Owners: m.st.digest()}
+	dg := &digestMsg{Sender: m.self, Owners: m.st.digest()}
 	m.mu.Unlock()
 	return encodeDigest(dg)
 }

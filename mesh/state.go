@@ -95,19 +95,9 @@ func newState(self string, ttl time.Duration, now time.Time, grace time.Duration
 	return s
 }
 
-// internBytes returns a shared string for a table or owner name, so that
-// thousands of entries do not each hold a copy.
-func (s *state) internBytes(b []byte) string {
-	if v, ok := s.names[string(b)]; ok {
-		return v
-	}
-	v := string(b)
-	s.names[v] = v
-	return v
-}
-
-// intern is internBytes for a string, which may be a view into a received
-// message: what it stores is a copy.
+// intern returns a shared string for a table or owner name, so that
+// thousands of entries do not each hold a copy. v may be a view into a
+// received message: what it stores is a copy.
 func (s *state) intern(v string) string {
 	if w, ok := s.names[v]; ok {
 		return w
