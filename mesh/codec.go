@@ -1,5 +1,8 @@
 package mesh
 
+// This file owns the wire: how messages and node metadata are encoded and
+// decoded, and the rule that keeps builds of different protocols talking.
+
 import (
 	"encoding/binary"
 	"errors"

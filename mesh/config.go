@@ -1,5 +1,8 @@
 package mesh
 
+// This file owns the configuration: Config, its defaults, and its
+// translation for memberlist.
+
 import (
 	"cmp"
 	"errors"

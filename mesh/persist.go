@@ -1,5 +1,9 @@
 package mesh
 
+// This file owns what the mesh keeps in Config.StateDir: the last known
+// peers (peers.json) and a ceiling of the Lamport clock (clock.json).
+// Writes are serialised by Mesh.persistMu, never held with Mesh.mu.
+
 import (
 	"encoding/json"
 	"errors"
@@ -15,6 +19,13 @@ import (
 const (
 	peersFile = "peers.json"
 	clockFile = "clock.json"
+)
+
+const (
+	// clockReserve is how far ahead of the clock its ceiling is persisted.
+	clockReserve = 1 << 10
+	// maxSavedPeers bounds peers.json.
+	maxSavedPeers = 64
 )
 
 type peersDoc struct {

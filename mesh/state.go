@@ -1,5 +1,12 @@
 package mesh
 
+// This file owns the rules of the replicated table and of membership:
+// which version of a key wins, tombstones and reaping, owner repair, which
+// entries are visible, digests and deltas. It does no locking and no I/O
+// (Mesh.mu guards it), so each rule is tested on its own (state_test.go).
+// Every change of what is visible is reported to the watchers where it
+// happens (store, memberUp, memberDown, memberLeaving).
+
 import (
 	"bytes"
 	"math/bits"
@@ -202,7 +209,8 @@ func (s *state) lookup(table, key string) *record {
 // nil) and keeping the indexes and digests right. It copies e's strings
 // and value, which may be views into a received message.
 func (s *state) store(old *record, e Entry, reapAt time.Time, now time.Time) *record {
-	wasVisible := s.visible(old)
+	watched := s.watch.watching(e.Table)
+	wasVisible := watched && s.visible(old)
 	if old != nil {
 		s.unlink(old)
 	}
@@ -245,6 +253,7 @@ func (s *state) store(old *record, e Entry, reapAt time.Time, now time.Time) *re
 		s.tombs[r] = struct{}{}
 	}
 	switch {
+	case !watched:
 	case s.visible(r):
 		s.watch.entry(EntryPut, &r.Entry)
 	case wasVisible:
