@@ -57,7 +57,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		log.Warn("save node identity", "err", err)
 	}
 
-	keys, keysNote, keysErr := loadKeyring(cfg.StateDir, cfg.MeshKey)
+	keys, keysNote, keysErr := mesh.LoadKeyring(cfg.StateDir, cfg.MeshKey)
 	if keysNote != "" {
 		log.Warn(keysNote)
 	}
@@ -160,7 +160,7 @@ type controlPlane struct {
 
 	// keys is the mesh's keyring (nil: unencrypted); keysBroken keeps the
 	// mesh off when a configured keyring cannot be read.
-	keys       *keyring
+	keys       *mesh.Keyring
 	keysBroken bool
 
 	// node is written only by run before the mesh starts, then read.
@@ -213,7 +213,7 @@ func (c *controlPlane) run(ctx context.Context) {
 	}
 	mcfg := mesh.DefaultConfig()
 	if c.keys != nil {
-		mcfg.Keyring = c.keys.kr
+		mcfg.Keyring = c.keys
 	}
 	mcfg.NodeName = c.node.Name
 	mcfg.BindAddr = c.node.Addr
