@@ -5,11 +5,13 @@ import (
 	"encoding/binary"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
 	"reflect"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -17,6 +19,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+	"github.com/weftnet/weft/internal/statefile"
 )
 
 const converge = 15 * time.Second
@@ -368,7 +371,7 @@ func TestPeersFileAndClockPersisted(t *testing.T) {
 	before, _ := n2.Get("t", "k")
 	waitFor(t, converge, "peers.json written", func() error {
 		var pd peersDoc
-		if err := readJSON(filepath.Join(dir, peersFile), &pd); err != nil {
+		if _, err := statefile.Load(filepath.Join(dir, peersFile), &pd, stateVersion); err != nil {
 			return err
 		}
 		if len(pd.Peers) != 2 {
@@ -412,6 +415,44 @@ func TestCorruptStateFilesIgnored(t *testing.T) {
 		if n := rec.count(slog.LevelWarn, f); n != 1 {
 			t.Errorf("%s: %d warnings, want 1", f, n)
 		}
+		if b, err := os.ReadFile(filepath.Join(dir, f+statefile.CorruptSuffix)); err != nil || string(b) != "{not json" {
+			t.Errorf("%s not set aside: %q, %v", f, b, err)
+		}
+	}
+}
+
+// TestStateFilesFormatZero: peers.json and clock.json as written before
+// they had a format version are read as they are.
+func TestStateFilesFormatZero(t *testing.T) {
+	dir := t.TempDir()
+	for f, body := range map[string]string{
+		peersFile: `{"peers":["10.99.0.7:7950","10.99.0.8"]}`,
+		clockFile: `{"clock":5000}`,
+	} {
+		if err := os.WriteFile(filepath.Join(dir, f), []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m, err := New(Config{NodeName: "n0", StateDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Put("t", "k", []byte("v"))
+	if e, _ := m.Get("t", "k"); e.Clock != 5001 {
+		t.Errorf("first put after a saved clock of 5000 has clock %d", e.Clock)
+	}
+	m.mu.Lock()
+	boot := slices.Sorted(maps.Keys(m.boot))
+	m.mu.Unlock()
+	if want := []string{"10.99.0.7:7950", "10.99.0.8:7950"}; !slices.Equal(boot, want) {
+		t.Errorf("saved peers %v, want %v", boot, want)
+	}
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var cd clockDoc
+	if v, err := statefile.Load(filepath.Join(dir, clockFile), &cd, stateVersion); err != nil || v != stateVersion || cd.Clock <= 5001 {
+		t.Errorf("clock saved as version %d, %+v, %v", v, cd, err)
 	}
 }
 
