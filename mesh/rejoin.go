@@ -169,7 +169,7 @@ func resolvesToAlive(addr, selfAddr string, alive map[string]bool) bool {
 }
 
 // addPeers adds addresses to the peers retried for ever and returns them
-// normalised, without our own.
+// normalised, without our own. Caller holds mu (or, in New, owns m alone).
 func (m *Mesh) addPeers(addrs []string) []string {
 	var out []string
 	for _, a := range addrs {
