@@ -100,6 +100,27 @@ func DefaultConfig() Config {
 	}
 }
 
+// withDefaults fills zero fields from DefaultConfig and checks the rest.
+func (c Config) withDefaults() (Config, error) {
+	def := DefaultConfig()
+	if c.Scope == "" {
+		c.Scope = def.Scope
+	}
+	if c.Scope != network.GlobalScope && c.Scope != network.LocalScope {
+		return c, fmt.Errorf("scope %q is neither %q nor %q", c.Scope, network.GlobalScope, network.LocalScope)
+	}
+	if c.VXLANPort == 0 {
+		c.VXLANPort = def.VXLANPort
+	}
+	if c.RepairInterval == 0 {
+		c.RepairInterval = def.RepairInterval
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c, nil
+}
+
 // Driver implements network.Driver.
 type Driver struct {
 	cfg      Config
@@ -166,23 +187,11 @@ type NetworkEvent struct {
 // New returns a driver with the networks of its state directory loaded,
 // their devices ensured and their endpoints published to cat.
 func New(cfg Config, dp Dataplane, cat Catalog, ul Underlay) (*Driver, error) {
-	def := DefaultConfig()
-	if cfg.Scope == "" {
-		cfg.Scope = def.Scope
-	}
-	if cfg.Scope != network.GlobalScope && cfg.Scope != network.LocalScope {
-		return nil, fmt.Errorf("scope %q is neither %q nor %q", cfg.Scope, network.GlobalScope, network.LocalScope)
-	}
-	if cfg.VXLANPort == 0 {
-		cfg.VXLANPort = def.VXLANPort
-	}
-	if cfg.RepairInterval == 0 {
-		cfg.RepairInterval = def.RepairInterval
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
 	}
 	log := cfg.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
 	d := &Driver{
 		cfg:      cfg,
 		log:      log,

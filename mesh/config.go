@@ -1,5 +1,8 @@
 package mesh
 
+// This file owns the configuration: Config, its defaults, and its
+// translation for memberlist.
+
 import (
 	"cmp"
 	"errors"
@@ -115,9 +118,10 @@ type Config struct {
 	// is handed to memberlist's keyring.
 	SecretKey []byte
 	// Keyring, if set, encrypts all gossip with its primary key and
-	// accepts any of its keys; the caller keeps it to rotate keys while the
-	// mesh runs (install, use, remove). It takes precedence over SecretKey.
-	Keyring *memberlist.Keyring
+	// accepts any of its keys (LoadKeyring); the caller keeps it to rotate
+	// keys while the mesh runs (Keyring.Apply). It takes precedence over
+	// SecretKey.
+	Keyring *Keyring
 	// Label, if set, is attached to every packet and stream; members with
 	// another label are ignored, which keeps two clusters on one network
 	// apart.
@@ -238,7 +242,7 @@ func (c *Config) memberlistConfig(d *delegate, addr string) *memberlist.Config {
 		mc.SecretKey = append([]byte(nil), c.SecretKey...)
 	}
 	if c.Keyring != nil {
-		mc.Keyring = c.Keyring
+		mc.Keyring = c.Keyring.kr
 	}
 	mc.Delegate = d
 	mc.Events = d

@@ -2,13 +2,16 @@ package mesh
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
 	"reflect"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -16,6 +19,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+	"github.com/weftnet/weft/internal/statefile"
 )
 
 const converge = 15 * time.Second
@@ -367,7 +371,7 @@ func TestPeersFileAndClockPersisted(t *testing.T) {
 	before, _ := n2.Get("t", "k")
 	waitFor(t, converge, "peers.json written", func() error {
 		var pd peersDoc
-		if err := readJSON(filepath.Join(dir, peersFile), &pd); err != nil {
+		if _, err := statefile.Load(filepath.Join(dir, peersFile), &pd, stateVersion); err != nil {
 			return err
 		}
 		if len(pd.Peers) != 2 {
@@ -411,6 +415,44 @@ func TestCorruptStateFilesIgnored(t *testing.T) {
 		if n := rec.count(slog.LevelWarn, f); n != 1 {
 			t.Errorf("%s: %d warnings, want 1", f, n)
 		}
+		if b, err := os.ReadFile(filepath.Join(dir, f+statefile.CorruptSuffix)); err != nil || string(b) != "{not json" {
+			t.Errorf("%s not set aside: %q, %v", f, b, err)
+		}
+	}
+}
+
+// TestStateFilesFormatZero: peers.json and clock.json as written before
+// they had a format version are read as they are.
+func TestStateFilesFormatZero(t *testing.T) {
+	dir := t.TempDir()
+	for f, body := range map[string]string{
+		peersFile: `{"peers":["10.99.0.7:7950","10.99.0.8"]}`,
+		clockFile: `{"clock":5000}`,
+	} {
+		if err := os.WriteFile(filepath.Join(dir, f), []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m, err := New(Config{NodeName: "n0", StateDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Put("t", "k", []byte("v"))
+	if e, _ := m.Get("t", "k"); e.Clock != 5001 {
+		t.Errorf("first put after a saved clock of 5000 has clock %d", e.Clock)
+	}
+	m.mu.Lock()
+	boot := slices.Sorted(maps.Keys(m.boot))
+	m.mu.Unlock()
+	if want := []string{"10.99.0.7:7950", "10.99.0.8:7950"}; !slices.Equal(boot, want) {
+		t.Errorf("saved peers %v, want %v", boot, want)
+	}
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var cd clockDoc
+	if v, err := statefile.Load(filepath.Join(dir, clockFile), &cd, stateVersion); err != nil || v != stateVersion || cd.Clock <= 5001 {
+		t.Errorf("clock saved as version %d, %+v, %v", v, cd, err)
 	}
 }
 
@@ -559,6 +601,31 @@ func TestGarbageMessagesDropped(t *testing.T) {
 	}
 }
 
+// TestUnknownTypeSkipped: a message of a type this build does not know (a
+// newer protocol's) is skipped without a word, and does not count as a
+// merged state.
+func TestUnknownTypeSkipped(t *testing.T) {
+	rec := &recordLog{}
+	m, err := New(Config{NodeName: "n0", Logger: slog.New(rec)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	m.startedAt = time.Now() // Synced would otherwise be false anyway
+	m.cfg.RepairGrace = time.Hour
+	d := &delegate{m}
+	for _, in := range [][]byte{{msgMagic, msgVersion, 'z'}, {msgMagic, msgVersion, 'Z', 1, 2, 3}} {
+		d.NotifyMsg(in)
+		d.MergeRemoteState(in, true)
+	}
+	if n := rec.count(slog.LevelDebug, ""); n != 0 {
+		t.Errorf("%d log lines for messages of unknown types", n)
+	}
+	if m.Synced() {
+		t.Error("a join's state of an unknown type counted as merged")
+	}
+}
+
 func TestGetBroadcastsFitsLimit(t *testing.T) {
 	l := newLab(t)
 	m := l.start("n0", nil)
@@ -577,7 +644,7 @@ func TestGetBroadcastsFitsLimit(t *testing.T) {
 			if len(b)+3 > 1300 {
 				t.Fatalf("message of %d bytes over the limit", len(b))
 			}
-			msg, err := decodeMessage(b, nil)
+			msg, err := decodeMessage(b)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -611,9 +678,8 @@ func TestNormalizeAddr(t *testing.T) {
 	}
 }
 
-// TestSyncMessages: what a peer lacks goes out in chunks; to a peer that
-// reads blocks, the answering digest rides in the last message; to an older
-// peer, entries messages and the digest on its own.
+// TestSyncMessages: what a peer lacks goes out in chunks of blocks; the
+// answering digest rides in the last message.
 func TestSyncMessages(t *testing.T) {
 	big := bytes.Repeat([]byte("v"), 64<<10)
 	var delta []block
@@ -626,9 +692,9 @@ func TestSyncMessages(t *testing.T) {
 		want += len(bl.Entries)
 		delta = append(delta, bl)
 	}
-	dg := &digestMsg{Sender: "me", Answer: true, Blocks: true, Owners: []ownerDigest{{Owner: "me", Count: 1, MaxClock: 1, Hash: 9}}}
+	dg := &digestMsg{Sender: "me", Answer: true, Owners: []ownerDigest{{Owner: "me", Count: 1, MaxClock: 1, Hash: 9}}}
 
-	msgs := syncMessages(delta, dg, true)
+	msgs := syncMessages(delta, dg)
 	if len(msgs) < 2 {
 		t.Fatalf("%d messages for %d KiB, want it split", len(msgs), want*64)
 	}
@@ -637,7 +703,7 @@ func TestSyncMessages(t *testing.T) {
 		if len(b) > syncChunk+128<<10 {
 			t.Errorf("message %d is %d bytes", i, len(b))
 		}
-		msg, err := decodeMessage(b, nil)
+		msg, err := decodeMessage(b)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -652,26 +718,13 @@ func TestSyncMessages(t *testing.T) {
 	if got != want {
 		t.Errorf("%d entries sent, want %d", got, want)
 	}
-
-	old := *dg
-	old.Blocks = false
-	msgs = syncMessages(delta, &old, false)
-	got = 0
-	for i, b := range msgs {
-		msg, err := decodeMessage(b, nil)
-		if err != nil {
-			t.Fatal(err)
+	// Without an answer (a push/pull's digest), blocks only.
+	for _, b := range syncMessages(delta, nil) {
+		if b[2] != msgBlocks {
+			t.Fatalf("without an answer, a message of type %q", b[2])
 		}
-		last := i == len(msgs)-1
-		if (last && msg.Type != msgDigest) || (!last && msg.Type != msgSync) {
-			t.Fatalf("to an older peer, message %d of %d has type %q", i+1, len(msgs), msg.Type)
-		}
-		got += len(msg.Entries)
 	}
-	if got != want {
-		t.Errorf("%d entries sent to an older peer, want %d", got, want)
-	}
-	if msgs := syncMessages(nil, dg, true); len(msgs) != 1 || msgs[0][2] != msgAnswer {
+	if msgs := syncMessages(nil, dg); len(msgs) != 1 || msgs[0][2] != msgAnswer {
 		t.Errorf("nothing lacking: %d messages, want one answer", len(msgs))
 	}
 }
@@ -705,9 +758,9 @@ func TestBadBlockEndsMessage(t *testing.T) {
 	m.mu.Unlock()
 	skipped := m.Stats().Skipped
 	b := appendHeader(nil, msgBlocks)
-	b = appendUvarint(b, 1)
+	b = binary.AppendUvarint(b, 1)
 	b = appendOwnerDigest(b, &d)
-	b = appendUvarint(b, 3)
+	b = binary.AppendUvarint(b, 3)
 	b = append(b, 1, 0xff, 0xff)
 	if !m.receive(b, false) {
 		t.Fatal("a block already held was read")

@@ -1,10 +1,16 @@
 package mesh
 
+// This file owns the peers: the addresses this member joins (configured,
+// given to Start or Join, or saved in peers.json), and the loop that joins
+// those that are not alive members, with backoff. Mesh.mu guards the peer
+// sets; joins run with it released.
+
 import (
 	"context"
 	"math/rand/v2"
 	"net"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 )
@@ -160,4 +166,38 @@ func resolvesToAlive(addr, selfAddr string, alive map[string]bool) bool {
 		}
 	}
 	return false
+}
+
+// addPeers adds addresses to the peers retried for ever and returns them
+// normalised, without our own. Caller holds mu (or, in New, owns m alone).
+func (m *Mesh) addPeers(addrs []string) []string {
+	var out []string
+	for _, a := range addrs {
+		if n, ok := normalizeAddr(a, m.cfg.Port); ok {
+			m.peers[n] = true
+			if n != m.selfAddr {
+				out = append(out, n)
+			}
+		}
+	}
+	return out
+}
+
+// normalizeAddr turns "ip", "ip:port", "host" or "host:port" into
+// "host:port", with port as the default.
+func normalizeAddr(a string, port int) (string, bool) {
+	if a == "" {
+		return "", false
+	}
+	if host, p, err := net.SplitHostPort(a); err == nil {
+		if host == "" || p == "" {
+			return "", false
+		}
+		return net.JoinHostPort(host, p), true
+	}
+	// No port, or an IPv6 literal without brackets.
+	if ip := net.ParseIP(a); ip != nil {
+		return net.JoinHostPort(ip.String(), strconv.Itoa(port)), true
+	}
+	return net.JoinHostPort(a, strconv.Itoa(port)), true
 }

@@ -1,5 +1,12 @@
 package mesh
 
+// This file owns the rules of the replicated table and of membership:
+// which version of a key wins, tombstones and reaping, owner repair, which
+// entries are visible, digests and deltas. It does no locking and no I/O
+// (Mesh.mu guards it), so each rule is tested on its own (state_test.go).
+// Every change of what is visible is reported to the watchers where it
+// happens (store, memberUp, memberDown, memberLeaving).
+
 import (
 	"bytes"
 	"math/bits"
@@ -95,19 +102,9 @@ func newState(self string, ttl time.Duration, now time.Time, grace time.Duration
 	return s
 }
 
-// internBytes returns a shared string for a table or owner name, so that
-// thousands of entries do not each hold a copy.
-func (s *state) internBytes(b []byte) string {
-	if v, ok := s.names[string(b)]; ok {
-		return v
-	}
-	v := string(b)
-	s.names[v] = v
-	return v
-}
-
-// intern is internBytes for a string, which may be a view into a received
-// message: what it stores is a copy.
+// intern returns a shared string for a table or owner name, so that
+// thousands of entries do not each hold a copy. v may be a view into a
+// received message: what it stores is a copy.
 func (s *state) intern(v string) string {
 	if w, ok := s.names[v]; ok {
 		return w
@@ -212,7 +209,8 @@ func (s *state) lookup(table, key string) *record {
 // nil) and keeping the indexes and digests right. It copies e's strings
 // and value, which may be views into a received message.
 func (s *state) store(old *record, e Entry, reapAt time.Time, now time.Time) *record {
-	wasVisible := s.visible(old)
+	watched := s.watch.watching(e.Table)
+	wasVisible := watched && s.visible(old)
 	if old != nil {
 		s.unlink(old)
 	}
@@ -255,6 +253,7 @@ func (s *state) store(old *record, e Entry, reapAt time.Time, now time.Time) *re
 		s.tombs[r] = struct{}{}
 	}
 	switch {
+	case !watched:
 	case s.visible(r):
 		s.watch.entry(EntryPut, &r.Entry)
 	case wasVisible:

@@ -118,6 +118,15 @@ func (w *watchers) feed(k watchKey) *feed.Feed[Event] {
 	return f
 }
 
+// watching reports whether table has watchers, so that a change nobody
+// watches costs nothing more.
+func (w *watchers) watching(table string) bool {
+	if w == nil || len(w.feeds) == 0 {
+		return false
+	}
+	return w.feeds[watchKey{table, false}] != nil || w.feeds[watchKey{table, true}] != nil
+}
+
 // entry publishes a change of e's table to its watchers. Records are never
 // modified in place, so the event shares e's value.
 func (w *watchers) entry(kind EventKind, e *Entry) {

@@ -46,7 +46,7 @@ const entrypoint = "/weft"
 type parts struct {
 	kernel   *dataplane.Kernel
 	mesh     *mesh.Mesh
-	keys     *keyring // nil: the mesh is not encrypted
+	keys     *mesh.Keyring // nil: the mesh is not encrypted
 	catalog  *catalog.Catalog
 	underlay *underlay.Underlay
 	driver   *driver.Driver
@@ -118,9 +118,7 @@ func build(cfg Config, log *slog.Logger) (*parts, error) {
 	mcfg.StateDir = cfg.StateDir
 	mcfg.Version = Version
 	mcfg.Logger = log.With("component", "mesh")
-	if p.keys != nil {
-		mcfg.Keyring = p.keys.kr
-	}
+	mcfg.Keyring = p.keys
 	if p.mesh, err = mesh.New(mcfg); err != nil {
 		p.kernel.Close()
 		return nil, err
@@ -174,8 +172,8 @@ func build(cfg Config, log *slog.Logger) (*parts, error) {
 // openKeyring reads the mesh's keyring. It reports off when a keyring is
 // configured but unusable: the mesh then stays off (this host serves its
 // own containers only) rather than run open.
-func openKeyring(cfg Config, log *slog.Logger) (keys *keyring, off bool) {
-	keys, note, err := loadKeyring(cfg.StateDir, cfg.MeshKey)
+func openKeyring(cfg Config, log *slog.Logger) (keys *mesh.Keyring, off bool) {
+	keys, note, err := mesh.LoadKeyring(cfg.StateDir, cfg.MeshKey)
 	if note != "" {
 		log.Warn(note)
 	}
