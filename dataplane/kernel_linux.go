@@ -18,9 +18,17 @@ import (
 type Kernel struct {
 	log *slog.Logger
 
-	// mu serialises all netlink writes.
+	// mu serialises all netlink writes and guards the fields below.
 	mu sync.Mutex
 	h  *netlink.Handle
+	// announcers holds each segment's announcer (announce_linux.go), and
+	// announceErr the last error making it, logged once.
+	announcers  map[uint32]*announcer
+	announceErr map[uint32]string
+}
+
+func kernelOn(h *netlink.Handle, log *slog.Logger) *Kernel {
+	return &Kernel{h: h, log: orDiscard(log), announcers: map[uint32]*announcer{}, announceErr: map[uint32]string{}}
 }
 
 // NewKernel returns a Kernel for the calling process's network namespace.
@@ -29,7 +37,7 @@ func NewKernel(log *slog.Logger) (*Kernel, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open netlink handle: %w", err)
 	}
-	return &Kernel{h: h, log: orDiscard(log)}, nil
+	return kernelOn(h, log), nil
 }
 
 // NewKernelAt returns a Kernel for the network namespace ns (used by tests
@@ -39,11 +47,19 @@ func NewKernelAt(ns netns.NsHandle, log *slog.Logger) (*Kernel, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open netlink handle in namespace: %w", err)
 	}
-	return &Kernel{h: h, log: orDiscard(log)}, nil
+	return kernelOn(h, log), nil
 }
 
-// Close releases the netlink handle.
-func (k *Kernel) Close() { k.h.Close() }
+// Close releases the netlink handle and the announcers (the kernel entries
+// and devices stay).
+func (k *Kernel) Close() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for vni := range k.announcers {
+		k.closeAnnouncerLocked(vni)
+	}
+	k.h.Close()
+}
 
 func orDiscard(l *slog.Logger) *slog.Logger {
 	if l == nil {
@@ -102,6 +118,17 @@ func (k *Kernel) EnsureSegment(n Segment) error {
 	if err := k.h.LinkSetUp(link); err != nil {
 		return fmt.Errorf("set %s up: %w", name, err)
 	}
+	// Without its announcer a segment still works; its containers only
+	// wait for their own ARP retries. So a failure is logged, not
+	// returned, and the next EnsureSegment tries again.
+	if err := k.ensureAnnouncerLocked(n.VNI, link); err != nil {
+		if k.announceErr[n.VNI] != err.Error() {
+			k.log.Warn("remote endpoints will not be announced to local containers", "device", name, "err", err)
+		}
+		k.announceErr[n.VNI] = err.Error()
+	} else {
+		delete(k.announceErr, n.VNI)
+	}
 	k.log.Debug("vxlan device ready", "device", name, "vni", n.VNI, "mtu", n.MTU)
 	return nil
 }
@@ -115,10 +142,13 @@ func compatible(have netlink.Link, want *netlink.Vxlan) bool {
 }
 
 // DeleteSegment removes the VXLAN device of vni and, with it, every macvlan
-// child still in the host namespace. A missing device is not an error.
+// child still in the host namespace, and the segment's announcer. A missing
+// device is not an error.
 func (k *Kernel) DeleteSegment(vni uint32) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	k.closeAnnouncerLocked(vni)
+	delete(k.announceErr, vni)
 	name := DeviceName(vni)
 	link, err := k.h.LinkByName(name)
 	if err != nil {
