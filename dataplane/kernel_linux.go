@@ -71,7 +71,11 @@ func orDiscard(l *slog.Logger) *slog.Logger {
 // EnsureSegment creates the VXLAN device of n, or adopts the one that exists
 // if it is compatible. An existing device with another UDP port is replaced;
 // one with another MTU gets its MTU changed in place, so that the
-// containers attached to it keep their interfaces.
+// containers attached to it keep their interfaces. Lowering it lowers
+// every macvlan child above the new MTU with it, inside the containers'
+// namespaces too (the kernel does so for macvlan children); raising it
+// leaves the children where they are, so a container keeps the smaller MTU
+// until its interface is made again.
 func (k *Kernel) EnsureSegment(n Segment) error {
 	if err := n.Validate(); err != nil {
 		return err
@@ -245,40 +249,6 @@ func (k *Kernel) DeleteInterface(name string) error {
 	}
 	k.log.Debug("interface deleted", "interface", name)
 	return nil
-}
-
-// UnderlayMTU returns the MTU of the interface that holds addr, or, when
-// addr is nil or not local, of the interface of the default route; 1500
-// when neither can be found.
-func (k *Kernel) UnderlayMTU(addr net.IP) int {
-	if addr != nil {
-		links, err := retryDump(func() ([]netlink.Link, error) { return k.h.LinkList() })
-		if err == nil {
-			for _, l := range links {
-				addrs, err := k.h.AddrList(l, unix.AF_INET)
-				if err != nil {
-					continue
-				}
-				for _, a := range addrs {
-					if a.IP.Equal(addr) {
-						return l.Attrs().MTU
-					}
-				}
-			}
-		}
-	}
-	routes, err := retryDump(func() ([]netlink.Route, error) { return k.h.RouteList(nil, unix.AF_INET) })
-	if err == nil {
-		for _, r := range routes {
-			if r.Dst != nil && r.Dst.String() != "0.0.0.0/0" {
-				continue
-			}
-			if l, err := k.h.LinkByIndex(r.LinkIndex); err == nil {
-				return l.Attrs().MTU
-			}
-		}
-	}
-	return 1500
 }
 
 // retryDump repeats a netlink dump that the kernel interrupted because the

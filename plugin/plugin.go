@@ -86,7 +86,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		vtep = net.ParseIP(node.Addr).To4()
 	}
 	dcfg.VTEP = vtep
-	dcfg.UnderlayMTU = func() int { return kernel.UnderlayMTU(vtep) }
+	dcfg.UnderlayMTU = func() int {
+		if mtu, ok := kernel.PathMTU(vtep, nil); ok {
+			return mtu
+		}
+		return kernel.FallbackMTU()
+	}
 	dcfg.Logger = log.With("component", "driver")
 	dcfg.Reconciled = names.update
 	drv, err := driver.New(dcfg, kernel, peers)
