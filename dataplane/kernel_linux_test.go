@@ -20,7 +20,7 @@ import (
 // These tests need root: each works in fresh network namespaces made with
 // iproute2 and removed at the end, never in the caller's namespace.
 
-func needRoot(t *testing.T) {
+func needRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("dataplane tests need root (they create network namespaces)")
@@ -30,7 +30,7 @@ func needRoot(t *testing.T) {
 	}
 }
 
-func run(t *testing.T, args ...string) string {
+func run(t testing.TB, args ...string) string {
 	t.Helper()
 	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
 	if err != nil {
@@ -40,7 +40,7 @@ func run(t *testing.T, args ...string) string {
 }
 
 // newNS creates a named namespace removed when the test ends.
-func newNS(t *testing.T) (string, netns.NsHandle) {
+func newNS(t testing.TB) (string, netns.NsHandle) {
 	t.Helper()
 	name := fmt.Sprintf("wdp-%d-%d", os.Getpid(), rand.IntN(1<<30))
 	run(t, "ip", "netns", "add", name)
@@ -54,7 +54,7 @@ func newNS(t *testing.T) (string, netns.NsHandle) {
 	return name, h
 }
 
-func newKernel(t *testing.T, h netns.NsHandle) *Kernel {
+func newKernel(t testing.TB, h netns.NsHandle) *Kernel {
 	t.Helper()
 	k, err := NewKernelAt(h, nil)
 	if err != nil {
