@@ -330,6 +330,9 @@ func merged(r, prev *Results, o *Options) *Results {
 		m.Kernel = prev.Kernel
 		take(PartKernel)
 	}
+	if len(m.Origins) > 0 && prev.Machine != "" && prev.Machine != r.Machine {
+		m.Notes = append(slices.Clone(r.Notes), fmt.Sprintf("The machine named above is this run's; the parts merged in were measured on %s.", prev.Machine))
+	}
 	if len(m.Origins) > 0 {
 		m.Reps = min(m.Reps, prev.Reps)
 		m.Seconds += prev.Seconds
