@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"encoding/hex"
 	"net"
 	"testing"
 	"time"
@@ -113,4 +114,20 @@ func listenUDP(t *testing.T, ns netns.NsHandle, addr string) net.PacketConn {
 	}
 	t.Cleanup(func() { c.Close() })
 	return c
+}
+
+// TestGARPFrame: the announcement is an ARP reply to broadcast whose sender
+// and target are both the endpoint (a gratuitous ARP in the form Linux
+// takes for an entry it has, and a proxying VXLAN device does not answer).
+func TestGARPFrame(t *testing.T) {
+	r := remote("10.51.0.2", "02:42:0a:33:00:02", "198.18.0.2")
+	var f [42]byte
+	garp(&f, r)
+	want := "ffffffffffff" + "02420a330002" + "0806" + // Ethernet: broadcast, from the endpoint, ARP
+		"0001" + "0800" + "06" + "04" + "0002" + // Ethernet, IPv4, lengths, reply
+		"02420a330002" + "0a330002" + // sender
+		"02420a330002" + "0a330002" // target
+	if got := hex.EncodeToString(f[:]); got != want {
+		t.Fatalf("frame\n%s\nwant\n%s", got, want)
+	}
 }
