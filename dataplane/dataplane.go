@@ -12,7 +12,10 @@
 //     containers switch through the macvlan; frames for remote containers leave
 //     through the VXLAN device;
 //   - for every remote endpoint, a static FDB entry (MAC -> remote VTEP) and a
-//     permanent neighbour entry (IP -> MAC) on the VXLAN device.
+//     permanent neighbour entry (IP -> MAC) on the VXLAN device;
+//   - one more macvlan child, the announcer, in a namespace of the plugin's
+//     own, from which a gratuitous ARP for every remote endpoint written
+//     reaches the local containers (announce_linux.go).
 //
 // Why this layout: nothing in it depends on the plugin's process or mounts, so
 // disabling, restarting or upgrading the plugin never removes a container's

@@ -18,9 +18,17 @@ import (
 type Kernel struct {
 	log *slog.Logger
 
-	// mu serialises all netlink writes.
+	// mu serialises all netlink writes and guards the fields below.
 	mu sync.Mutex
 	h  *netlink.Handle
+	// announcers holds each segment's announcer (announce_linux.go), and
+	// announceErr the last error making it, logged once.
+	announcers  map[uint32]*announcer
+	announceErr map[uint32]string
+}
+
+func kernelOn(h *netlink.Handle, log *slog.Logger) *Kernel {
+	return &Kernel{h: h, log: orDiscard(log), announcers: map[uint32]*announcer{}, announceErr: map[uint32]string{}}
 }
 
 // NewKernel returns a Kernel for the calling process's network namespace.
@@ -29,7 +37,7 @@ func NewKernel(log *slog.Logger) (*Kernel, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open netlink handle: %w", err)
 	}
-	return &Kernel{h: h, log: orDiscard(log)}, nil
+	return kernelOn(h, log), nil
 }
 
 // NewKernelAt returns a Kernel for the network namespace ns (used by tests
@@ -39,11 +47,19 @@ func NewKernelAt(ns netns.NsHandle, log *slog.Logger) (*Kernel, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open netlink handle in namespace: %w", err)
 	}
-	return &Kernel{h: h, log: orDiscard(log)}, nil
+	return kernelOn(h, log), nil
 }
 
-// Close releases the netlink handle.
-func (k *Kernel) Close() { k.h.Close() }
+// Close releases the netlink handle and the announcers (the kernel entries
+// and devices stay).
+func (k *Kernel) Close() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for vni := range k.announcers {
+		k.closeAnnouncerLocked(vni)
+	}
+	k.h.Close()
+}
 
 func orDiscard(l *slog.Logger) *slog.Logger {
 	if l == nil {
@@ -55,7 +71,11 @@ func orDiscard(l *slog.Logger) *slog.Logger {
 // EnsureSegment creates the VXLAN device of n, or adopts the one that exists
 // if it is compatible. An existing device with another UDP port is replaced;
 // one with another MTU gets its MTU changed in place, so that the
-// containers attached to it keep their interfaces.
+// containers attached to it keep their interfaces. Lowering it lowers
+// every macvlan child above the new MTU with it, inside the containers'
+// namespaces too (the kernel does so for macvlan children); raising it
+// leaves the children where they are, so a container keeps the smaller MTU
+// until its interface is made again.
 func (k *Kernel) EnsureSegment(n Segment) error {
 	if err := n.Validate(); err != nil {
 		return err
@@ -102,6 +122,17 @@ func (k *Kernel) EnsureSegment(n Segment) error {
 	if err := k.h.LinkSetUp(link); err != nil {
 		return fmt.Errorf("set %s up: %w", name, err)
 	}
+	// Without its announcer a segment still works; its containers only
+	// wait for their own ARP retries. So a failure is logged, not
+	// returned, and the next EnsureSegment tries again.
+	if err := k.ensureAnnouncerLocked(n.VNI, link); err != nil {
+		if k.announceErr[n.VNI] != err.Error() {
+			k.log.Warn("remote endpoints will not be announced to local containers", "device", name, "err", err)
+		}
+		k.announceErr[n.VNI] = err.Error()
+	} else {
+		delete(k.announceErr, n.VNI)
+	}
 	k.log.Debug("vxlan device ready", "device", name, "vni", n.VNI, "mtu", n.MTU)
 	return nil
 }
@@ -115,10 +146,13 @@ func compatible(have netlink.Link, want *netlink.Vxlan) bool {
 }
 
 // DeleteSegment removes the VXLAN device of vni and, with it, every macvlan
-// child still in the host namespace. A missing device is not an error.
+// child still in the host namespace, and the segment's announcer. A missing
+// device is not an error.
 func (k *Kernel) DeleteSegment(vni uint32) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	k.closeAnnouncerLocked(vni)
+	delete(k.announceErr, vni)
 	name := DeviceName(vni)
 	link, err := k.h.LinkByName(name)
 	if err != nil {
@@ -215,40 +249,6 @@ func (k *Kernel) DeleteInterface(name string) error {
 	}
 	k.log.Debug("interface deleted", "interface", name)
 	return nil
-}
-
-// UnderlayMTU returns the MTU of the interface that holds addr, or, when
-// addr is nil or not local, of the interface of the default route; 1500
-// when neither can be found.
-func (k *Kernel) UnderlayMTU(addr net.IP) int {
-	if addr != nil {
-		links, err := retryDump(func() ([]netlink.Link, error) { return k.h.LinkList() })
-		if err == nil {
-			for _, l := range links {
-				addrs, err := k.h.AddrList(l, unix.AF_INET)
-				if err != nil {
-					continue
-				}
-				for _, a := range addrs {
-					if a.IP.Equal(addr) {
-						return l.Attrs().MTU
-					}
-				}
-			}
-		}
-	}
-	routes, err := retryDump(func() ([]netlink.Route, error) { return k.h.RouteList(nil, unix.AF_INET) })
-	if err == nil {
-		for _, r := range routes {
-			if r.Dst != nil && r.Dst.String() != "0.0.0.0/0" {
-				continue
-			}
-			if l, err := k.h.LinkByIndex(r.LinkIndex); err == nil {
-				return l.Attrs().MTU
-			}
-		}
-	}
-	return 1500
 }
 
 // retryDump repeats a netlink dump that the kernel interrupted because the

@@ -28,6 +28,9 @@ import (
 // vni: the FDB entry r.MAC -> r.VTEP and the permanent neighbour entry
 // r.IP -> r.MAC, each replacing what the kernel held for that MAC or IP.
 // It reads nothing back, so calling it again with the same r is harmless.
+// It then announces r to the segment's local containers (announce_linux.go),
+// so that one that asked for r.IP before it was programmed, or holds an
+// older MAC for it, uses the new entry at once.
 func (k *Kernel) SetRemote(vni uint32, r RemoteEndpoint) error {
 	if err := r.Validate(); err != nil {
 		return err
@@ -47,6 +50,7 @@ func (k *Kernel) SetRemote(vni uint32, r RemoteEndpoint) error {
 		return fmt.Errorf("set neighbour %s -> %s on %s: %w", r.IP, r.MAC, dev, err)
 	}
 	k.log.Debug("remote endpoint set", "device", dev, "ip", r.IP.String(), "mac", r.MAC.String(), "vtep", r.VTEP.String())
+	k.announceLocked(vni, []RemoteEndpoint{r})
 	return nil
 }
 
@@ -87,7 +91,8 @@ func (k *Kernel) DeleteRemote(vni uint32, r RemoteEndpoint) error {
 // vni exactly those of remotes: missing or wrong entries are written, then
 // entries for endpoints no longer wanted are removed (add before delete, so
 // a moved endpoint is never unreachable in between). It reports what it
-// changed; on a kernel that already held the set, nothing.
+// changed; on a kernel that already held the set, nothing. The endpoints
+// whose entries it wrote are announced as SetRemote does.
 func (k *Kernel) SetRemotes(vni uint32, remotes []RemoteEndpoint) (Repair, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -125,6 +130,7 @@ func (k *Kernel) SetRemotes(vni uint32, remotes []RemoteEndpoint) (Repair, error
 
 	var errs []error
 	rewritten := map[string]bool{}
+	announce := map[string]RemoteEndpoint{}
 	for mac, r := range wantFDB {
 		if haveFDB[mac] == r.VTEP.String() {
 			continue
@@ -135,6 +141,7 @@ func (k *Kernel) SetRemotes(vni uint32, remotes []RemoteEndpoint) (Repair, error
 		}
 		rep.FDBAdded++
 		rewritten[mac] = true
+		announce[remoteKey(r)] = r
 		k.log.Debug("fdb set", "device", dev, "mac", mac, "vtep", r.VTEP.String())
 	}
 	for ip, r := range wantARP {
@@ -146,6 +153,7 @@ func (k *Kernel) SetRemotes(vni uint32, remotes []RemoteEndpoint) (Repair, error
 			continue
 		}
 		rep.NeighAdded++
+		announce[remoteKey(r)] = r
 		k.log.Debug("neighbour set", "device", dev, "ip", ip, "mac", r.MAC.String())
 	}
 	for _, n := range fdb {
@@ -187,6 +195,13 @@ func (k *Kernel) SetRemotes(vni uint32, remotes []RemoteEndpoint) (Repair, error
 			rep.NeighRemoved++
 			k.log.Debug("neighbour deleted", "device", dev, "ip", n.IP.String())
 		}
+	}
+	if len(announce) > 0 {
+		rs := make([]RemoteEndpoint, 0, len(announce))
+		for _, r := range announce {
+			rs = append(rs, r)
+		}
+		k.announceLocked(vni, rs)
 	}
 	return rep, errors.Join(errs...)
 }
