@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weftnet/weft/mesh"
 	"github.com/weftnet/weft/test/lab"
 	"github.com/weftnet/weft/test/labtest"
 )
@@ -461,7 +462,9 @@ func TestPartition(t *testing.T) {
 			}
 		}
 	}
-	time.Sleep(time.Until(cut.Add(30 * time.Second))) // the partition's hold
+	// The partition's length is the scenario, not a wait: the pingers
+	// prove that each side kept working for all of it.
+	time.Sleep(time.Until(cut.Add(30 * time.Second)))
 	for _, p := range []*labtest.Pinger{across, inside} {
 		res := p.Stop(t)
 		t.Logf("FIGURE partition: %s during the 30 s cut: %s", p, res)
@@ -544,15 +547,15 @@ func TestStateDirLost(t *testing.T) {
 			labtest.WaitPluginAnswers(t, victim, 0, time.Minute)
 			t.Logf("plugin with a %s state directory serving after %s", dmg.name, time.Since(start).Round(time.Millisecond))
 
-			// Past the mesh's repair grace (10 s), when a host that lost
+			// The hold below outlasts the mesh's repair grace, counted from
+			// when the victim's mesh started: at its end a host that lost
 			// track of its endpoints would withdraw them everywhere.
+			meshUp := waitMeshStarted(t, victim, time.Minute)
 			d := labtest.WaitConverged(t, l.Hosts, time.Minute)
 			t.Logf("converged %s after the restart", d.Round(100*time.Millisecond))
-			for time.Since(start) < 15*time.Second {
-				if err := labtest.Check(ctx, l.Hosts); err != nil {
-					t.Fatalf("%s after the restart: %v", time.Since(start).Round(100*time.Millisecond), err)
-				}
-				time.Sleep(500 * time.Millisecond)
+			hold := time.Until(meshUp.Add(mesh.DefaultConfig().RepairGrace + 3*time.Second))
+			if err := lab.Hold(ctx, hold, 500*time.Millisecond, func() error { return labtest.Check(ctx, l.Hosts) }); err != nil {
+				t.Fatalf("%s after the restart: %v", time.Since(start).Round(100*time.Millisecond), err)
 			}
 			labtest.WaitConverged(t, l.Hosts, time.Minute)
 			for _, h := range l.Hosts {
@@ -616,6 +619,29 @@ func waitRestarted(t *testing.T, h *lab.Host, ctr string, within time.Duration, 
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// waitMeshStarted waits until h's mesh runs (its status lists h itself
+// alive) and returns when that was first seen.
+func waitMeshStarted(t *testing.T, h *lab.Host, within time.Duration) time.Time {
+	t.Helper()
+	ctx := context.Background()
+	err := lab.WaitFor(ctx, within, 50*time.Millisecond, func() error {
+		rep, err := labtest.FetchStatus(ctx, h)
+		if err != nil {
+			return err
+		}
+		for _, p := range rep.Peers {
+			if p.Name == rep.Node && p.State == "alive" {
+				return nil
+			}
+		}
+		return fmt.Errorf("%s's mesh has not started: members %+v", h.Name, rep.Peers)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return time.Now()
 }
 
 // meshKeyring is the mesh's keyring file in the state directory.
