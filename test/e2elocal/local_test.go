@@ -18,6 +18,7 @@ import (
 func TestManyContainersAcrossHosts(t *testing.T) {
 	l := need(t)
 	const network, gw = "hlnet", "10.40.0.1"
+	labtest.NoLeaksAfter(t, l, network)
 	labtest.CreateLocalNetwork(t, l, network, "10.40.0.0/16")
 	var want []labtest.Ctr
 	for i := range 33 {
@@ -70,6 +71,8 @@ func TestManyContainersAcrossHosts(t *testing.T) {
 	}
 	labtest.Reach(t, more[0].Host, more[0].Name, cs[0].IP, time.Minute)
 	labtest.Reach(t, cs[2].Host, cs[2].Name, more[1].Name, time.Minute)
+	d := labtest.WaitConverged(t, l.Hosts, time.Minute)
+	t.Logf("every host's kernel entries and weft status match the engines' 36 endpoints, %s later", d.Round(100*time.Millisecond))
 }
 
 // TestPartitionBothSidesAllocate: h3 is cut from the others for longer
@@ -81,6 +84,7 @@ func TestManyContainersAcrossHosts(t *testing.T) {
 func TestPartitionBothSidesAllocate(t *testing.T) {
 	l := need(t)
 	const network, gw = "ptnet", "10.42.0.1"
+	labtest.NoLeaksAfter(t, l, network)
 	labtest.CreateLocalNetwork(t, l, network, "10.42.0.0/23")
 	h1, h2, h3 := l.Hosts[0], l.Hosts[1], l.Hosts[2]
 	before := startMany(t, network, gw, []labtest.Ctr{{Host: h1, Name: "p1a"}, {Host: h2, Name: "p2a"}, {Host: h3, Name: "p3a"}, {Host: h1, Name: "p1b"}, {Host: h2, Name: "p2b"}, {Host: h3, Name: "p3b"}})
@@ -137,6 +141,7 @@ func TestPartitionBothSidesAllocate(t *testing.T) {
 	}
 	all = append(all, labtest.Ctr{Host: h1, Name: "p1grab", IP: grabbed}, labtest.Ctr{Host: h3, Name: "p3f", IP: late})
 	meshReach(t, all, func(c labtest.Ctr) string { return c.IP }, 2*time.Minute)
+	labtest.WaitConverged(t, l.Hosts, time.Minute)
 }
 
 // TestDeadHostBlocksReclaimed: h3's engine is killed and h3 cut from the
@@ -146,6 +151,7 @@ func TestPartitionBothSidesAllocate(t *testing.T) {
 func TestDeadHostBlocksReclaimed(t *testing.T) {
 	l := need(t)
 	const network, gw = "rcnet", "10.41.0.1"
+	labtest.NoLeaksAfter(t, l, network)
 	labtest.CreateLocalNetwork(t, l, network, "10.41.0.0/24", "weft.block=28")
 	h1, h2, h3 := l.Hosts[0], l.Hosts[1], l.Hosts[2]
 	x3 := labtest.Run(t, h3, "r3", network, "--dns", gw)
