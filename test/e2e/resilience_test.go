@@ -631,12 +631,12 @@ func waitMeshStarted(t *testing.T, h *lab.Host, within time.Duration) time.Time 
 		if err != nil {
 			return err
 		}
-		for _, p := range rep.Peers {
+		for _, p := range rep.Members {
 			if p.Name == rep.Node && p.State == "alive" {
 				return nil
 			}
 		}
-		return fmt.Errorf("%s's mesh has not started: members %+v", h.Name, rep.Peers)
+		return fmt.Errorf("%s's mesh has not started: members %+v", h.Name, rep.Members)
 	})
 	if err != nil {
 		t.Fatal(err)

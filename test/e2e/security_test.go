@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/weftnet/weft/driver"
+	"github.com/weftnet/weft/catalog"
 	"github.com/weftnet/weft/mesh"
 	"github.com/weftnet/weft/test/lab"
 	"github.com/weftnet/weft/test/labtest"
@@ -57,9 +57,9 @@ func rogue(t *testing.T, l *lab.Lab, name string, port int, key []byte, vni uint
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = m.Leave(time.Second); _ = m.Close() })
-	rec, _ := json.Marshal(driver.Record{Network: "rogue", VNI: vni, Endpoint: "evil-" + name, IP: "10.97.0.250",
+	rec, _ := json.Marshal(catalog.Record{Network: "rogue", VNI: vni, Endpoint: "evil-" + name, IP: "10.97.0.250",
 		MAC: "02:66:66:66:66:66", VTEP: cfg.AdvertiseAddr})
-	m.Put("endpoint", "evil-"+name, rec)
+	m.Put(catalog.Table, catalog.Key(name, "evil-"+name), rec)
 	return m
 }
 
@@ -78,7 +78,7 @@ func injected(t *testing.T, l *lab.Lab, vtep string) []string {
 }
 
 func hasPeer(t *testing.T, h *lab.Host, name string) bool {
-	for _, p := range labtest.Status(t, h).Peers {
+	for _, p := range labtest.Status(t, h).Members {
 		if p.Name == name && p.State == "alive" {
 			return true
 		}

@@ -276,7 +276,7 @@ func Check(ctx context.Context, side []*lab.Host) error {
 			bad("weft status says VTEP %s", rep.VTEP)
 		}
 		alive := map[string]bool{}
-		for _, p := range rep.Peers {
+		for _, p := range rep.Members {
 			if p.State == "alive" {
 				host, _, _ := strings.Cut(p.Addr, ":")
 				alive[host] = true
@@ -345,13 +345,13 @@ func MeshComplete(ctx context.Context, h *lab.Host, all []*lab.Host) error {
 	}
 	for _, o := range all {
 		found := false
-		for _, p := range rep.Peers {
+		for _, p := range rep.Members {
 			if strings.HasPrefix(p.Addr, o.Addr().String()+":") && p.State == "alive" {
 				found = true
 			}
 		}
 		if !found {
-			return fmt.Errorf("%s does not see %s alive in its mesh: %+v", h.Name, o.Name, rep.Peers)
+			return fmt.Errorf("%s does not see %s alive in its mesh: %+v", h.Name, o.Name, rep.Members)
 		}
 	}
 	return nil
