@@ -54,6 +54,11 @@ func labConfig(getenv func(string) string) (lab.Config, error) {
 	cfg.Bridge = "weftci0"
 	cfg.VethPrefix = "wci"
 	cfg.Underlay = netip.MustParsePrefix("198.18.2.254/24")
+	// Each host's default route leaves by a 9000-byte eth1 while swarm,
+	// the mesh and VXLAN stay on the 1500-byte eth0, as on hosts whose
+	// jumbo-frame interface is not the cluster's: a network's MTU must
+	// come from the VXLAN path (TestMTUFollowsTheVXLANPath).
+	cfg.Outside = netip.MustParsePrefix("198.19.2.254/24")
 	cfg.StateRoot, cfg.RunRoot = "", ""
 	if name := getenv("WEFT_E2E_LAB"); name != "" && name != cfg.Name {
 		cfg.Name = name
@@ -72,6 +77,9 @@ func labConfig(getenv func(string) string) (lab.Config, error) {
 			return cfg, fmt.Errorf("WEFT_E2E_SUBNET=%q: %w", subnet, err)
 		}
 		cfg.Underlay = p
+		// The outside network: the same third octet in 198.19.0.0/16.
+		b := p.Addr().As4()
+		cfg.Outside = netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 19, b[2], 254}), 24)
 	}
 	err := withOutside(&cfg, getenv)
 	return cfg, err
