@@ -54,11 +54,6 @@ func labConfig(getenv func(string) string) (lab.Config, error) {
 	cfg.Bridge = "weftci0"
 	cfg.VethPrefix = "wci"
 	cfg.Underlay = netip.MustParsePrefix("198.18.2.254/24")
-	// Each host's default route leaves by a 9000-byte eth1 while swarm,
-	// the mesh and VXLAN stay on the 1500-byte eth0, as on hosts whose
-	// jumbo-frame interface is not the cluster's: a network's MTU must
-	// come from the VXLAN path (TestMTUFollowsTheVXLANPath).
-	cfg.Outside = netip.MustParsePrefix("198.19.2.254/24")
 	cfg.StateRoot, cfg.RunRoot = "", ""
 	if name := getenv("WEFT_E2E_LAB"); name != "" && name != cfg.Name {
 		cfg.Name = name
@@ -77,22 +72,22 @@ func labConfig(getenv func(string) string) (lab.Config, error) {
 			return cfg, fmt.Errorf("WEFT_E2E_SUBNET=%q: %w", subnet, err)
 		}
 		cfg.Underlay = p
-		// The outside network: the same third octet in 198.19.0.0/16.
-		b := p.Addr().As4()
-		cfg.Outside = netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 19, b[2], 254}), 24)
 	}
 	err := withOutside(&cfg, getenv)
 	return cfg, err
 }
 
-// outsideMTU is the MTU of the hosts' default route in the lab: 0 keeps it
-// on the underlay; another MTU (WEFT_E2E_OUTSIDE_MTU overrides it) gives
-// every host a second interface of that MTU carrying its default route
+// outsideMTU is the MTU of the hosts' default route in the lab: every host
+// has a second interface of that MTU carrying its default route
 // (lab.Config.Outside), on 198.19.<n>.0/24 beside the underlay's
 // 198.18.<n>.0/24, while swarm, the mesh and VXLAN stay on the 1500-byte
-// underlay. Every other test runs unchanged in such a lab; bringing it up
-// costs one more bridge and a veth per host (milliseconds).
-const outsideMTU = 0
+// underlay — as on hosts whose jumbo-frame interface is not the cluster's,
+// where a network's MTU must come from the VXLAN path
+// (TestMTUFollowsTheVXLANPath). WEFT_E2E_OUTSIDE_MTU overrides it; 0
+// keeps the default route on the underlay. Every other test runs unchanged
+// in such a lab; bringing it up costs one more bridge and a veth per host
+// (milliseconds).
+const outsideMTU = 9000
 
 // withOutside sets cfg.Outside and cfg.OutsideMTU as outsideMTU and the
 // environment ask.

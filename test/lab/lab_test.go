@@ -183,7 +183,7 @@ func TestLab(t *testing.T) {
 			if got := h.MustExec(t, "iptables", "-S", "FORWARD"); !strings.HasPrefix(got, "-P FORWARD DROP") {
 				t.Errorf("%s: FORWARD chain: %s", h.Name, got)
 			}
-			checkRoutes(t, h, cfg)
+			checkRoutes(t, h, l.Config())
 			di, err := h.info(ctx)
 			if err != nil {
 				t.Fatal(err)
