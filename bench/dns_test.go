@@ -52,9 +52,9 @@ func BenchmarkDNSServer(b *testing.B) {
 // few hundred names as a small Fabric network would have.
 func startWeftDNS(b *testing.B) string {
 	t := dns.NewTable("weft.local")
-	entries := []dns.Entry{{Names: []string{"srv-weft", "srv-weft.1"}, Addr: netip.MustParseAddr("10.201.2.9")}}
+	entries := []dns.Host{{Names: []string{"srv-weft", "srv-weft.1"}, Addr: netip.MustParseAddr("10.201.2.9")}}
 	for i := range 300 {
-		entries = append(entries, dns.Entry{
+		entries = append(entries, dns.Host{
 			Names: []string{fmt.Sprintf("peer%d", i), fmt.Sprintf("peer.%d", i), "peer", "tasks.peer"},
 			Addr:  netip.AddrFrom4([4]byte{10, 201, byte(3 + i/250), byte(i%250 + 2)}),
 		})

@@ -40,6 +40,7 @@ type Results struct {
 	Control *ControlResult `json:"control,omitempty"`
 	Scale   []ScaleResult  `json:"scale,omitempty"`
 	DNS     []DNSRow       `json:"dns,omitempty"`
+	Kernel  *KernelResult  `json:"kernel,omitempty"`
 }
 
 // Data-plane metric names, the keys of NetData.Metrics.
@@ -129,6 +130,23 @@ type ScaleResult struct {
 	ReadPerNeeded Floats `json:"read_per_needed,omitempty"`
 	// Join is the seconds the members took to see each other alive.
 	Join float64 `json:"join_s"`
+}
+
+// KernelResult is the per-change kernel cost on one device holding Entries
+// remote endpoints (see kernel.go). Each series holds one value per
+// repetition, in milliseconds.
+type KernelResult struct {
+	Entries int `json:"entries"`
+	// TableAdd and TableRemove: one endpoint added, then removed, by
+	// SetRemotes of the whole table (before).
+	TableAdd    Floats `json:"table_add_ms"`
+	TableRemove Floats `json:"table_remove_ms"`
+	// OneAdd and OneRemove: the same by SetRemote and DeleteRemote (after).
+	OneAdd    Floats `json:"one_add_ms"`
+	OneRemove Floats `json:"one_remove_ms"`
+	// Fill is the seconds SetRemotes took to write the whole table into
+	// the empty device.
+	Fill float64 `json:"fill_s"`
 }
 
 // DNSRow is one DNS server under one load.

@@ -21,12 +21,13 @@ const (
 	PartData    = "data"
 	PartControl = "control"
 	PartDNS     = "dns"
+	PartKernel  = "kernel"
 )
 
 // Options configure a run. DefaultOptions and SmokeOptions give complete
 // sets.
 type Options struct {
-	// Parts to run (PartScale, PartData, PartControl, PartDNS).
+	// Parts to run (PartScale, PartData, PartControl, PartDNS, PartKernel).
 	Parts []string
 	// Reps is the number of repetitions of every figure (at least 3 for a
 	// report worth reading).
@@ -60,6 +61,10 @@ type Options struct {
 	ScaleMembers []int
 	ScaleEntries []int
 	ScaleTimeout time.Duration
+	// KernelEntries is the remote endpoints on the kernel part's device;
+	// KernelReps how many times one of them changes each way.
+	KernelEntries int
+	KernelReps    int
 	// PluginDir is the managed plugin directory (make plugin-dir).
 	PluginDir string
 	// Self is the static weftbench binary, mounted into containers.
@@ -81,7 +86,7 @@ type Options struct {
 // DefaultOptions is the full run of make bench.
 func DefaultOptions() *Options {
 	return &Options{
-		Parts:        []string{PartScale, PartData, PartControl, PartDNS},
+		Parts:        []string{PartScale, PartData, PartControl, PartDNS, PartKernel},
 		Reps:         3,
 		DataReps:     5,
 		MTUs:         []int{1500, 9000},
@@ -96,6 +101,9 @@ func DefaultOptions() *Options {
 		ScaleEntries: []int{1000, 10000},
 		ScaleTimeout: 90 * time.Second,
 		OutDir:       "bench",
+
+		KernelEntries: 10_000,
+		KernelReps:    30,
 	}
 }
 
@@ -115,6 +123,7 @@ func SmokeOptions() *Options {
 	o.ScaleMembers = []int{10}
 	o.ScaleEntries = []int{1000}
 	o.ScaleTimeout = time.Minute
+	o.KernelReps = 5
 	return o
 }
 
@@ -228,6 +237,13 @@ func Run(ctx context.Context, o *Options) (*Results, error) {
 			}
 		}
 	}
+	if o.has(PartKernel) && ctx.Err() == nil {
+		kr, err := kernelPart(ctx, o)
+		res.Kernel = kr
+		if err != nil {
+			errs = append(errs, fmt.Errorf("kernel: %w", err))
+		}
+	}
 	// Scale last: it loads the machine's CPU and memory in this process.
 	if o.has(PartScale) && ctx.Err() == nil {
 		sr, err := scale(ctx, o)
@@ -309,6 +325,13 @@ func merged(r, prev *Results, o *Options) *Results {
 	if !o.has(PartDNS) && len(prev.DNS) > 0 {
 		m.DNS = prev.DNS
 		take(PartDNS)
+	}
+	if !o.has(PartKernel) && prev.Kernel != nil {
+		m.Kernel = prev.Kernel
+		take(PartKernel)
+	}
+	if len(m.Origins) > 0 && prev.Machine != "" && prev.Machine != r.Machine {
+		m.Notes = append(slices.Clone(r.Notes), fmt.Sprintf("The machine named above is this run's; the parts merged in were measured on %s.", prev.Machine))
 	}
 	if len(m.Origins) > 0 {
 		m.Reps = min(m.Reps, prev.Reps)

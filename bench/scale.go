@@ -119,6 +119,9 @@ func scaleRep(ctx context.Context, o *Options, members, n int) (run scaleRun, jo
 			first = t.Addr()
 		}
 		m, err := mesh.New(scaleConfig(fmt.Sprintf("host-%03d", i), t, first))
+		if err == nil {
+			err = m.Start("", nil)
+		}
 		if err != nil {
 			return nan, math.NaN(), err
 		}

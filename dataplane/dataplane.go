@@ -12,7 +12,10 @@
 //     containers switch through the macvlan; frames for remote containers leave
 //     through the VXLAN device;
 //   - for every remote endpoint, a static FDB entry (MAC -> remote VTEP) and a
-//     permanent neighbour entry (IP -> MAC) on the VXLAN device.
+//     permanent neighbour entry (IP -> MAC) on the VXLAN device;
+//   - one more macvlan child, the announcer, in a namespace of the plugin's
+//     own, from which a gratuitous ARP for every remote endpoint written
+//     reaches the local containers (announce_linux.go).
 //
 // Why this layout: nothing in it depends on the plugin's process or mounts, so
 // disabling, restarting or upgrading the plugin never removes a container's
@@ -21,9 +24,11 @@
 // by construction: separate devices, separate segments.
 //
 // Every write is idempotent (create-or-compare, NeighSet, deletes that treat
-// "not found" as done), and SetPeers reconciles the kernel's FDB and neighbour
-// tables of a device against the desired set, so a restart is just a
-// reconcile from whatever the kernel still holds.
+// "not found" as done). SetRemote and DeleteRemote write one remote
+// endpoint's entries as it changes, without reading the tables back;
+// SetRemotes reconciles a device's whole FDB and neighbour tables against
+// the desired set (the periodic repair), so a restart is just a reconcile
+// from whatever the kernel still holds.
 package dataplane
 
 import (
@@ -44,8 +49,8 @@ const Overhead = 50
 // MaxVNI is the largest VXLAN network identifier (24 bits).
 const MaxVNI = 1<<24 - 1
 
-// Network describes the VXLAN segment of one weft network on this host.
-type Network struct {
+// Segment describes the VXLAN segment of one weft network on this host.
+type Segment struct {
 	// VNI is the segment's VXLAN network identifier, 1..MaxVNI.
 	VNI uint32
 	// MTU of the VXLAN device; macvlan children inherit it.
@@ -54,14 +59,32 @@ type Network struct {
 	Port int
 }
 
-// Peer is a remote endpoint reached through the segment.
-type Peer struct {
+// RemoteEndpoint is a remote endpoint reached through the segment.
+type RemoteEndpoint struct {
 	// IP is the endpoint's address on the weft network.
 	IP net.IP
 	// MAC is the endpoint's hardware address.
 	MAC net.HardwareAddr
 	// VTEP is the underlay address of the host that holds the endpoint.
 	VTEP net.IP
+}
+
+// Validate reports whether r can be programmed: an IPv4 address, a 6-byte
+// MAC and an IPv4 VTEP.
+func (r RemoteEndpoint) Validate() error {
+	if r.IP.To4() == nil || len(r.MAC) != 6 || r.VTEP.To4() == nil {
+		return fmt.Errorf("remote endpoint %s is not an IPv4 address, a 6-byte MAC and an IPv4 VTEP", remoteKey(r))
+	}
+	return nil
+}
+
+// Repair counts what one SetRemotes call changed in the kernel, by table.
+// Added counts entries written because they were missing or held another
+// value; Removed, entries for endpoints no longer wanted. All zero: the
+// kernel already held the desired table (no drift).
+type Repair struct {
+	FDBAdded, FDBRemoved     int
+	NeighAdded, NeighRemoved int
 }
 
 // DeviceName returns the name of the VXLAN device of a VNI.
@@ -83,7 +106,7 @@ func ParseDeviceName(name string) (uint32, bool) {
 }
 
 // Validate reports whether n can be programmed.
-func (n Network) Validate() error {
+func (n Segment) Validate() error {
 	if n.VNI == 0 || n.VNI > MaxVNI {
 		return fmt.Errorf("VNI %d is outside 1-%d", n.VNI, MaxVNI)
 	}
@@ -96,7 +119,7 @@ func (n Network) Validate() error {
 	return nil
 }
 
-// peerKey identifies a desired neighbour + FDB pair.
-func peerKey(p Peer) string {
+// remoteKey identifies a remote endpoint: its neighbour + FDB pair.
+func remoteKey(p RemoteEndpoint) string {
 	return p.IP.String() + "|" + p.MAC.String() + "|" + p.VTEP.String()
 }

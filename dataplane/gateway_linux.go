@@ -25,13 +25,17 @@ import (
 // and the child go with it, and a new process makes them again; container
 // traffic never passes through it.
 type Gateway struct {
-	ns netns.NsHandle
+	ns   netns.NsHandle
+	name string // the child's name in ns
 	// UDP and TCP are sockets bound to the gateway address, port 53.
 	UDP net.PacketConn
 	TCP net.Listener
 }
 
-// Close releases the sockets and the namespace (and with it the child).
+// Close releases the sockets, deletes the child and releases the
+// namespace. The child is deleted here rather than left to the kernel's
+// teardown of the namespace, which runs later in the background: its MAC
+// is free, and its address silent, when Close returns.
 func (g *Gateway) Close() {
 	if g.UDP != nil {
 		g.UDP.Close()
@@ -39,12 +43,18 @@ func (g *Gateway) Close() {
 	if g.TCP != nil {
 		g.TCP.Close()
 	}
+	if h, err := netlink.NewHandleAt(g.ns); err == nil {
+		if l, err := h.LinkByName(g.name); err == nil {
+			_ = h.LinkDel(l)
+		}
+		h.Close()
+	}
 	g.ns.Close()
 }
 
 // OpenGateway makes the gateway of the network vni: a new namespace, a
-// macvlan child of the device with the given MAC moved into it, addr on it,
-// and UDP and TCP sockets bound to addr's address on port.
+// macvlan child of the device with the given MAC in it, addr on it, and
+// UDP and TCP sockets bound to addr's address on port.
 func (k *Kernel) OpenGateway(vni uint32, addr netip.Prefix, mac net.HardwareAddr, port int) (_ *Gateway, err error) {
 	if !addr.Addr().Is4() {
 		return nil, fmt.Errorf("gateway address %s is not IPv4", addr)
@@ -53,51 +63,29 @@ func (k *Kernel) OpenGateway(vni uint32, addr netip.Prefix, mac net.HardwareAddr
 	if err != nil {
 		return nil, fmt.Errorf("create gateway namespace for VNI %d: %w", vni, err)
 	}
-	g := &Gateway{ns: ns}
+	g := &Gateway{ns: ns, name: "wg" + strconv.FormatUint(uint64(vni), 10)}
 	defer func() {
 		if err != nil {
 			g.Close()
 		}
 	}()
-
-	name := "wg" + strconv.FormatUint(uint64(vni), 10)
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	parent, err := k.h.LinkByName(DeviceName(vni))
-	if err != nil {
-		return nil, fmt.Errorf("look up device of VNI %d: %w", vni, err)
-	}
-	// A child of that name left by an earlier, failed attempt goes first.
-	if old, lerr := k.h.LinkByName(name); lerr == nil {
-		_ = k.h.LinkDel(old)
-	}
-	mv := &netlink.Macvlan{
-		LinkAttrs: netlink.LinkAttrs{Name: name, ParentIndex: parent.Attrs().Index, HardwareAddr: mac, MTU: parent.Attrs().MTU},
-		Mode:      netlink.MACVLAN_MODE_BRIDGE,
-	}
-	if err := k.h.LinkAdd(mv); err != nil {
-		return nil, fmt.Errorf("create gateway interface %s: %w", name, err)
-	}
-	link, err := k.h.LinkByName(name)
-	if err != nil {
-		return nil, fmt.Errorf("look up gateway interface %s: %w", name, err)
-	}
-	if err := k.h.LinkSetNsFd(link, int(ns)); err != nil {
-		_ = k.h.LinkDel(link)
-		return nil, fmt.Errorf("move gateway interface %s into its namespace: %w", name, err)
+	if err := k.addGatewayChild(vni, g, mac); err != nil {
+		return nil, err
 	}
 
+	// The rest happens in the gateway's namespace, without k.mu: waiting
+	// here must not hold up the kernel writes of the host namespace.
 	h, err := netlink.NewHandleAt(ns)
 	if err != nil {
 		return nil, fmt.Errorf("open gateway namespace: %w", err)
 	}
 	defer h.Close()
-	for _, n := range []string{"lo", name} {
+	for _, n := range []string{"lo", g.name} {
 		l, err := h.LinkByName(n)
 		if err != nil {
 			return nil, fmt.Errorf("look up %s in gateway namespace: %w", n, err)
 		}
-		if n == name {
+		if n == g.name {
 			a := &netlink.Addr{IPNet: &net.IPNet{IP: net.IP(addr.Addr().AsSlice()), Mask: net.CIDRMask(addr.Bits(), 32)}}
 			if err := h.AddrReplace(l, a); err != nil {
 				return nil, fmt.Errorf("set gateway address %s: %w", addr, err)
@@ -124,9 +112,39 @@ func (k *Kernel) OpenGateway(vni uint32, addr netip.Prefix, mac net.HardwareAddr
 	return g, nil
 }
 
+// addGatewayChild creates the gateway's macvlan child of the device of vni
+// straight in the gateway's namespace.
+func (k *Kernel) addGatewayChild(vni uint32, g *Gateway, mac net.HardwareAddr) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	parent, err := k.h.LinkByName(DeviceName(vni))
+	if err != nil {
+		return fmt.Errorf("look up device of VNI %d: %w", vni, err)
+	}
+	// A child of that name in the host namespace (left by a version that
+	// made the child there and moved it) holds the MAC: it goes first.
+	if old, lerr := k.h.LinkByName(g.name); lerr == nil {
+		if _, ok := old.(*netlink.Macvlan); ok {
+			_ = k.h.LinkDel(old)
+		}
+	}
+	mv := &netlink.Macvlan{
+		LinkAttrs: netlink.LinkAttrs{Name: g.name, ParentIndex: parent.Attrs().Index, HardwareAddr: mac, MTU: parent.Attrs().MTU, Namespace: netlink.NsFd(int(g.ns))},
+		Mode:      netlink.MACVLAN_MODE_BRIDGE,
+	}
+	if err := k.h.LinkAdd(mv); err != nil {
+		return fmt.Errorf("create gateway interface %s: %w", g.name, err)
+	}
+	return nil
+}
+
 // setUpRetry sets a link up. The kernel refuses a macvlan whose MAC a
-// sibling still holds; after a plugin restart that sibling is the previous
-// gateway, in a namespace the kernel is still tearing down, so wait for it.
+// sibling still holds. After a plugin restart that sibling is the previous
+// process's gateway, in a namespace the kernel is still tearing down in
+// the background; nothing in this process is told when that ends (the
+// sibling's removal is announced only in its own namespace), so this polls,
+// for at most 5 s and without holding the Kernel's lock. A gateway closed
+// by this process (Close) deletes its child at once and never makes it wait.
 func setUpRetry(h *netlink.Handle, l netlink.Link) error {
 	deadline := time.Now().Add(5 * time.Second)
 	for {

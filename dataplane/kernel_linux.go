@@ -18,9 +18,17 @@ import (
 type Kernel struct {
 	log *slog.Logger
 
-	// mu serialises all netlink writes.
+	// mu serialises all netlink writes and guards the fields below.
 	mu sync.Mutex
 	h  *netlink.Handle
+	// announcers holds each segment's announcer (announce_linux.go), and
+	// announceErr the last error making it, logged once.
+	announcers  map[uint32]*announcer
+	announceErr map[uint32]string
+}
+
+func kernelOn(h *netlink.Handle, log *slog.Logger) *Kernel {
+	return &Kernel{h: h, log: orDiscard(log), announcers: map[uint32]*announcer{}, announceErr: map[uint32]string{}}
 }
 
 // NewKernel returns a Kernel for the calling process's network namespace.
@@ -29,7 +37,7 @@ func NewKernel(log *slog.Logger) (*Kernel, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open netlink handle: %w", err)
 	}
-	return &Kernel{h: h, log: orDiscard(log)}, nil
+	return kernelOn(h, log), nil
 }
 
 // NewKernelAt returns a Kernel for the network namespace ns (used by tests
@@ -39,11 +47,19 @@ func NewKernelAt(ns netns.NsHandle, log *slog.Logger) (*Kernel, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open netlink handle in namespace: %w", err)
 	}
-	return &Kernel{h: h, log: orDiscard(log)}, nil
+	return kernelOn(h, log), nil
 }
 
-// Close releases the netlink handle.
-func (k *Kernel) Close() { k.h.Close() }
+// Close releases the netlink handle and the announcers (the kernel entries
+// and devices stay).
+func (k *Kernel) Close() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for vni := range k.announcers {
+		k.closeAnnouncerLocked(vni)
+	}
+	k.h.Close()
+}
 
 func orDiscard(l *slog.Logger) *slog.Logger {
 	if l == nil {
@@ -52,11 +68,15 @@ func orDiscard(l *slog.Logger) *slog.Logger {
 	return l
 }
 
-// EnsureNetwork creates the VXLAN device of n, or adopts the one that exists
+// EnsureSegment creates the VXLAN device of n, or adopts the one that exists
 // if it is compatible. An existing device with another UDP port is replaced;
 // one with another MTU gets its MTU changed in place, so that the
-// containers attached to it keep their interfaces.
-func (k *Kernel) EnsureNetwork(n Network) error {
+// containers attached to it keep their interfaces. Lowering it lowers
+// every macvlan child above the new MTU with it, inside the containers'
+// namespaces too (the kernel does so for macvlan children); raising it
+// leaves the children where they are, so a container keeps the smaller MTU
+// until its interface is made again.
+func (k *Kernel) EnsureSegment(n Segment) error {
 	if err := n.Validate(); err != nil {
 		return err
 	}
@@ -102,6 +122,17 @@ func (k *Kernel) EnsureNetwork(n Network) error {
 	if err := k.h.LinkSetUp(link); err != nil {
 		return fmt.Errorf("set %s up: %w", name, err)
 	}
+	// Without its announcer a segment still works; its containers only
+	// wait for their own ARP retries. So a failure is logged, not
+	// returned, and the next EnsureSegment tries again.
+	if err := k.ensureAnnouncerLocked(n.VNI, link); err != nil {
+		if k.announceErr[n.VNI] != err.Error() {
+			k.log.Warn("remote endpoints will not be announced to local containers", "device", name, "err", err)
+		}
+		k.announceErr[n.VNI] = err.Error()
+	} else {
+		delete(k.announceErr, n.VNI)
+	}
 	k.log.Debug("vxlan device ready", "device", name, "vni", n.VNI, "mtu", n.MTU)
 	return nil
 }
@@ -114,11 +145,14 @@ func compatible(have netlink.Link, want *netlink.Vxlan) bool {
 	return v.VxlanId == want.VxlanId && v.Port == want.Port && !v.Learning && v.Proxy
 }
 
-// DeleteNetwork removes the VXLAN device of vni and, with it, every macvlan
-// child still in the host namespace. A missing device is not an error.
-func (k *Kernel) DeleteNetwork(vni uint32) error {
+// DeleteSegment removes the VXLAN device of vni and, with it, every macvlan
+// child still in the host namespace, and the segment's announcer. A missing
+// device is not an error.
+func (k *Kernel) DeleteSegment(vni uint32) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	k.closeAnnouncerLocked(vni)
+	delete(k.announceErr, vni)
 	name := DeviceName(vni)
 	link, err := k.h.LinkByName(name)
 	if err != nil {
@@ -134,8 +168,8 @@ func (k *Kernel) DeleteNetwork(vni uint32) error {
 	return nil
 }
 
-// Networks returns the VNIs of the weft VXLAN devices in the namespace.
-func (k *Kernel) Networks() ([]uint32, error) {
+// Segments returns the VNIs of the weft VXLAN devices in the namespace.
+func (k *Kernel) Segments() ([]uint32, error) {
 	links, err := retryDump(func() ([]netlink.Link, error) { return k.h.LinkList() })
 	if err != nil {
 		return nil, fmt.Errorf("list links: %w", err)
@@ -215,190 +249,6 @@ func (k *Kernel) DeleteInterface(name string) error {
 	}
 	k.log.Debug("interface deleted", "interface", name)
 	return nil
-}
-
-// SetPeers makes the static FDB and neighbour entries of the device of vni
-// exactly those of peers: missing entries are written, then entries for
-// endpoints no longer wanted are removed (add before delete, so a moved
-// endpoint is never unreachable in between).
-func (k *Kernel) SetPeers(vni uint32, peers []Peer) error {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	dev := DeviceName(vni)
-	idx, fdb, arp, err := k.tables(dev)
-	if err != nil {
-		return err
-	}
-
-	// What the kernel has: MAC -> VTEP, IP -> MAC.
-	haveFDB := map[string]string{}
-	for _, n := range fdb {
-		if n.IP == nil || n.HardwareAddr == nil || n.State&netlink.NUD_PERMANENT == 0 {
-			continue
-		}
-		haveFDB[n.HardwareAddr.String()] = n.IP.String()
-	}
-	haveARP := map[string]string{}
-	for _, n := range arp {
-		if n.IP == nil || n.State&netlink.NUD_PERMANENT == 0 {
-			continue
-		}
-		haveARP[n.IP.String()] = n.HardwareAddr.String()
-	}
-
-	wantFDB := map[string]Peer{}
-	wantARP := map[string]Peer{}
-	for _, p := range peers {
-		if p.IP.To4() == nil || len(p.MAC) != 6 || p.VTEP.To4() == nil {
-			k.log.Warn("skipping malformed peer", "device", dev, "peer", peerKey(p))
-			continue
-		}
-		wantFDB[p.MAC.String()] = p
-		wantARP[p.IP.String()] = p
-	}
-
-	var errs []error
-	for mac, p := range wantFDB {
-		if haveFDB[mac] == p.VTEP.String() {
-			continue
-		}
-		err := k.h.NeighSet(&netlink.Neigh{
-			LinkIndex:    idx,
-			Family:       unix.AF_BRIDGE,
-			State:        netlink.NUD_PERMANENT,
-			Flags:        netlink.NTF_SELF,
-			IP:           p.VTEP,
-			HardwareAddr: p.MAC,
-		})
-		if err != nil {
-			errs = append(errs, fmt.Errorf("set FDB entry %s -> %s on %s: %w", mac, p.VTEP, dev, err))
-			continue
-		}
-		k.log.Debug("fdb set", "device", dev, "mac", mac, "vtep", p.VTEP.String())
-	}
-	for ip, p := range wantARP {
-		if haveARP[ip] == p.MAC.String() {
-			continue
-		}
-		err := k.h.NeighSet(&netlink.Neigh{
-			LinkIndex:    idx,
-			Family:       unix.AF_INET,
-			State:        netlink.NUD_PERMANENT,
-			IP:           p.IP,
-			HardwareAddr: p.MAC,
-		})
-		if err != nil {
-			errs = append(errs, fmt.Errorf("set neighbour %s -> %s on %s: %w", ip, p.MAC, dev, err))
-			continue
-		}
-		k.log.Debug("neighbour set", "device", dev, "ip", ip, "mac", p.MAC.String())
-	}
-	for _, n := range fdb {
-		if n.IP == nil || n.HardwareAddr == nil || n.State&netlink.NUD_PERMANENT == 0 {
-			continue
-		}
-		if p, ok := wantFDB[n.HardwareAddr.String()]; ok && p.VTEP.Equal(n.IP) {
-			continue
-		}
-		n := n
-		if err := k.h.NeighDel(&n); err != nil && !isNotFound(err) {
-			errs = append(errs, fmt.Errorf("delete FDB entry %s -> %s on %s: %w", n.HardwareAddr, n.IP, dev, err))
-			continue
-		}
-		k.log.Debug("fdb deleted", "device", dev, "mac", n.HardwareAddr.String())
-	}
-	for _, n := range arp {
-		if n.IP == nil || n.State&netlink.NUD_PERMANENT == 0 {
-			continue
-		}
-		if p, ok := wantARP[n.IP.String()]; ok && p.MAC.String() == n.HardwareAddr.String() {
-			continue
-		}
-		n := n
-		if err := k.h.NeighDel(&n); err != nil && !isNotFound(err) {
-			errs = append(errs, fmt.Errorf("delete neighbour %s on %s: %w", n.IP, dev, err))
-			continue
-		}
-		k.log.Debug("neighbour deleted", "device", dev, "ip", n.IP.String())
-	}
-	return errors.Join(errs...)
-}
-
-// tables returns the index of device dev and its FDB and neighbour tables.
-func (k *Kernel) tables(dev string) (idx int, fdb, arp []netlink.Neigh, err error) {
-	link, err := k.h.LinkByName(dev)
-	if err != nil {
-		return 0, nil, nil, fmt.Errorf("look up device %s: %w", dev, err)
-	}
-	idx = link.Attrs().Index
-	fdb, err = retryDump(func() ([]netlink.Neigh, error) { return k.h.NeighList(idx, unix.AF_BRIDGE) })
-	if err != nil {
-		return 0, nil, nil, fmt.Errorf("list FDB of %s: %w", dev, err)
-	}
-	arp, err = retryDump(func() ([]netlink.Neigh, error) { return k.h.NeighList(idx, unix.AF_INET) })
-	if err != nil {
-		return 0, nil, nil, fmt.Errorf("list neighbours of %s: %w", dev, err)
-	}
-	return idx, fdb, arp, nil
-}
-
-// Peers returns the static peers programmed on the device of vni: one per
-// permanent neighbour entry whose MAC also has a static FDB entry.
-func (k *Kernel) Peers(vni uint32) ([]Peer, error) {
-	_, fdb, arp, err := k.tables(DeviceName(vni))
-	if err != nil {
-		return nil, err
-	}
-	vtep := map[string]net.IP{}
-	for _, n := range fdb {
-		if n.IP != nil && n.HardwareAddr != nil && n.State&netlink.NUD_PERMANENT != 0 {
-			vtep[n.HardwareAddr.String()] = n.IP
-		}
-	}
-	var out []Peer
-	for _, n := range arp {
-		if n.IP == nil || n.State&netlink.NUD_PERMANENT == 0 {
-			continue
-		}
-		if v, ok := vtep[n.HardwareAddr.String()]; ok {
-			out = append(out, Peer{IP: n.IP, MAC: n.HardwareAddr, VTEP: v})
-		}
-	}
-	return out, nil
-}
-
-// UnderlayMTU returns the MTU of the interface that holds addr, or, when
-// addr is nil or not local, of the interface of the default route; 1500
-// when neither can be found.
-func (k *Kernel) UnderlayMTU(addr net.IP) int {
-	if addr != nil {
-		links, err := retryDump(func() ([]netlink.Link, error) { return k.h.LinkList() })
-		if err == nil {
-			for _, l := range links {
-				addrs, err := k.h.AddrList(l, unix.AF_INET)
-				if err != nil {
-					continue
-				}
-				for _, a := range addrs {
-					if a.IP.Equal(addr) {
-						return l.Attrs().MTU
-					}
-				}
-			}
-		}
-	}
-	routes, err := retryDump(func() ([]netlink.Route, error) { return k.h.RouteList(nil, unix.AF_INET) })
-	if err == nil {
-		for _, r := range routes {
-			if r.Dst != nil && r.Dst.String() != "0.0.0.0/0" {
-				continue
-			}
-			if l, err := k.h.LinkByIndex(r.LinkIndex); err == nil {
-				return l.Attrs().MTU
-			}
-		}
-	}
-	return 1500
 }
 
 // retryDump repeats a netlink dump that the kernel interrupted because the

@@ -13,14 +13,14 @@ import (
 
 func testTable() *Table {
 	t := NewTable("weft.local")
-	t.Set(7, []Entry{
+	t.Set(7, []Host{
 		{Names: []string{"vp1", "peer.1", "peer", "tasks.peer", "peer.1.abc"}, Addr: netip.MustParseAddr("10.7.0.2")},
 		{Names: []string{"vp2", "peer.2", "peer", "tasks.peer"}, Addr: netip.MustParseAddr("10.7.0.3")},
 		{Names: []string{"cc-vp1", "Bad Name!", ""}, Addr: netip.MustParseAddr("10.7.0.4")},
 	})
-	var many []Entry
+	var many []Host
 	for i := range 100 {
-		many = append(many, Entry{Names: []string{"big"}, Addr: netip.AddrFrom4([4]byte{10, 8, byte(i / 250), byte(i%250 + 2)})})
+		many = append(many, Host{Names: []string{"big"}, Addr: netip.AddrFrom4([4]byte{10, 8, byte(i / 250), byte(i%250 + 2)})})
 	}
 	t.Set(8, many)
 	return t

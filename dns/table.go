@@ -19,8 +19,8 @@ import (
 	"sync"
 )
 
-// Entry is one endpoint's names and address.
-type Entry struct {
+// Host is one endpoint's names and address.
+type Host struct {
 	// Names are the endpoint's names, in order of preference (the first is
 	// the target of its PTR record).
 	Names []string
@@ -52,9 +52,9 @@ func NewTable(domain string) *Table {
 func (t *Table) Domain() string { return t.domain }
 
 // Set replaces the zone of a network.
-func (t *Table) Set(vni uint32, entries []Entry) {
+func (t *Table) Set(vni uint32, hosts []Host) {
 	z := &zone{byName: map[string][]netip.Addr{}, byAddr: map[netip.Addr]string{}}
-	for _, e := range entries {
+	for _, e := range hosts {
 		if !e.Addr.Is4() {
 			continue
 		}

@@ -12,20 +12,30 @@ import (
 
 	"github.com/docker/go-plugins-helpers/network"
 
+	"github.com/weftnet/weft/catalog"
 	"github.com/weftnet/weft/dataplane"
+	"github.com/weftnet/weft/internal/feed"
 )
 
-// fakePlane records the kernel state the driver asked for.
+// fakePlane keeps kernel-like tables: per device an FDB (MAC -> VTEPs)
+// and a neighbour table (IP -> MAC), written as the kernel would.
 type fakePlane struct {
 	mu       sync.Mutex
-	networks map[uint32]dataplane.Network
+	networks map[uint32]dataplane.Segment
 	ifaces   map[string]uint32
-	peers    map[uint32][]dataplane.Peer
+	fdb      map[uint32]map[string]map[string]bool // vni -> mac -> vteps
+	neigh    map[uint32]map[string]string          // vni -> ip -> mac
+	// calls counts the writes by method.
+	calls    map[string]int
 	failNext error
 }
 
 func newFakePlane() *fakePlane {
-	return &fakePlane{networks: map[uint32]dataplane.Network{}, ifaces: map[string]uint32{}, peers: map[uint32][]dataplane.Peer{}}
+	return &fakePlane{
+		networks: map[uint32]dataplane.Segment{}, ifaces: map[string]uint32{},
+		fdb: map[uint32]map[string]map[string]bool{}, neigh: map[uint32]map[string]string{},
+		calls: map[string]int{},
+	}
 }
 
 func (f *fakePlane) fail() error {
@@ -34,26 +44,43 @@ func (f *fakePlane) fail() error {
 	return err
 }
 
-func (f *fakePlane) EnsureNetwork(n dataplane.Network) error {
+func (f *fakePlane) EnsureSegment(n dataplane.Segment) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.calls["EnsureSegment"]++
 	if err := f.fail(); err != nil {
 		return err
 	}
 	f.networks[n.VNI] = n
+	if f.fdb[n.VNI] == nil {
+		f.fdb[n.VNI] = map[string]map[string]bool{}
+		f.neigh[n.VNI] = map[string]string{}
+	}
 	return nil
 }
 
-func (f *fakePlane) DeleteNetwork(vni uint32) error {
+func (f *fakePlane) DeleteSegment(vni uint32) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	delete(f.networks, vni)
+	delete(f.fdb, vni)
+	delete(f.neigh, vni)
 	for name, v := range f.ifaces {
 		if v == vni {
 			delete(f.ifaces, name)
 		}
 	}
 	return nil
+}
+
+func (f *fakePlane) Segments() ([]uint32, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []uint32
+	for vni := range f.networks {
+		out = append(out, vni)
+	}
+	return out, nil
 }
 
 func (f *fakePlane) CreateInterface(vni uint32, name string, mac net.HardwareAddr) error {
@@ -73,43 +100,186 @@ func (f *fakePlane) DeleteInterface(name string) error {
 	return nil
 }
 
-func (f *fakePlane) Peers(vni uint32) ([]dataplane.Peer, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return slices.Clone(f.peers[vni]), nil
-}
-
-func (f *fakePlane) SetPeers(vni uint32, peers []dataplane.Peer) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.peers[vni] = slices.Clone(peers)
+func (f *fakePlane) setLocked(vni uint32, r dataplane.RemoteEndpoint) error {
+	if _, ok := f.networks[vni]; !ok {
+		return fmt.Errorf("no device for VNI %d", vni)
+	}
+	// A static FDB entry per MAC: NeighSet replaces the destination.
+	f.fdb[vni][r.MAC.String()] = map[string]bool{r.VTEP.String(): true}
+	f.neigh[vni][r.IP.String()] = r.MAC.String()
 	return nil
 }
 
-// fakePeers is an in-memory mesh view.
-type fakePeers struct {
+func (f *fakePlane) SetRemote(vni uint32, r dataplane.RemoteEndpoint) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls["SetRemote"]++
+	return f.setLocked(vni, r)
+}
+
+func (f *fakePlane) DeleteRemote(vni uint32, r dataplane.RemoteEndpoint) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls["DeleteRemote"]++
+	if _, ok := f.networks[vni]; !ok {
+		return fmt.Errorf("no device for VNI %d", vni)
+	}
+	if r.MAC != nil && r.VTEP != nil {
+		delete(f.fdb[vni][r.MAC.String()], r.VTEP.String())
+		if len(f.fdb[vni][r.MAC.String()]) == 0 {
+			delete(f.fdb[vni], r.MAC.String())
+		}
+	}
+	if r.IP != nil {
+		delete(f.neigh[vni], r.IP.String())
+	}
+	return nil
+}
+
+func (f *fakePlane) SetRemotes(vni uint32, want []dataplane.RemoteEndpoint) (dataplane.Repair, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls["SetRemotes"]++
+	if _, ok := f.networks[vni]; !ok {
+		return dataplane.Repair{}, fmt.Errorf("no device for VNI %d", vni)
+	}
+	var rep dataplane.Repair
+	wantFDB, wantNeigh := map[string]string{}, map[string]string{}
+	for _, r := range want {
+		wantFDB[r.MAC.String()] = r.VTEP.String()
+		wantNeigh[r.IP.String()] = r.MAC.String()
+	}
+	for mac, vteps := range f.fdb[vni] {
+		if v, ok := wantFDB[mac]; !ok || !vteps[v] || len(vteps) != 1 {
+			delete(f.fdb[vni], mac)
+			rep.FDBRemoved++
+		}
+	}
+	for ip, mac := range f.neigh[vni] {
+		if wantNeigh[ip] != mac {
+			delete(f.neigh[vni], ip)
+			rep.NeighRemoved++
+		}
+	}
+	for mac, vtep := range wantFDB {
+		if !f.fdb[vni][mac][vtep] {
+			f.fdb[vni][mac] = map[string]bool{vtep: true}
+			rep.FDBAdded++
+		}
+	}
+	for ip, mac := range wantNeigh {
+		if f.neigh[vni][ip] != mac {
+			f.neigh[vni][ip] = mac
+			rep.NeighAdded++
+		}
+	}
+	return rep, nil
+}
+
+func (f *fakePlane) Remotes(vni uint32) ([]dataplane.RemoteEndpoint, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []dataplane.RemoteEndpoint
+	for ip, mac := range f.neigh[vni] {
+		for vtep := range f.fdb[vni][mac] {
+			hw, _ := net.ParseMAC(mac)
+			out = append(out, dataplane.RemoteEndpoint{IP: net.ParseIP(ip), MAC: hw, VTEP: net.ParseIP(vtep)})
+		}
+	}
+	return out, nil
+}
+
+// table renders a device's entries as sorted "ip mac vtep" lines.
+func (f *fakePlane) table(vni uint32) []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []string
+	for ip, mac := range f.neigh[vni] {
+		vteps := slices.Sorted(mapsKeys(f.fdb[vni][mac]))
+		out = append(out, ip+" "+mac+" "+strings.Join(vteps, ","))
+	}
+	for mac := range f.fdb[vni] {
+		found := false
+		for _, m := range f.neigh[vni] {
+			found = found || m == mac
+		}
+		if !found {
+			out = append(out, "- "+mac+" "+strings.Join(slices.Sorted(mapsKeys(f.fdb[vni][mac])), ","))
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func mapsKeys(m map[string]bool) func(func(string) bool) {
+	return func(yield func(string) bool) {
+		for k := range m {
+			if !yield(k) {
+				return
+			}
+		}
+	}
+}
+
+// fakeCatalog records what the driver publishes; tests feed it events.
+type fakeCatalog struct {
 	mu        sync.Mutex
-	published map[string]Record
-	remote    []Record
-	ch        chan struct{}
+	published map[string]catalog.Record
+	synced    bool
+	events    feed.Feed[catalog.Event]
 }
 
-func newFakePeers() *fakePeers {
-	return &fakePeers{published: map[string]Record{}, ch: make(chan struct{}, 1)}
+func newFakeCatalog() *fakeCatalog {
+	return &fakeCatalog{published: map[string]catalog.Record{}, synced: true}
 }
 
-func (p *fakePeers) Publish(r Record) { p.mu.Lock(); p.published[r.Endpoint] = r; p.mu.Unlock() }
-func (p *fakePeers) Withdraw(id string) {
-	p.mu.Lock()
-	delete(p.published, id)
-	p.mu.Unlock()
+func (c *fakeCatalog) SetLocal(r catalog.Record) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.published[r.Endpoint] = r
 }
-func (p *fakePeers) Remote() []Record {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return slices.Clone(p.remote)
+
+func (c *fakeCatalog) RemoveLocal(id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.published, id)
 }
-func (p *fakePeers) Changes() <-chan struct{} { return p.ch }
+
+func (c *fakeCatalog) record(id string) (catalog.Record, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r, ok := c.published[id]
+	return r, ok
+}
+
+func (c *fakeCatalog) count() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.published)
+}
+
+func (c *fakeCatalog) Subscribe() *feed.Sub[catalog.Event] { return c.events.Subscribe() }
+
+func (c *fakeCatalog) Synced() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.synced
+}
+
+// fakeUnderlay has a settable MTU.
+type fakeUnderlay struct {
+	mu      sync.Mutex
+	mtu     int
+	changed chan struct{}
+}
+
+func (u *fakeUnderlay) MTU() int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.mtu
+}
+
+func (u *fakeUnderlay) Changed() <-chan struct{} { return u.changed }
 
 const (
 	netA = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
@@ -118,18 +288,16 @@ const (
 	ep2  = "2222222222222222222222222222222222222222222222222222222222222222"
 )
 
-func newTestDriver(t *testing.T, dir string) (*Driver, *fakePlane, *fakePeers) {
+func newTestDriver(t *testing.T, dir string) (*Driver, *fakePlane, *fakeCatalog) {
 	t.Helper()
-	dp, peers := newFakePlane(), newFakePeers()
+	dp, cat := newFakePlane(), newFakeCatalog()
 	cfg := DefaultConfig()
 	cfg.StateDir = dir
-	cfg.VTEP = net.ParseIP("198.18.0.1")
-	cfg.UnderlayMTU = func() int { return 9000 }
-	d, err := New(cfg, dp, peers)
+	d, err := New(cfg, dp, cat, &fakeUnderlay{mtu: 9000, changed: make(chan struct{}, 1)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return d, dp, peers
+	return d, dp, cat
 }
 
 func createNet(t *testing.T, d *Driver, id string, opts map[string]any) error {
@@ -147,7 +315,7 @@ func TestCapabilities(t *testing.T) {
 	if err != nil || c.Scope != "global" || c.ConnectivityScope != "global" {
 		t.Fatalf("GetCapabilities = %+v, %v", c, err)
 	}
-	if _, err := New(Config{Scope: "galactic"}, newFakePlane(), nil); err == nil {
+	if _, err := New(Config{Scope: "galactic"}, newFakePlane(), newFakeCatalog(), nil); err == nil {
 		t.Fatal("New accepted an unknown scope")
 	}
 }
@@ -261,7 +429,7 @@ func TestCreateNetwork(t *testing.T) {
 
 func TestEndpointLifecycle(t *testing.T) {
 	dir := t.TempDir()
-	d, dp, peers := newTestDriver(t, dir)
+	d, dp, cat := newTestDriver(t, dir)
 	if err := createNet(t, d, netA, map[string]any{OptVNI: "300"}); err != nil {
 		t.Fatal(err)
 	}
@@ -278,7 +446,7 @@ func TestEndpointLifecycle(t *testing.T) {
 	if err != nil || res.Interface != nil {
 		t.Fatalf("CreateEndpoint with MAC = %+v, %v", res, err)
 	}
-	if r := peers.published[ep1]; r.IP != "10.10.0.5" || r.VTEP != "198.18.0.1" || r.VNI != 300 || r.MAC != "02:77:0a:0a:00:05" {
+	if r, _ := cat.record(ep1); r.IP != "10.10.0.5" || r.VNI != 300 || r.MAC != "02:77:0a:0a:00:05" || r.Network != netA {
 		t.Fatalf("published record = %+v", r)
 	}
 	for name, req := range map[string]*network.CreateEndpointRequest{
@@ -293,7 +461,7 @@ func TestEndpointLifecycle(t *testing.T) {
 			t.Errorf("%s: CreateEndpoint succeeded", name)
 		}
 	}
-	if _, ok := peers.published["x"]; ok {
+	if _, ok := cat.record("x"); ok {
 		t.Fatal("a refused endpoint was published")
 	}
 
@@ -317,12 +485,12 @@ func TestEndpointLifecycle(t *testing.T) {
 
 	// A restarted driver finds everything in the state directory and
 	// publishes its endpoints again.
-	d2, dp2, peers2 := newTestDriver(t, dir)
+	d2, dp2, cat2 := newTestDriver(t, dir)
 	if _, ok := dp2.networks[300]; !ok {
 		t.Fatal("restarted driver did not ensure the network's device")
 	}
-	if len(peers2.published) != 2 {
-		t.Fatalf("restarted driver published %d endpoints, want 2", len(peers2.published))
+	if cat2.count() != 2 {
+		t.Fatalf("restarted driver published %d endpoints, want 2", cat2.count())
 	}
 	if _, err := d2.Join(&network.JoinRequest{NetworkID: netA, EndpointID: ep2}); err != nil {
 		t.Fatalf("Join after restart: %v", err)
@@ -339,36 +507,11 @@ func TestEndpointLifecycle(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, ok := peers.published[ep1]; ok {
+	if _, ok := cat.record(ep1); ok {
 		t.Fatal("deleted endpoint still published")
 	}
 	if err := d.DeleteEndpoint(&network.DeleteEndpointRequest{NetworkID: netB, EndpointID: ep1}); err != nil {
 		t.Fatalf("DeleteEndpoint on unknown network: %v", err)
-	}
-}
-
-func TestReconcileProgramsRemotePeersPerVNI(t *testing.T) {
-	d, dp, peers := newTestDriver(t, "")
-	if err := createNet(t, d, netA, map[string]any{OptVNI: "300"}); err != nil {
-		t.Fatal(err)
-	}
-	peers.remote = []Record{
-		{Network: netA, VNI: 300, Endpoint: "r1", IP: "10.10.0.20", MAC: "02:77:0a:0a:00:14", VTEP: "198.18.0.2"},
-		{Network: netB, VNI: 301, Endpoint: "r2", IP: "10.10.0.21", MAC: "02:77:0a:0a:00:15", VTEP: "198.18.0.2"},
-		{Network: netA, VNI: 300, Endpoint: "bad", IP: "nonsense", MAC: "02:77:0a:0a:00:16", VTEP: "198.18.0.3"},
-	}
-	d.Reconcile()
-	got := dp.peers[300]
-	if len(got) != 1 || got[0].IP.String() != "10.10.0.20" || got[0].VTEP.String() != "198.18.0.2" {
-		t.Fatalf("peers of VNI 300 = %v", got)
-	}
-	if _, ok := dp.peers[301]; ok {
-		t.Fatal("peers programmed for a VNI this host does not have")
-	}
-	peers.remote = nil
-	d.Reconcile()
-	if len(dp.peers[300]) != 0 {
-		t.Fatalf("withdrawn peers still programmed: %v", dp.peers[300])
 	}
 }
 
@@ -390,40 +533,6 @@ func TestCorruptStateIsSetAside(t *testing.T) {
 	d2, _, _ := newTestDriver(t, dir)
 	if len(d2.Networks()) != 1 {
 		t.Fatal("state written after a corrupt file is not readable")
-	}
-}
-
-// syncingPeers is a mesh view that is not complete yet.
-type syncingPeers struct {
-	*fakePeers
-	synced bool
-}
-
-func (p *syncingPeers) Synced() bool { return p.synced }
-
-func TestReconcileBeforeSyncOnlyAdds(t *testing.T) {
-	dp := newFakePlane()
-	peers := &syncingPeers{fakePeers: newFakePeers()}
-	cfg := DefaultConfig()
-	cfg.VTEP = net.ParseIP("198.18.0.1")
-	d, err := New(cfg, dp, peers)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := createNet(t, d, netA, map[string]any{OptVNI: "300"}); err != nil {
-		t.Fatal(err)
-	}
-	old := dataplane.Peer{IP: net.ParseIP("10.10.0.20"), MAC: net.HardwareAddr{2, 0x77, 10, 10, 0, 20}, VTEP: net.ParseIP("198.18.0.2")}
-	dp.peers[300] = []dataplane.Peer{old} // left in the kernel by the previous run
-	peers.remote = []Record{{Network: netA, VNI: 300, Endpoint: "r2", IP: "10.10.0.21", MAC: "02:77:0a:0a:00:15", VTEP: "198.18.0.3"}}
-	d.Reconcile()
-	if got := dp.peers[300]; len(got) != 2 {
-		t.Fatalf("before sync: %v, want the kept entry and the new one", got)
-	}
-	peers.synced = true
-	d.Reconcile()
-	if got := dp.peers[300]; len(got) != 1 || got[0].IP.String() != "10.10.0.21" {
-		t.Fatalf("after sync: %v, want only the mesh's entry", got)
 	}
 }
 

@@ -1,7 +1,6 @@
 package driver
 
 import (
-	"net"
 	"strings"
 	"testing"
 
@@ -14,8 +13,7 @@ func TestLocalScopeVNIFromSubnet(t *testing.T) {
 	newLocal := func() *Driver {
 		cfg := DefaultConfig()
 		cfg.Scope = network.LocalScope
-		cfg.VTEP = net.ParseIP("198.18.0.1")
-		d, err := New(cfg, newFakePlane(), newFakePeers())
+		d, err := New(cfg, newFakePlane(), newFakeCatalog(), nil)
 		if err != nil {
 			t.Fatal(err)
 		}

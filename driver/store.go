@@ -1,141 +1,118 @@
 package driver
 
 import (
-	"encoding/json"
-	"fmt"
+	"errors"
+	"io/fs"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"github.com/weftnet/weft/internal/statefile"
 )
 
-// stateFile is the driver's file in the state directory.
-const stateFile = "networks.json"
+// Files in the state directory.
+const (
+	// stateFile holds the networks and local endpoints.
+	stateFile = "networks.json"
+	// allocationsFile holds the VNIs handed out by AllocateNetwork.
+	allocationsFile = "allocations.json"
+)
 
-// stateVersion is bumped when the file's shape changes incompatibly.
-const stateVersion = 1
+// Format versions of the files (see internal/statefile).
+const (
+	stateVersion       = 1
+	allocationsVersion = 1
+)
 
 type stateDoc struct {
 	Version  int        `json:"version"`
 	Networks []*Network `json:"networks"`
 }
 
-// store persists the driver's networks and endpoints as one JSON file,
-// replaced atomically (write to a temporary file, fsync, rename).
-type store struct {
-	dir string
-	log *slog.Logger
+type allocationsDoc struct {
+	Version int `json:"version"`
+	// VNIs by network ID.
+	VNIs map[string]uint32 `json:"vnis"`
 }
 
-// load reads the state file. A missing file is an empty state; an
-// unreadable or corrupt one is returned as an error together with an empty
-// state, and set aside so that the next save does not lose the evidence.
-func (s *store) load() ([]*Network, error) {
+// store persists the driver's networks and endpoints, and the leader's
+// VNI allocations, in the state directory.
+type store struct {
+	dir string // empty: memory only
+}
+
+// load reads the networks. A missing file is an empty state; an unreadable
+// one is set aside, logged, and an empty state.
+func (s store) load(log *slog.Logger) []*Network {
 	if s.dir == "" {
-		return nil, nil
-	}
-	path := filepath.Join(s.dir, stateFile)
-	b, err := os.ReadFile(path)
-	if os.IsNotExist(err) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", path, err)
+		return nil
 	}
 	var doc stateDoc
-	if err := json.Unmarshal(b, &doc); err != nil || doc.Version != stateVersion {
-		bad := path + ".corrupt"
-		_ = os.Rename(path, bad)
-		if err == nil {
-			err = fmt.Errorf("version %d, want %d", doc.Version, stateVersion)
+	ver, err := statefile.Load(filepath.Join(s.dir, stateFile), &doc, stateVersion)
+	if err == nil && ver != stateVersion {
+		err = statefile.SetAside(filepath.Join(s.dir, stateFile), errors.New("no format version"))
+	}
+	if err != nil {
+		if !errors.Is(err, fs.ErrNotExist) {
+			log.Warn("state file unreadable; starting from an empty state (the engine's view is adopted on its first answer)", "err", err)
 		}
-		return nil, fmt.Errorf("parse %s (moved to %s): %w", path, bad, err)
+		return nil
 	}
 	var out []*Network
 	for _, n := range doc.Networks {
 		if n == nil || n.ID == "" || n.VNI == 0 {
 			continue
 		}
+		if n.Endpoints == nil {
+			n.Endpoints = map[string]*Endpoint{}
+		}
 		out = append(out, n)
 	}
-	return out, nil
+	return out
 }
 
 // save writes the whole state.
-func (s *store) save(nets []*Network) error {
+func (s store) save(nets []*Network) error {
 	if s.dir == "" {
 		return nil
 	}
 	slices.SortFunc(nets, func(a, b *Network) int { return strings.Compare(a.ID, b.ID) })
-	b, err := json.MarshalIndent(stateDoc{Version: stateVersion, Networks: nets}, "", "  ")
-	if err != nil {
-		return fmt.Errorf("encode state: %w", err)
-	}
-	return writeFileAtomic(filepath.Join(s.dir, stateFile), b)
+	return statefile.Save(filepath.Join(s.dir, stateFile), stateDoc{Version: stateVersion, Networks: nets})
 }
-
-// writeFileAtomic replaces path with data so that a crash leaves either the
-// old or the new content, never a mix.
-func writeFileAtomic(path string, data []byte) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return fmt.Errorf("create %s: %w", filepath.Dir(path), err)
-	}
-	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path))
-	if err != nil {
-		return fmt.Errorf("create temporary file for %s: %w", path, err)
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", tmp, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("sync %s: %w", tmp, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("close %s: %w", tmp, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("replace %s: %w", path, err)
-	}
-	return nil
-}
-
-// allocationsFile keeps the VNIs handed out by AllocateNetwork.
-const allocationsFile = "allocations.json"
 
 // loadAllocations reads the VNI allocations; a missing or unreadable file
-// is an empty map (logged).
-func (s *store) loadAllocations() map[string]uint32 {
+// is an empty map (the latter logged). Version 0 is the first format: the
+// bare map.
+func (s store) loadAllocations(log *slog.Logger) map[string]uint32 {
 	out := map[string]uint32{}
 	if s.dir == "" {
 		return out
 	}
-	b, err := os.ReadFile(filepath.Join(s.dir, allocationsFile))
-	if err != nil {
-		if !os.IsNotExist(err) {
-			s.log.Warn("VNI allocations unreadable; starting empty", "err", err)
+	path := filepath.Join(s.dir, allocationsFile)
+	var doc allocationsDoc
+	ver, err := statefile.Load(path, &doc, allocationsVersion)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+	case err != nil:
+		log.Warn("VNI allocations unreadable; starting empty", "err", err)
+	case ver == 0:
+		if _, err := statefile.Load(path, &out, 0); err != nil {
+			log.Warn("VNI allocations unreadable; starting empty", "err", err)
+			return map[string]uint32{}
 		}
-		return out
-	}
-	if err := json.Unmarshal(b, &out); err != nil {
-		s.log.Warn("VNI allocations corrupt; starting empty", "err", err)
-		return map[string]uint32{}
+	default:
+		if doc.VNIs != nil {
+			out = doc.VNIs
+		}
 	}
 	return out
 }
 
 // saveAllocations writes the VNI allocations.
-func (s *store) saveAllocations(a map[string]uint32) error {
+func (s store) saveAllocations(a map[string]uint32) error {
 	if s.dir == "" {
 		return nil
 	}
-	b, err := json.Marshal(a)
-	if err != nil {
-		return err
-	}
-	return writeFileAtomic(filepath.Join(s.dir, allocationsFile), b)
+	return statefile.Save(filepath.Join(s.dir, allocationsFile), allocationsDoc{Version: allocationsVersion, VNIs: a})
 }

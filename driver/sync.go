@@ -1,13 +1,14 @@
 package driver
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
 	"net"
+	"net/netip"
 	"time"
 
-	"github.com/docker/go-plugins-helpers/network"
-
-	"github.com/weftnet/weft/dataplane"
+	"github.com/weftnet/weft/engine"
 )
 
 // EngineNetwork is a weft network as the engine has it on this host.
@@ -34,7 +35,8 @@ type EngineEndpoint struct {
 // endpoint being created is not taken for a stale one), are deleted and
 // withdrawn: an engine that crashed never calls DeleteEndpoint for the
 // containers that died with it. Networks are only removed by
-// DeleteNetwork. It returns what it changed.
+// DeleteNetwork; devices of networks the driver does not have are. It
+// returns what it changed.
 func (d *Driver) SyncEngine(nets []EngineNetwork, grace time.Duration) (adoptedNets, adoptedEps, dropped int) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -49,37 +51,12 @@ func (d *Driver) SyncEngine(nets []EngineNetwork, grace time.Duration) (adoptedN
 			continue
 		}
 		if !ok {
-			opts, err := parseOptions(en.Options)
+			var err error
+			n, err = d.adoptLocked(en.ID, en.Options, pool{Subnet: en.Subnet, Gateway: en.Gateway})
 			if err != nil {
-				d.log.Warn("engine network with options weft refuses; not adopted", "network", short(en.ID), "err", err)
+				d.log.Error("engine network not adopted", "network", short(en.ID), "err", err)
 				continue
 			}
-			switch {
-			case opts.VNI != 0:
-			case d.cfg.Scope == network.LocalScope:
-				// As CreateNetwork does: every engine shares the subnet.
-				opts.VNI = subnetVNI(en.Subnet)
-			default:
-				opts.VNI, err = autoVNI(en.ID, func(v uint32) bool { return d.vniOwnerLocked(v, en.ID) != "" })
-				if err != nil {
-					continue
-				}
-			}
-			if other := d.vniOwnerLocked(opts.VNI, en.ID); other != "" {
-				d.log.Error("engine network's VNI is taken; not adopted", "network", short(en.ID), "vni", opts.VNI, "other", short(other))
-				continue
-			}
-			mtu := opts.MTU
-			if mtu == 0 {
-				mtu = d.cfg.UnderlayMTU() - dataplane.Overhead
-			}
-			n = &Network{ID: en.ID, VNI: opts.VNI, MTU: mtu, Subnet: en.Subnet, Gateway: en.Gateway,
-				Options: en.Options, Endpoints: map[string]*Endpoint{}}
-			if err := d.dp.EnsureNetwork(d.spec(n)); err != nil {
-				d.log.Error("adopt network device", "network", short(n.ID), "err", err)
-				continue
-			}
-			d.networks[n.ID] = n
 			adoptedNets++
 			changed = true
 		}
@@ -89,10 +66,10 @@ func (d *Driver) SyncEngine(nets []EngineNetwork, grace time.Duration) (adoptedN
 			if _, ok := n.Endpoints[ee.ID]; ok {
 				continue
 			}
-			if _, _, err := net.ParseCIDR(ee.Address); err != nil {
+			if _, err := netip.ParsePrefix(ee.Address); err != nil {
 				continue
 			}
-			if _, err := net.ParseMAC(ee.MAC); err != nil {
+			if mac, err := net.ParseMAC(ee.MAC); err != nil || len(mac) != 6 {
 				continue
 			}
 			ep := &Endpoint{ID: ee.ID, Address: ee.Address, MAC: ee.MAC, IfName: ifName(ee.ID), Joined: true, seen: now}
@@ -105,7 +82,7 @@ func (d *Driver) SyncEngine(nets []EngineNetwork, grace time.Duration) (adoptedN
 			if have[id] || now.Sub(ep.seen) < grace {
 				continue
 			}
-			d.peers.Withdraw(id)
+			d.cat.RemoveLocal(id)
 			if err := d.dp.DeleteInterface(ep.IfName); err != nil {
 				d.log.Warn("delete interface", "endpoint", short(id), "err", err)
 			}
@@ -116,18 +93,16 @@ func (d *Driver) SyncEngine(nets []EngineNetwork, grace time.Duration) (adoptedN
 	}
 	// Devices of networks the driver does not have (deleted while it had
 	// lost them) go, now that its view is complete.
-	if k, ok := d.dp.(interface{ Networks() ([]uint32, error) }); ok {
-		if vnis, err := k.Networks(); err == nil {
-			for _, vni := range vnis {
-				if d.vniOwnerLocked(vni, "") != "" {
-					continue
-				}
-				if err := d.dp.DeleteNetwork(vni); err != nil {
-					d.log.Warn("delete orphaned network device", "vni", vni, "err", err)
-					continue
-				}
-				d.log.Warn("deleted orphaned network device", "vni", vni)
+	if vnis, err := d.dp.Segments(); err == nil {
+		for _, vni := range vnis {
+			if d.vniOwnerLocked(vni, "") != "" {
+				continue
 			}
+			if err := d.dp.DeleteSegment(vni); err != nil {
+				d.log.Warn("delete orphaned network device", "vni", vni, "err", err)
+				continue
+			}
+			d.log.Warn("deleted orphaned network device", "vni", vni)
 		}
 	}
 	if changed {
@@ -135,7 +110,77 @@ func (d *Driver) SyncEngine(nets []EngineNetwork, grace time.Duration) (adoptedN
 			d.log.Error("persist state", "err", err)
 		}
 		d.log.Warn(fmt.Sprintf("state repaired from the engine: adopted %d networks and %d endpoints weft had lost, dropped %d endpoints the engine no longer has", adoptedNets, adoptedEps, dropped))
-		d.trigger()
 	}
 	return adoptedNets, adoptedEps, dropped
+}
+
+// engineGrace is how old an endpoint the engine does not list must be
+// before it is taken for one whose container died with a crashed engine.
+const engineGrace = 10 * time.Second
+
+// engineResync is how often the engine's view is read again without a
+// restart of its event stream.
+const engineResync = 30 * time.Second
+
+// FollowEngine repairs the driver's state from the engine's view whenever
+// the engine's event stream (re)starts (after the plugin's start, or the
+// engine's) and every 30 s, until ctx ends. entrypoint names the plugin's
+// binary inside its rootfs ("/weft"), to find the plugin's names.
+func (d *Driver) FollowEngine(ctx context.Context, eng *engine.Client, entrypoint string, log *slog.Logger) {
+	eng.Follow(ctx, engine.Follower{
+		Interval: engineResync,
+		Logger:   log,
+		Resync: func(ctx context.Context) {
+			view, err := engineView(ctx, eng, entrypoint)
+			if err != nil {
+				log.Debug("engine view unavailable", "err", err)
+				return
+			}
+			if view != nil {
+				d.SyncEngine(view, engineGrace)
+			}
+		},
+	})
+}
+
+// engineView reads weft's networks as the engine has them on this host;
+// nil when the engine does not list weft's plugin yet.
+func engineView(ctx context.Context, eng *engine.Client, entrypoint string) ([]EngineNetwork, error) {
+	plugins, err := eng.Plugins(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list plugins: %w", err)
+	}
+	var names []string
+	for _, p := range plugins {
+		// Not only enabled ones: while this process starts, the engine
+		// has not yet marked its plugin enabled.
+		if len(p.Config.Entrypoint) > 0 && p.Config.Entrypoint[0] == entrypoint {
+			names = append(names, p.Name)
+		}
+	}
+	if len(names) == 0 {
+		return nil, nil
+	}
+	nets, err := eng.Networks(ctx, names)
+	if err != nil {
+		return nil, fmt.Errorf("list networks: %w", err)
+	}
+	view := []EngineNetwork{}
+	for _, n := range nets {
+		en := EngineNetwork{ID: n.ID, Options: n.Options}
+		if len(n.IPAM.Config) > 0 {
+			en.Subnet = n.IPAM.Config[0].Subnet
+			en.Gateway = n.IPAM.Config[0].Gateway
+		}
+		if en.Subnet == "" {
+			continue
+		}
+		for _, c := range n.Containers {
+			if c.EndpointID != "" {
+				en.Endpoints = append(en.Endpoints, EngineEndpoint{ID: c.EndpointID, Address: c.IPv4Address, MAC: c.MacAddress})
+			}
+		}
+		view = append(view, en)
+	}
+	return view, nil
 }

@@ -45,11 +45,11 @@ type Swarm struct {
 	LocalNodeState string
 	// RemoteManagers are the swarm's managers, as "ip:port" of the
 	// swarm's control plane.
-	RemoteManagers []Peer
+	RemoteManagers []RemoteManager
 }
 
-// Peer is one swarm manager.
-type Peer struct {
+// RemoteManager is one swarm manager.
+type RemoteManager struct {
 	NodeID string
 	Addr   string
 }
@@ -142,12 +142,20 @@ type Event struct {
 	}
 }
 
-// Events streams the engine's network connect and disconnect events to fn
-// until ctx ends or the stream breaks; it returns once the stream is
-// closed. ready is called once the stream is established.
-func (c *Client) Events(ctx context.Context, ready func(), fn func(Event)) error {
-	filters := `{"type":["network"],"event":["connect","disconnect"]}`
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://docker/events?filters="+url.QueryEscape(filters), nil)
+// Events streams the engine's events that match filters (the API's
+// filters, e.g. {"type": ["network"], "event": ["connect"]}) to fn until
+// ctx ends or the stream breaks; it returns once the stream is closed.
+// ready is called once the stream is established.
+func (c *Client) Events(ctx context.Context, filters map[string][]string, ready func(), fn func(Event)) error {
+	q := ""
+	if len(filters) > 0 {
+		b, err := json.Marshal(filters)
+		if err != nil {
+			return err
+		}
+		q = "?filters=" + url.QueryEscape(string(b))
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://docker/events"+q, nil)
 	if err != nil {
 		return err
 	}
@@ -229,4 +237,13 @@ func (c *Client) Plugins(ctx context.Context) ([]Plugin, error) {
 	var out []Plugin
 	err := c.get(ctx, "/plugins", &out)
 	return out, err
+}
+
+// ShortID abbreviates a Docker ID as the docker CLI prints it: its first
+// 12 characters.
+func ShortID(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
 }

@@ -4,6 +4,8 @@ import (
 	"maps"
 	"slices"
 	"sync"
+
+	"github.com/weftnet/weft/mesh"
 )
 
 // memNet is an in-memory stand-in for the mesh: every host's table shows
@@ -130,11 +132,11 @@ func (t *memTable) Delete(key string) {
 	n.notifyLocked()
 }
 
-func (t *memTable) Entries() []Entry {
+func (t *memTable) Entries() []mesh.Entry {
 	n := t.net
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	var out []Entry
+	var out []mesh.Entry
 	for owner, kv := range n.data {
 		if owner != t.name && !n.reachLocked(t.name, owner) {
 			continue
@@ -143,7 +145,7 @@ func (t *memTable) Entries() []Entry {
 			kv = f
 		}
 		for k, v := range kv {
-			out = append(out, Entry{Owner: owner, Key: k, Value: slices.Clone(v)})
+			out = append(out, mesh.Entry{Owner: owner, Key: k, Value: slices.Clone(v)})
 		}
 	}
 	return out

@@ -9,6 +9,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/weftnet/weft/mesh"
 )
 
 // view is the picture one step works from: the other hosts' entries
@@ -229,7 +231,7 @@ func (a *Allocator) stepLocked(now time.Time) bool {
 // records who is alive. An entry of an alive host that is no longer shown
 // was deleted by it; it is dropped after AbsentGrace, which covers the
 // moment a returning host's entries are still on their way back.
-func (a *Allocator) refreshLocked(entries []Entry, now time.Time) bool {
+func (a *Allocator) refreshLocked(entries []mesh.Entry, now time.Time) bool {
 	changed := false
 	alive := map[string]bool{a.self: true}
 	for _, n := range a.table.Alive() {
@@ -852,7 +854,7 @@ func (a *Allocator) ownHostRec() hostRec {
 
 // publishLocked writes this host's entries that differ from what the
 // table shows of them, and deletes the ones it no longer has.
-func (a *Allocator) publishLocked(entries []Entry) {
+func (a *Allocator) publishLocked(entries []mesh.Entry) {
 	want := map[string][]byte{}
 	put := func(key string, v any) {
 		b, err := json.Marshal(v)

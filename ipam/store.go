@@ -2,10 +2,13 @@ package ipam
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net/netip"
-	"os"
 	"path/filepath"
+
+	"github.com/weftnet/weft/internal/statefile"
 )
 
 const stateFile = "ipam.json"
@@ -121,33 +124,27 @@ func (p *persisted) fill() {
 }
 
 // load reads the state file. A missing file is a fresh start; an
-// unreadable one is reported (the caller starts fresh but keeps the file
-// aside, since it may hold votes that must not be forgotten).
+// unreadable one is set aside and reported (the caller starts fresh but
+// the file is kept, since it may hold votes that must not be forgotten).
 func load(dir, node string) (*persisted, error) {
 	st := newPersisted(node)
 	if dir == "" {
 		return st, nil
 	}
 	path := filepath.Join(dir, stateFile)
-	b, err := os.ReadFile(path)
-	if os.IsNotExist(err) {
+	var p persisted
+	ver, err := statefile.Load(path, &p, stateVersion)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
 		return st, nil
-	}
-	if err != nil {
-		return st, fmt.Errorf("read IPAM state: %w", err)
-	}
-	var probe struct {
-		Version int `json:"version"`
-	}
-	if err := json.Unmarshal(b, &probe); err != nil {
-		return st, setAside(path, fmt.Errorf("IPAM state %s is corrupt: %w", path, err))
-	}
-	if probe.Version == 0 {
+	case err != nil:
+		return st, fmt.Errorf("IPAM state: %w", err)
+	case ver == 0:
 		// The single-host allocator's file: its pools, nothing claimed.
 		var old map[string]*struct {
 			Prefix netip.Prefix `json:"prefix"`
 		}
-		if err := json.Unmarshal(b, &old); err == nil {
+		if _, err := statefile.Load(path, &old, 0); err == nil {
 			for id, p := range old {
 				if p != nil && p.Prefix.IsValid() {
 					st.Pools[id] = &pool{Prefix: p.Prefix, Bits: defaultBits(p.Prefix, DefaultConfig().BlockBits)}
@@ -156,37 +153,17 @@ func load(dir, node string) (*persisted, error) {
 		}
 		return st, nil
 	}
-	var p persisted
-	if err := json.Unmarshal(b, &p); err != nil {
-		return st, setAside(path, fmt.Errorf("IPAM state %s is corrupt: %w", path, err))
-	}
 	p.fill()
 	p.Version = stateVersion
 	return &p, nil
-}
-
-func setAside(path string, err error) error {
-	if rerr := os.Rename(path, path+".corrupt"); rerr == nil {
-		return fmt.Errorf("%w (kept as %s.corrupt)", err, path)
-	}
-	return err
 }
 
 func (p *persisted) save(dir string) error {
 	if dir == "" {
 		return nil
 	}
-	b, err := json.Marshal(p)
-	if err != nil {
-		return fmt.Errorf("encode IPAM state: %w", err)
-	}
-	path := filepath.Join(dir, stateFile)
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return fmt.Errorf("write IPAM state: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("replace IPAM state: %w", err)
+	if err := statefile.Save(filepath.Join(dir, stateFile), p); err != nil {
+		return fmt.Errorf("save IPAM state: %w", err)
 	}
 	return nil
 }

@@ -4,6 +4,8 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+
+	"github.com/weftnet/weft/mesh"
 )
 
 // Table is the replicated table the allocator shares with the other
@@ -21,19 +23,12 @@ type Table interface {
 	Delete(key string)
 	// Entries returns copies of the entries of this host and of the hosts
 	// alive now.
-	Entries() []Entry
+	Entries() []mesh.Entry
 	// Alive returns the names of the hosts alive now, this one included.
 	Alive() []string
 	// Changes receives a value, coalesced, whenever Entries or Alive may
 	// have changed.
 	Changes() <-chan struct{}
-}
-
-// Entry is one entry of the table.
-type Entry struct {
-	Owner string
-	Key   string
-	Value []byte
 }
 
 // Keys of the table. Every key names its owner, so no two hosts ever write
@@ -167,12 +162,12 @@ func (t *loneTable) Delete(key string) {
 	delete(t.m, key)
 }
 
-func (t *loneTable) Entries() []Entry {
+func (t *loneTable) Entries() []mesh.Entry {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	out := make([]Entry, 0, len(t.m))
+	out := make([]mesh.Entry, 0, len(t.m))
 	for k, v := range t.m {
-		out = append(out, Entry{Owner: loneName, Key: k, Value: append([]byte(nil), v...)})
+		out = append(out, mesh.Entry{Owner: loneName, Key: k, Value: append([]byte(nil), v...)})
 	}
 	return out
 }

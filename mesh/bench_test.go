@@ -168,7 +168,7 @@ func BenchmarkMergeAnswer(b *testing.B) {
 			Owner: bls[o].Digest.Owner, Clock: uint64(i + 1), Value: endpointLike(i, owners),
 		}})
 	}
-	msg := encodeAnswer(&digestMsg{Sender: "host-000", Answer: true, Blocks: true}, bls)
+	msg := encodeAnswer(&digestMsg{Sender: "host-000", Answer: true}, bls)
 	newMesh := func() *Mesh {
 		m := &Mesh{changes: make(chan struct{}, 1), st: newState("me", time.Minute, time.Now(), 0)}
 		m.bad = newRateLog(slog.New(slog.DiscardHandler), time.Minute)

@@ -1,12 +1,13 @@
 package mesh
 
+// This file owns the wire: how messages and node metadata are encoded and
+// decoded, and the rule that keeps builds of different protocols talking.
+
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/bits"
-	"strings"
 	"time"
 	"unsafe"
 )
@@ -20,8 +21,8 @@ import (
 //	        deleted: residual time to reap, in milliseconds
 //	        live:    value
 //	digest message (msgDigest): sender, flags (bit 0: reply wanted, bit 1:
-//	        the sender reads blocks messages, bit 2: an answer, send nothing
-//	        back), count, then
+//	        the sender reads blocks messages, always set, bit 2: an answer,
+//	        send nothing back), count, then
 //	        count × (owner, entries, max clock, 8-byte little-endian hash)
 //	blocks message (msgBlocks): count, then count × block
 //	block:  owner, entries, max clock, 8-byte hash (the sender's digest of
@@ -37,6 +38,34 @@ import (
 //
 // Decoding never trusts a length: each is checked against what is left of
 // the buffer and against a per-field limit before anything is allocated.
+// Each message type has one decoder (receive in delegate.go dispatches);
+// entries and blocks are read in place, as views into the message.
+//
+// Compatibility rule. Members of different builds share one mesh (a
+// rolling upgrade runs them side by side), so the wire is versioned by a
+// protocol number, not by the header:
+//
+//   - Protocol N is announced in the node metadata (encodeMeta); a member
+//     with empty metadata is protocol 1 (builds before the announcement).
+//   - The header's version byte stays 1: it names the framing above, which
+//     every build reads. Builds of protocol 1 drop any other value.
+//   - A member reads every message of protocol 1 and later that it knows,
+//     and skips message types it does not know, silently.
+//   - It sends a newer message type only to members whose metadata
+//     announces a protocol that reads it.
+//   - A change that an older member cannot read needs a new message type,
+//     never a new layout of an old one. Fields may not be added to an
+//     existing message; flags it ignores may be (the blocks and answer
+//     flags of the digest were added so).
+//   - Node metadata may grow by fields appended at its end; readers skip
+//     what follows the fields they know.
+//
+// Protocol 1 is every message above. The digest's blocks flag dates from
+// before any release: a digest without it was answered with entries
+// messages, which this build no longer sends. The first release of
+// protocol 1 sends blocks only to a digest that sets the flag, so this
+// build always sets it, and reads any digest as one that does. msgSync is
+// still read: a join carries the full state in it.
 const (
 	msgMagic   byte = 0xf7
 	msgVersion byte = 1
@@ -45,16 +74,15 @@ const (
 	// out over TCP when too large for a packet); a receiver whose table
 	// changes passes them on.
 	msgBroadcast byte = 'b'
-	// msgSync carries entries sent by anti-entropy or a join's full state;
-	// they are not passed on (anti-entropy spreads them further).
+	// msgSync carries a join's full state; its entries are not passed on
+	// (anti-entropy spreads them further).
 	msgSync byte = 's'
 	// msgDigest carries a per-owner summary of the sender's table.
 	msgDigest byte = 'd'
 	// msgBlocks carries anti-entropy's entries grouped by owner, each group
 	// with the sender's digest of that owner: a receiver whose digest of the
 	// owner already equals it (another exchange brought the same entries
-	// meanwhile) skips the group unread. Sent only to members whose digest
-	// says they read it; older members get msgSync.
+	// meanwhile) skips the group unread.
 	msgBlocks byte = 'o'
 	// msgAnswer answers a digest that asked for a reply: the answering
 	// digest, then a blocks body with what the requester lacked. One
@@ -112,18 +140,17 @@ type ownerDigest struct {
 }
 
 // digestMsg is a node's summary of its table, sent so the receiver can send
-// back what the sender lacks.
+// back what the sender lacks. On the wire it always says the sender reads
+// blocks (flagBlocks), which protocol 1's first builds need to send them.
 type digestMsg struct {
 	Sender string
 	Reply  bool // the sender wants the receiver's digest back
-	Blocks bool // the sender reads msgBlocks
 	// Answer marks the digest that answers a Reply request, after the
 	// entries the requester lacked: the requester only compares it with
 	// its own (to know whether to go on syncing) and sends nothing back.
 	// Each member thus receives entries from the exchanges it starts, one
 	// at a time, and not from others' at the same moment, which would bring
-	// it the same entries twice. Older members leave it unset and get the
-	// differences pushed back, as before.
+	// it the same entries twice.
 	Answer bool
 	Owners []ownerDigest
 }
@@ -134,6 +161,35 @@ type digestMsg struct {
 type block struct {
 	Digest  ownerDigest
 	Entries []wireEntry
+}
+
+// Protocol is the mesh protocol this build speaks, announced to every
+// member in its node metadata (see the wire rule above).
+const Protocol = 1
+
+// maxVersionLen bounds Config.Version, so node metadata stays far below
+// memberlist.MetaMaxSize.
+const maxVersionLen = 128
+
+// encodeMeta builds this node's memberlist metadata: protocol, then
+// version. A later protocol may append fields; readers skip what follows
+// the fields they know.
+func encodeMeta(protocol int, version string) []byte {
+	b := binary.AppendUvarint(nil, uint64(protocol))
+	return appendString(b, version)
+}
+
+// decodeMeta reads a member's metadata. Empty metadata is a build from
+// before protocols were announced: protocol 1, no version. So is metadata
+// that does not decode.
+func decodeMeta(b []byte) (protocol int, version string) {
+	d := decoder{b: b}
+	p := d.uvarint()
+	v := d.bytes(maxVersionLen)
+	if len(b) == 0 || d.err != nil || p == 0 || p > 1<<16 {
+		return 1, ""
+	}
+	return int(p), string(v)
 }
 
 func appendHeader(b []byte, typ byte) []byte {
@@ -202,12 +258,9 @@ func digestSize(d *digestMsg) int {
 // appendDigest appends a digest message's body.
 func appendDigest(b []byte, d *digestMsg) []byte {
 	b = appendString(b, d.Sender)
-	var flags byte
+	flags := byte(flagBlocks)
 	if d.Reply {
 		flags |= flagReply
-	}
-	if d.Blocks {
-		flags |= flagBlocks
 	}
 	if d.Answer {
 		flags |= flagAnswer
@@ -294,92 +347,54 @@ func uvarintLen(v uint64) int {
 	return (bits.Len64(v|1) + 6) / 7
 }
 
-// message is a decoded message: entries (Type msgBroadcast or msgSync),
-// blocks, a digest, or a leave notice.
-type message struct {
-	Type    byte
-	Entries []wireEntry
-	Blocks  []block
-	Digest  *digestMsg
-	Node    string // msgLeave
-}
-
 func encodeLeave(node string) []byte {
 	return appendString(appendHeader(nil, msgLeave), node)
 }
 
-// decodeMessage decodes a whole message. It copies everything it keeps, so
-// buf may be reused by the caller. (The hot path for entries, Mesh.merge,
-// uses viewEntries instead and copies only what it stores.) intern, if not nil, is used for table and
-// owner names, which repeat across entries.
-func decodeMessage(buf []byte, intern func([]byte) string) (message, error) {
-	if len(buf) < headerLen {
-		return message{}, errShort
+// errUnknownType marks a message of a type this build does not know: a
+// newer protocol's, skipped without a word (see the compatibility rule).
+var errUnknownType = errors.New("unknown message type")
+
+// parseHeader checks a message's header and returns its type and body.
+func parseHeader(buf []byte) (typ byte, body []byte, err error) {
+	switch {
+	case len(buf) < headerLen:
+		return 0, nil, errShort
+	case buf[0] != msgMagic:
+		return 0, nil, fmt.Errorf("bad magic byte %#x", buf[0])
+	case buf[1] != msgVersion:
+		return 0, nil, fmt.Errorf("unsupported message version %d", buf[1])
 	}
-	if buf[0] != msgMagic {
-		return message{}, fmt.Errorf("bad magic byte %#x", buf[0])
-	}
-	if buf[1] != msgVersion {
-		return message{}, fmt.Errorf("unsupported message version %d", buf[1])
-	}
-	intern = orCopy(intern)
-	d := decoder{b: buf[headerLen:]}
-	msg := message{Type: buf[2]}
-	switch msg.Type {
-	case msgBroadcast, msgSync:
-		it, err := viewEntries(d.b, intern)
-		if err != nil {
-			return message{}, err
-		}
-		msg.Entries = copyEntries(it)
-		return msg, nil
-	case msgBlocks:
-		var err error
-		if msg.Blocks, err = copyBlocks(d.b, intern); err != nil {
-			return message{}, err
-		}
-		return msg, nil
-	case msgDigest:
-		msg.Digest = decodeDigest(&d, intern)
-	case msgAnswer:
-		msg.Digest = decodeDigest(&d, intern)
-		if d.err != nil {
-			return message{}, d.err
-		}
-		var err error
-		if msg.Blocks, err = copyBlocks(d.b, intern); err != nil {
-			return message{}, err
-		}
-		return msg, nil
-	case msgLeave:
-		msg.Node = string(d.bytes(maxOwnerLen))
-		if d.err == nil && msg.Node == "" {
-			d.err = errors.New("leave without node")
-		}
-	default:
-		return message{}, fmt.Errorf("unknown message type %#x", msg.Type)
-	}
+	return buf[2], buf[headerLen:], nil
+}
+
+// decodeLeave reads a leave message's body: the node leaving.
+func decodeLeave(body []byte) (string, error) {
+	d := decoder{b: body}
+	node := string(d.bytes(maxOwnerLen))
 	if err := d.done(); err != nil {
-		return message{}, err
+		return "", err
 	}
-	return msg, nil
+	if node == "" {
+		return "", errors.New("leave without node")
+	}
+	return node, nil
 }
 
 // decodeDigest reads a digest message's body off d (errors stick in d).
-// The digest owns its strings; intern, if not nil, names owners.
-func decodeDigest(d *decoder, intern func([]byte) string) *digestMsg {
-	intern = orCopy(intern)
+// The digest owns its strings. The blocks flag is not read: every build
+// reads blocks.
+func decodeDigest(d *decoder) *digestMsg {
 	dm := &digestMsg{}
 	dm.Sender = string(d.bytes(maxOwnerLen))
 	flags := d.byte()
 	dm.Reply = flags&flagReply != 0
-	dm.Blocks = flags&flagBlocks != 0
 	dm.Answer = flags&flagAnswer != 0
 	n := d.count(minDigestLen, "digest")
 	dm.Owners = make([]ownerDigest, 0, n)
 	for i := uint64(0); i < n && d.err == nil; i++ {
 		var o ownerDigest
-		o.Owner = intern(d.bytes(maxOwnerLen))
+		o.Owner = string(d.bytes(maxOwnerLen))
 		o.Count = d.uvarint()
 		o.MaxClock = d.uvarint()
 		o.Hash = d.uint64()
@@ -391,67 +406,19 @@ func decodeDigest(d *decoder, intern func([]byte) string) *digestMsg {
 	return dm
 }
 
-// copyBlocks decodes a blocks body into blocks that own their bytes.
-func copyBlocks(body []byte, intern func([]byte) string) ([]block, error) {
-	bi, err := viewBlocks(body, intern)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]block, 0, bi.left)
-	var bl block
-	var entries []byte
-	for bi.next(&bl.Digest, &entries) {
-		it, err := viewEntries(entries, intern)
-		if err != nil {
-			return nil, err
-		}
-		bl.Entries = copyEntries(it)
-		out = append(out, bl)
-	}
-	return out, nil
-}
-
-// copyEntries reads the rest of it into entries that own their bytes.
-func copyEntries(it *entryIter) []wireEntry {
-	out := make([]wireEntry, 0, it.left)
-	var w wireEntry
-	for it.next(&w) {
-		w.Key = strings.Clone(w.Key)
-		if w.Value != nil {
-			w.Value = bytes.Clone(w.Value)
-		}
-		out = append(out, w)
-	}
-	return out
-}
-
-// bulkType reports whether buf is an entries or blocks message of a
-// version we read, and returns its type and body.
-func bulkType(buf []byte) (typ byte, body []byte, ok bool) {
-	if len(buf) < headerLen || buf[0] != msgMagic || buf[1] != msgVersion {
-		return 0, nil, false
-	}
-	switch typ = buf[2]; typ {
-	case msgBroadcast, msgSync, msgBlocks, msgAnswer:
-		return typ, buf[headerLen:], true
-	}
-	return 0, nil, false
-}
-
 // blockIter walks the blocks of a blocks message's body; each block's
 // entries come as an entryIter of views (see entryIter).
 type blockIter struct {
-	d      decoder
-	left   uint64
-	intern func([]byte) string
+	d    decoder
+	left uint64
 }
 
 // viewBlocks checks the framing of a whole blocks body (every block's
 // digest and length) and returns an iterator over it. Each block's entries
 // are checked whole when it is read (viewEntries): a receiver skips the
 // blocks it already holds without parsing them.
-func viewBlocks(body []byte, intern func([]byte) string) (*blockIter, error) {
-	check := newBlockIter(body, viewString)
+func viewBlocks(body []byte) (*blockIter, error) {
+	check := newBlockIter(body)
 	var od ownerDigest
 	var b []byte
 	for check.next(&od, &b) {
@@ -459,18 +426,18 @@ func viewBlocks(body []byte, intern func([]byte) string) (*blockIter, error) {
 	if err := check.d.done(); err != nil {
 		return nil, err
 	}
-	return newBlockIter(body, intern), nil
+	return newBlockIter(body), nil
 }
 
-func newBlockIter(body []byte, intern func([]byte) string) *blockIter {
-	bi := &blockIter{d: decoder{b: body}, intern: orCopy(intern)}
+func newBlockIter(body []byte) *blockIter {
+	bi := &blockIter{d: decoder{b: body}}
 	bi.left = bi.d.count(minBlockLen, "block")
 	return bi
 }
 
-// next decodes the next block's digest into od and sets *body to its
-// entries body (for viewEntries). It returns false at the end or at the
-// first error (in bi.d.err).
+// next decodes the next block's digest into od, its owner a view into the
+// body, and sets *body to its entries body (for viewEntries). It returns
+// false at the end or at the first error (in bi.d.err).
 func (bi *blockIter) next(od *ownerDigest, body *[]byte) bool {
 	if bi.left == 0 || bi.d.err != nil {
 		return false
@@ -489,50 +456,37 @@ func (bi *blockIter) next(od *ownerDigest, body *[]byte) bool {
 		d.err = errors.New("block without owner")
 		return false
 	}
-	od.Owner = bi.intern(owner)
+	od.Owner = viewString(owner)
 	return true
 }
 
 // entryIter walks the entries of an entries message's body without copying
-// them: each entry's Key and Value are views into the body, valid only as
-// long as the body is. Whoever keeps an entry copies them (state.store
+// them: each entry's strings and value are views into the body, valid only
+// as long as the body is. Whoever keeps an entry copies them (state.store
 // does). Received entries that change nothing, most of them in a bulk
 // exchange, so cost no allocation at all.
 type entryIter struct {
-	d      decoder
-	left   uint64
-	intern func([]byte) string
-	// table and owner repeat from entry to entry; the last ones are reused.
-	table, owner string
+	d    decoder
+	left uint64
 }
 
 // viewEntries checks a whole entries body (so that a bad message is
 // refused before any of it is applied) and returns an iterator over it.
-// intern, if not nil, names tables and owners.
-func viewEntries(body []byte, intern func([]byte) string) (*entryIter, error) {
-	check := newEntryIter(body, viewString)
+func viewEntries(body []byte) (*entryIter, error) {
+	check := newEntryIter(body)
 	var w wireEntry
 	for check.next(&w) {
 	}
 	if err := check.d.done(); err != nil {
 		return nil, err
 	}
-	return newEntryIter(body, intern), nil
+	return newEntryIter(body), nil
 }
 
-func newEntryIter(body []byte, intern func([]byte) string) *entryIter {
-	it := &entryIter{d: decoder{b: body}, intern: orCopy(intern)}
+func newEntryIter(body []byte) *entryIter {
+	it := &entryIter{d: decoder{b: body}}
 	it.left = it.d.count(minEntryLen, "entry")
 	return it
-}
-
-// name returns b as a string, reusing last when it is the same.
-func (it *entryIter) name(b []byte, last *string) string {
-	if string(b) == *last && *last != "" {
-		return *last
-	}
-	*last = it.intern(b)
-	return *last
 }
 
 // next decodes the next entry into w. It returns false at the end of the
@@ -544,9 +498,9 @@ func (it *entryIter) next(w *wireEntry) bool {
 	it.left--
 	d := &it.d
 	*w = wireEntry{}
-	w.Table = it.name(d.bytes(maxTableLen), &it.table)
+	w.Table = viewString(d.bytes(maxTableLen))
 	w.Key = viewString(d.bytes(maxKeyLen))
-	w.Owner = it.name(d.bytes(maxOwnerLen), &it.owner)
+	w.Owner = viewString(d.bytes(maxOwnerLen))
 	w.Clock = d.uvarint()
 	flags := d.byte()
 	if flags&^flagDeleted != 0 && d.err == nil {
@@ -578,14 +532,6 @@ func viewString(b []byte) string {
 		return ""
 	}
 	return unsafe.String(&b[0], len(b))
-}
-
-// orCopy is intern, or, if nil, a plain copy to a string.
-func orCopy(intern func([]byte) string) func([]byte) string {
-	if intern == nil {
-		return func(b []byte) string { return string(b) }
-	}
-	return intern
 }
 
 // decoder reads fields off a buffer; the first error sticks and every later
@@ -675,5 +621,3 @@ func (d *decoder) bytes(max int) []byte {
 	d.b = d.b[n:]
 	return v
 }
-
-func appendUvarint(b []byte, v uint64) []byte { return binary.AppendUvarint(b, v) }

@@ -1,6 +1,10 @@
 package mesh
 
+// This file owns the configuration: Config, its defaults, and its
+// translation for memberlist.
+
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"log"
@@ -20,20 +24,21 @@ type Config struct {
 	// NodeName names this host in the mesh; it must be unique and stable
 	// across restarts, since entries are owned by name. Required.
 	NodeName string
-	// BindAddr is the address to listen on (default 0.0.0.0). Ignored when
-	// Transport is set.
+	// Version is this build of weft, shown to every member in
+	// Member.Version (at most maxVersionLen bytes).
+	Version string
+	// BindAddr is the address to listen on. Empty: the address given to
+	// Start, or 0.0.0.0 if that is empty too. Ignored when Transport is set.
 	BindAddr string
 	// AdvertiseAddr is the address other hosts reach us on, normally the
-	// underlay address. Empty: memberlist picks BindAddr or a private address.
+	// underlay address. Empty: the address given to Start; if that is empty
+	// too, memberlist picks BindAddr or a private address.
 	AdvertiseAddr string
 	// Port is the gossip port, TCP and UDP, both listened on and advertised
 	// (default DefaultPort). Also the port assumed for peers given without one.
 	Port int
-	// Meta is this node's metadata (for weft: its VTEP address), shown to
-	// every member in Members. At most memberlist.MetaMaxSize (512) bytes.
-	Meta []byte
 	// Peers are addresses ("ip" or "ip:port", or a resolvable host name) to
-	// join. They are tried at start and every RejoinInterval while they are
+	// join. They are tried from Start on, every RejoinInterval while they are
 	// not alive members, so a partitioned or rebooted host rejoins by itself.
 	Peers []string
 	// StateDir, if set, keeps the last known peers (peers.json), tried at
@@ -113,9 +118,10 @@ type Config struct {
 	// is handed to memberlist's keyring.
 	SecretKey []byte
 	// Keyring, if set, encrypts all gossip with its primary key and
-	// accepts any of its keys; the caller keeps it to rotate keys while the
-	// mesh runs (install, use, remove). It takes precedence over SecretKey.
-	Keyring *memberlist.Keyring
+	// accepts any of its keys (LoadKeyring); the caller keeps it to rotate
+	// keys while the mesh runs (Keyring.Apply). It takes precedence over
+	// SecretKey.
+	Keyring *Keyring
 	// Label, if set, is attached to every packet and stream; members with
 	// another label are ignored, which keeps two clusters on one network
 	// apart.
@@ -130,7 +136,6 @@ type Config struct {
 // DefaultConfig returns the defaults, tuned for hosts on one LAN.
 func DefaultConfig() Config {
 	return Config{
-		BindAddr:                "0.0.0.0",
 		Port:                    DefaultPort,
 		TombstoneTTL:            2 * time.Minute,
 		RepairGrace:             10 * time.Second,
@@ -159,8 +164,8 @@ func (c Config) withDefaults() (Config, error) {
 	if len(c.NodeName) > maxOwnerLen {
 		return c, fmt.Errorf("mesh config: NodeName is longer than %d bytes", maxOwnerLen)
 	}
-	if len(c.Meta) > memberlist.MetaMaxSize {
-		return c, fmt.Errorf("mesh config: Meta is %d bytes, the limit is %d", len(c.Meta), memberlist.MetaMaxSize)
+	if len(c.Version) > maxVersionLen {
+		return c, fmt.Errorf("mesh config: Version is %d bytes, the limit is %d", len(c.Version), maxVersionLen)
 	}
 	switch len(c.SecretKey) {
 	case 0, 16, 24, 32:
@@ -169,9 +174,6 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Port < 0 || c.Port > 65535 {
 		return c, fmt.Errorf("mesh config: bad port %d", c.Port)
-	}
-	if c.BindAddr == "" {
-		c.BindAddr = d.BindAddr
 	}
 	if c.Port == 0 {
 		c.Port = d.Port
@@ -211,13 +213,14 @@ func (c Config) withDefaults() (Config, error) {
 	return c, nil
 }
 
-// memberlistConfig translates c (after withDefaults) for memberlist.
-func (c *Config) memberlistConfig(d *delegate) *memberlist.Config {
+// memberlistConfig translates c (after withDefaults) for memberlist; addr
+// is the address given to Start (see BindAddr and AdvertiseAddr).
+func (c *Config) memberlistConfig(d *delegate, addr string) *memberlist.Config {
 	mc := memberlist.DefaultLANConfig()
 	mc.Name = c.NodeName
-	mc.BindAddr = c.BindAddr
+	mc.BindAddr = cmp.Or(c.BindAddr, addr, "0.0.0.0")
 	mc.BindPort = c.Port
-	mc.AdvertiseAddr = c.AdvertiseAddr
+	mc.AdvertiseAddr = cmp.Or(c.AdvertiseAddr, addr)
 	mc.AdvertisePort = c.Port
 	mc.Transport = c.Transport
 	mc.Label = c.Label
@@ -239,7 +242,7 @@ func (c *Config) memberlistConfig(d *delegate) *memberlist.Config {
 		mc.SecretKey = append([]byte(nil), c.SecretKey...)
 	}
 	if c.Keyring != nil {
-		mc.Keyring = c.Keyring
+		mc.Keyring = c.Keyring.kr
 	}
 	mc.Delegate = d
 	mc.Events = d

@@ -83,8 +83,8 @@ func (l *lab) addr(name string) string {
 	return a
 }
 
-// start starts a node; peers are node names.
-func (l *lab) start(name string, mod func(*Config), peers ...string) *Mesh {
+// make makes a node that is not yet started, on its fixed address.
+func (l *lab) make(name string, mod func(*Config)) *Mesh {
 	l.t.Helper()
 	tr, err := l.net.NewTransport(l.addr(name))
 	if err != nil {
@@ -92,9 +92,6 @@ func (l *lab) start(name string, mod func(*Config), peers ...string) *Mesh {
 	}
 	c := l.config(name)
 	c.Transport = tr
-	for _, p := range peers {
-		c.Peers = append(c.Peers, l.addr(p))
-	}
 	if mod != nil {
 		mod(&c)
 	}
@@ -105,6 +102,20 @@ func (l *lab) start(name string, mod func(*Config), peers ...string) *Mesh {
 	l.mu.Lock()
 	l.nodes[name] = m
 	l.mu.Unlock()
+	return m
+}
+
+// start makes and starts a node; peers are node names.
+func (l *lab) start(name string, mod func(*Config), peers ...string) *Mesh {
+	l.t.Helper()
+	m := l.make(name, mod)
+	var addrs []string
+	for _, p := range peers {
+		addrs = append(addrs, l.addr(p))
+	}
+	if err := m.Start("", addrs); err != nil {
+		l.t.Fatal(err)
+	}
 	return m
 }
 

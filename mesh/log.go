@@ -1,5 +1,8 @@
 package mesh
 
+// This file owns logging helpers: memberlist's log lines as slog records,
+// and warnings limited in rate.
+
 import (
 	"bytes"
 	"context"

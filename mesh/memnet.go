@@ -1,5 +1,8 @@
 package mesh
 
+// This file owns MemNetwork, an in-memory network of memberlist
+// transports for the tests of the mesh and of its users.
+
 import (
 	"errors"
 	"fmt"

@@ -51,26 +51,41 @@
 //   - Received entries are read in place from the message (entryIter): one
 //     that changes nothing costs no allocation; state.store copies the key
 //     and value of what it keeps into one allocation.
-//   - Wire format: a compact binary encoding (codec.go), decoded
-//     defensively: garbage is dropped and logged at a limited rate.
+//   - Wire format: a compact binary encoding, decoded defensively:
+//     garbage is dropped and logged at a limited rate. Members of different
+//     builds share a mesh under a written compatibility rule (codec.go).
+//   - Life. New makes a member with its table but off the network: writes
+//     are held in the table and the broadcast queue, and Watch and Members
+//     work. Start binds, starts the loops and joins; what was written goes
+//     out then. One pre-start strategy, in one place.
+//   - Watch. Each consumer gets its own queue of changes, produced where
+//     the state changes: no polling, no snapshot diffs.
+//
+// Files, by role: mesh.go, the Mesh, its life and its API; state.go, the
+// table and membership rules (no locks, no I/O); delegate.go, what
+// memberlist calls (incoming messages, membership events); broadcast.go,
+// the gossip queue, fan-out and the TCP workers; sync.go, when to run
+// anti-entropy exchanges; watch.go, the event streams; codec.go, the wire
+// format and its compatibility rule; rejoin.go, the peers and rejoining;
+// persist.go, the state files; keyring.go, the gossip keys; memnet.go, an
+// in-memory network for tests.
 //
 // Concurrency: memberlist calls the delegates from its own goroutines; they
 // copy what they receive, hold Mesh.mu briefly, and hand anything slow (TCP
-// sends) to the mesh's workers. Lock order: memberlist's node lock (held
-// while it calls the event delegate) → Mesh.mu → the broadcast queue's lock.
-// Nothing that holds Mesh.mu calls into memberlist. Close stops and waits
-// for every goroutine the mesh started.
+// sends) to the mesh's workers. Lock order: Mesh.life (Start, Close) →
+// memberlist's node lock (held while it calls the event delegate) → Mesh.mu
+// → the broadcast queues' and the watch feeds' locks. Nothing that holds
+// Mesh.mu calls into memberlist. Mesh.persistMu (file writes) and the
+// keyring's lock are never held with Mesh.mu. Close stops and waits for
+// every goroutine the mesh started.
 package mesh
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
-	"net"
 	"slices"
-	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -91,23 +106,25 @@ type Entry struct {
 // Member is a node of the mesh as this node sees it.
 type Member struct {
 	Name  string
-	Addr  string // gossip address, "ip:port"
-	Meta  []byte // the member's Config.Meta
+	Addr  string // gossip address, "ip:port"; empty for this node before Start
 	State string // StateAlive, StateSuspect, StateDead or StateLeft
+	// Version is the member's weft build (its Config.Version); empty for
+	// builds from before it was announced.
+	Version string
+	// Protocol is the mesh protocol the member speaks (see Protocol); 1 for
+	// builds from before it was announced.
+	Protocol int
 }
 
-// Mesh is a running member of the mesh. Its methods are safe for concurrent
-// use.
+// Mesh is a member of the mesh: its table and its view of the other
+// members. New makes one that is not yet on the network; Start puts it
+// there. Its methods are safe for concurrent use.
 type Mesh struct {
 	cfg  Config
 	log  *slog.Logger
 	bad  *rateLog
 	self string
-
-	// ml is set in New before any goroutine of ours starts; the delegates,
-	// which memberlist may call before New returns, never use it.
-	ml       *memberlist.Memberlist
-	selfAddr string
+	meta []byte // our node metadata (encodeMeta)
 
 	queue    *memberlist.TransmitLimitedQueue // entries, packed many to a message
 	control  *memberlist.TransmitLimitedQueue // whole messages (leave notices)
@@ -119,90 +136,53 @@ type Mesh struct {
 	tasks   chan task     // TCP work for the workers; never closed
 	stop    chan struct{} // closed by Close
 	wg      sync.WaitGroup
-	left    atomic.Bool
-	closed  atomic.Bool
-	// synced is set once a join's full state exchange has been merged.
-	synced  atomic.Bool
-	started time.Time
-	once    sync.Once
-
-	// peersMu guards the peer sets. Never held together with mu.
-	peersMu sync.Mutex
-	peers   map[string]bool // configured and Join()ed: retried for ever
-	boot    map[string]bool // from peers.json: tried until a join succeeds
-
-	// mu guards st and the fields below it (see the lock order above).
-	mu        sync.Mutex
-	st        *state
-	dirty     int       // table changes since the last extra sync
-	pruned    bool      // the broadcast queue overflowed since the last sync
-	differs   bool      // syncing: a recent digest compared differed from ours
-	equalRuns int       // equal comparisons in a row while syncing
-	tailLeft  int       // checks still to run after syncing stopped
-	tailAt    time.Time // when the next of them is due
-	// syncPeer is the member our last extra exchange went to, until its
-	// answer arrives or syncWait rounds pass: one exchange at a time,
-	// so slow peers slow the rounds down instead of piling them up.
-	syncPeer   string
-	syncSince  time.Time
-	peersDirty bool   // membership changed since peers.json was written
-	clockCeil  uint64 // clock value persisted as a ceiling
 
 	stats struct{ received, applied, skipped, digests atomic.Uint64 }
+
+	// life serialises Start and Close, which hold it across memberlist's
+	// Create and Shutdown. Taken before mu, never by a delegate.
+	life sync.Mutex
+
+	// mu guards st and the fields below it (see the lock order above).
+	mu    sync.Mutex
+	st    *state
+	watch watchers
+	sync  syncScheduler
+	phase phase
+	// ml is set by Start under mu and never changes after; the loops Start
+	// launches read it without the lock. The delegates never use it.
+	ml        *memberlist.Memberlist
+	selfAddr  string    // our gossip address, once started
+	startedAt time.Time // when Start ran: RepairGrace and Synced count from it
+	left      bool      // Leave was called: stop rejoining
+	// synced is set once a join's full state exchange has been merged.
+	synced     bool
+	peers      map[string]bool // configured, given to Start or Join: retried for ever
+	boot       map[string]bool // from peers.json: tried until a join succeeds
+	peersDirty bool            // membership changed since peers.json was written
+	clockCeil  uint64          // clock value persisted as a ceiling
 
 	// persistMu serialises writes to StateDir. Never held together with mu.
 	persistMu  sync.Mutex
 	savedClock uint64 // guarded by persistMu
 }
 
-// task is TCP work handed to a worker.
-type task struct {
-	to     string        // member name
-	theirs []ownerDigest // with delta: the peer's digest
-	delta  bool          // send what the peer lacks according to theirs
-	blocks bool          // ...as a blocks message (the peer reads them)
-	digest bool          // send our digest
-	reply  bool          // ...asking for the peer's digest back
-	raw    []byte        // send this message as is
-}
+// phase is where a Mesh is in its life.
+type phase uint8
 
 const (
-	// fastSyncThreshold: more changes than this between two SyncIntervals
-	// means a bulk change, worth an extra digest exchange.
-	fastSyncThreshold = 8
-	// returnSyncs bounds the members synced with per SyncInterval because
-	// they came back, so a healed partition does not set off a storm.
-	returnSyncs = 3
-	// fanout is how many members an entry too large for a packet is sent to
-	// over TCP; each of them passes it on the same way.
-	fanout = 3
-	// equalToStop equal comparisons in a row end a burst's sync rounds;
-	// tailChecks single exchanges follow, syncWait, 2×syncWait, 4×syncWait
-	// SyncIntervals apart.
-	equalToStop = 3
-	tailChecks  = 3
-	// syncWait, in SyncIntervals, is how long an exchange waits for its
-	// answer before the next one may start.
-	syncWait = 5
-	// syncChunk bounds one TCP message of entries, well under memberlist's
-	// 20 MiB limit; large enough that an answer is one message in all but
-	// the largest exchanges (about 17,000 endpoint records).
-	syncChunk = 4 << 20
-	// applyBatch bounds how many received entries are merged per lock hold.
-	applyBatch = 256
-	// clockReserve is how far ahead of the clock its ceiling is persisted.
-	clockReserve = 1 << 10
-	// forgetAfter is how long dead or gone members stay in Members.
-	forgetAfter = 10 * time.Minute
-	// maxSavedPeers bounds peers.json.
-	maxSavedPeers = 64
-	workers       = 2
+	phaseNew     phase = iota // made by New: a table, not on the network
+	phaseRunning              // started
+	phaseClosed               // closed, started or not
 )
 
-// New starts a member: it binds (or uses cfg.Transport), then joins
-// cfg.Peers and the peers saved in cfg.StateDir in the background, retrying
-// while they do not answer. It does not wait for a join; Changes fires when
-// members or entries arrive.
+// forgetAfter is how long dead or gone members stay in Members.
+const forgetAfter = 10 * time.Minute
+
+// New makes a member that is not yet on the network: Put, Delete,
+// Entries, Get, Watch and Members (this node only) work at once, and what
+// is written goes out when Start puts the member on the network. With a
+// StateDir, the saved peers and clock are read here.
 func New(cfg Config) (*Mesh, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
@@ -213,14 +193,16 @@ func New(cfg Config) (*Mesh, error) {
 		cfg:     cfg,
 		log:     cfg.Logger.With("node", cfg.NodeName),
 		self:    cfg.NodeName,
+		meta:    encodeMeta(Protocol, cfg.Version),
 		changes: make(chan struct{}, 1),
 		tasks:   make(chan task, 256),
 		stop:    make(chan struct{}),
 		peers:   make(map[string]bool),
 		boot:    make(map[string]bool),
-		st:      newState(cfg.NodeName, cfg.TombstoneTTL, now, cfg.RepairGrace),
-		started: now,
+		st:      newState(cfg.NodeName, cfg.TombstoneTTL, now, 0),
+		sync:    syncScheduler{interval: cfg.SyncInterval},
 	}
+	m.st.watch = &m.watch
 	m.bad = newRateLog(m.log, 30*time.Second)
 	m.queue = &memberlist.TransmitLimitedQueue{
 		NumNodes:       func() int { return int(m.numAlive.Load()) },
@@ -237,24 +219,58 @@ func New(cfg Config) (*Mesh, error) {
 	if len(cfg.SecretKey) > 0 || cfg.Keyring != nil {
 		m.maxBroadcast -= 45 // memberlist's worst-case encryption overhead
 	}
-	for _, p := range cfg.Peers {
-		if a, ok := normalizeAddr(p, cfg.Port); ok {
-			m.peers[a] = true
-		}
-	}
+	m.addPeers(cfg.Peers)
+	// This node is a member from the start; Start fills in its address.
+	m.st.memberUp(Member{Name: m.self, Version: cfg.Version, Protocol: Protocol}, uint16(cfg.Port), now)
+	m.numAlive.Store(int32(m.st.alive))
 	if cfg.StateDir != "" {
 		m.loadState()
 	}
+	return m, nil
+}
 
-	ml, err := memberlist.Create(cfg.memberlistConfig(&delegate{m}))
-	if err != nil {
-		return nil, fmt.Errorf("start mesh member %s: %w", cfg.NodeName, err)
+// Start puts the member on the network: it binds (or uses cfg.Transport),
+// with addr ("ip", or empty) as the bind and advertise address unless the
+// configuration sets them, adds peers to the configured ones, and joins
+// them in the background, retrying while they do not answer. It does not
+// wait for a join; Watch reports members and entries as they arrive.
+// RepairGrace and Synced count from here. A failed Start may be retried.
+func (m *Mesh) Start(addr string, peers []string) error {
+	m.life.Lock()
+	defer m.life.Unlock()
+	now := time.Now()
+	m.mu.Lock()
+	switch m.phase {
+	case phaseRunning:
+		m.mu.Unlock()
+		return errors.New("mesh already started")
+	case phaseClosed:
+		m.mu.Unlock()
+		return errors.New("mesh is closed")
 	}
+	m.addPeers(peers)
+	// Before memberlist runs: a peer may reach us before Create returns.
+	m.startedAt = now
+	m.st.graceUntil = now.Add(m.cfg.RepairGrace)
+	npeers, nboot := len(m.peers), len(m.boot)
+	m.mu.Unlock()
+
+	ml, err := memberlist.Create(m.cfg.memberlistConfig(&delegate{m}, addr))
+	if err != nil {
+		m.mu.Lock()
+		m.startedAt = time.Time{}
+		m.mu.Unlock()
+		return fmt.Errorf("start mesh member %s: %w", m.self, err)
+	}
+	m.mu.Lock()
 	m.ml = ml
 	if n := ml.LocalNode(); n != nil {
 		m.selfAddr = n.Address()
 	}
-	m.log.Info("mesh started", "addr", m.selfAddr, "peers", len(m.peers), "saved_peers", len(m.boot))
+	m.phase = phaseRunning
+	selfAddr := m.selfAddr
+	m.mu.Unlock()
+	m.log.Info("mesh started", "addr", selfAddr, "peers", npeers, "saved_peers", nboot)
 
 	m.start(m.maintainLoop)
 	m.start(m.syncLoop)
@@ -262,7 +278,7 @@ func New(cfg Config) (*Mesh, error) {
 	for range workers {
 		m.start(m.worker)
 	}
-	return m, nil
+	return nil
 }
 
 func (m *Mesh) start(f func()) {
@@ -301,7 +317,7 @@ func (m *Mesh) write(f func(time.Time) *record) {
 	m.mu.Lock()
 	r := f(now)
 	if r != nil {
-		m.dirty++
+		m.sync.changed(1)
 		m.broadcastLocked(r, now)
 		if m.cfg.StateDir != "" && m.st.clock >= m.clockCeil {
 			m.clockCeil = m.st.clock + clockReserve
@@ -339,6 +355,16 @@ func (m *Mesh) Get(table, key string) (Entry, bool) {
 	return e, true
 }
 
+// Synced reports whether Entries is complete: a join's full state exchange
+// with another member has been merged since Start, or RepairGrace has
+// passed since Start without one (a lone host). Until then, what Entries
+// lacks may merely not have arrived yet. Before Start it is false.
+func (m *Mesh) Synced() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.synced || (!m.startedAt.IsZero() && time.Since(m.startedAt) > m.cfg.RepairGrace)
+}
+
 // Stats counts the entries this member received and the anti-entropy
 // exchanges it started or answered, since New.
 type Stats struct {
@@ -374,6 +400,8 @@ func (m *Mesh) Stats() Stats {
 
 // Changes returns a channel that receives a value, coalesced, whenever what
 // Entries or Members return may have changed. Read it, then read the state.
+//
+// Deprecated: use Watch, which says what changed.
 func (m *Mesh) Changes() <-chan struct{} { return m.changes }
 
 func (m *Mesh) notify() {
@@ -384,11 +412,16 @@ func (m *Mesh) notify() {
 }
 
 // Members returns every member this node knows, itself included, sorted by
-// name. Dead and gone members stay listed for a while.
+// name. Dead and gone members stay listed for a while. Before Start, only
+// this node.
 func (m *Mesh) Members() []Member {
+	m.mu.Lock()
+	ml := m.ml
+	running := m.phase == phaseRunning
+	m.mu.Unlock()
 	suspect := map[string]bool{}
-	if !m.closed.Load() {
-		for _, n := range m.ml.Members() {
+	if running {
+		for _, n := range ml.Members() {
 			if n.State == memberlist.StateSuspect {
 				suspect[n.Name] = true
 			}
@@ -398,47 +431,32 @@ func (m *Mesh) Members() []Member {
 	out := make([]Member, 0, len(m.st.members))
 	for _, mb := range m.st.members {
 		c := mb.Member
-		c.Meta = slices.Clone(c.Meta)
 		if c.State == StateAlive && suspect[c.Name] {
 			c.State = StateSuspect
 		}
 		out = append(out, c)
 	}
 	m.mu.Unlock()
-	slices.SortFunc(out, func(a, b Member) int {
-		switch {
-		case a.Name < b.Name:
-			return -1
-		case a.Name > b.Name:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(out, func(a, b Member) int { return strings.Compare(a.Name, b.Name) })
 	return out
 }
 
 // Join joins the given addresses ("ip", "ip:port" or "host:port") at once
 // and adds them to the peers retried in the background. It returns how many
-// answered.
+// answered. Before Start it only adds them: Start joins them.
 func (m *Mesh) Join(addrs []string) (int, error) {
-	if m.closed.Load() {
+	m.mu.Lock()
+	if m.phase == phaseClosed {
+		m.mu.Unlock()
 		return 0, errors.New("mesh is closed")
 	}
-	var norm []string
-	m.peersMu.Lock()
-	for _, a := range addrs {
-		if n, ok := normalizeAddr(a, m.cfg.Port); ok {
-			m.peers[n] = true
-			if n != m.selfAddr {
-				norm = append(norm, n)
-			}
-		}
-	}
-	m.peersMu.Unlock()
-	if len(norm) == 0 {
+	norm := m.addPeers(addrs)
+	ml := m.ml
+	m.mu.Unlock()
+	if len(norm) == 0 || ml == nil {
 		return 0, nil
 	}
-	n, err := m.ml.Join(norm)
+	n, err := ml.Join(norm)
 	if err != nil && n == 0 {
 		return 0, fmt.Errorf("join mesh peers %v: %w", norm, err)
 	}
@@ -449,17 +467,19 @@ func (m *Mesh) Join(addrs []string) (int, error) {
 // timeout for the news to go out, and stops rejoining. Its entries are
 // withdrawn everywhere. Call Close afterwards.
 func (m *Mesh) Leave(timeout time.Duration) error {
-	if m.closed.Load() {
-		return errors.New("mesh is closed")
+	m.mu.Lock()
+	if m.phase != phaseRunning {
+		m.mu.Unlock()
+		return errors.New("mesh is not running")
 	}
-	m.left.Store(true)
+	m.left = true
 	// Our notice first: the others then record memberlist's "dead" news of
 	// us as a departure.
-	m.mu.Lock()
 	m.st.memberLeaving(m.self)
 	m.control.QueueBroadcast(&broadcast{name: m.self, msg: encodeLeave(m.self)})
+	ml := m.ml
 	m.mu.Unlock()
-	if err := m.ml.Leave(timeout); err != nil {
+	if err := ml.Leave(timeout); err != nil {
 		return fmt.Errorf("leave mesh: %w", err)
 	}
 	return nil
@@ -467,368 +487,35 @@ func (m *Mesh) Leave(timeout time.Duration) error {
 
 // Close shuts the member down without a goodbye (the others will find it
 // dead), waits for the mesh's goroutines and saves the peers and clock in
-// StateDir. It is safe to call more than once.
+// StateDir. It works whether or not Start ran, and is safe to call more
+// than once. Subscriptions stay open, with no more events.
 func (m *Mesh) Close() error {
+	m.life.Lock()
+	defer m.life.Unlock()
+	m.mu.Lock()
+	if m.phase == phaseClosed {
+		m.mu.Unlock()
+		return nil
+	}
+	m.phase = phaseClosed
+	ml := m.ml
+	m.mu.Unlock()
+	close(m.stop)
 	var err error
-	m.once.Do(func() {
-		m.closed.Store(true)
-		close(m.stop)
-		if e := m.ml.Shutdown(); e != nil {
+	if ml != nil {
+		if e := ml.Shutdown(); e != nil {
 			err = fmt.Errorf("shut down mesh member: %w", e)
 		}
-		m.wg.Wait()
-		if m.cfg.StateDir != "" {
-			m.mu.Lock()
-			c := max(m.st.clock, m.clockCeil)
-			m.mu.Unlock()
-			m.saveClock(c)
-			m.savePeers()
-		}
-	})
+	}
+	m.wg.Wait()
+	if m.cfg.StateDir != "" {
+		m.mu.Lock()
+		c := max(m.st.clock, m.clockCeil)
+		m.mu.Unlock()
+		m.saveClock(c)
+		m.savePeers()
+	}
 	return err
-}
-
-// broadcastLocked queues a changed record for gossip, or fans it out over
-// TCP if it is too large for a packet. Caller holds mu.
-func (m *Mesh) broadcastLocked(r *record, now time.Time) {
-	var residual time.Duration
-	if r.Deleted {
-		residual = r.reapAt.Sub(now)
-	}
-	b := appendEntry(nil, &r.Entry, residual)
-	if len(b) > m.maxBroadcast {
-		raw := encodeEntries(msgBroadcast, []wireEntry{{Entry: r.Entry, Residual: residual}})
-		for _, to := range m.randomMembersLocked(fanout) {
-			m.enqueue(task{to: to, raw: raw})
-		}
-		return
-	}
-	m.queue.QueueBroadcast(&broadcast{name: r.Table + "\x00" + r.Key, msg: b})
-	if m.queue.NumQueued() > m.cfg.MaxQueuedBroadcasts {
-		m.queue.Prune(m.cfg.MaxQueuedBroadcasts)
-		m.pruned = true
-	}
-}
-
-// randomMembersLocked picks up to n alive members other than self.
-func (m *Mesh) randomMembersLocked(n int) []string {
-	var names []string
-	for name, mb := range m.st.members {
-		if name != m.self && (mb.State == StateAlive || mb.State == StateSuspect) {
-			names = append(names, name)
-		}
-	}
-	rand.Shuffle(len(names), func(i, j int) { names[i], names[j] = names[j], names[i] })
-	return names[:min(n, len(names))]
-}
-
-// enqueue hands a task to the workers without blocking; when they are
-// behind, the task is dropped and anti-entropy makes up for it.
-func (m *Mesh) enqueue(t task) {
-	select {
-	case m.tasks <- t:
-	default:
-		m.bad.warn("tasks", "mesh TCP work queue full, dropping a send", "peer", t.to)
-	}
-}
-
-// receive handles a message from gossip, TCP or a push/pull; buf is only
-// valid during the call. Entries are merged straight from buf; a push/pull
-// never relays them (anti-entropy spreads them further).
-// It reports whether buf was a message we read.
-func (m *Mesh) receive(buf []byte, pushPull bool) bool {
-	bad := func(err error) bool {
-		what := "mesh dropped a bad message"
-		if pushPull {
-			what = "mesh dropped a bad remote state"
-		}
-		m.bad.warn("decode", what, "len", len(buf), "err", err)
-		return false
-	}
-	if typ, body, ok := bulkType(buf); ok {
-		if typ == msgAnswer || typ == msgBlocks {
-			var answer *digestMsg
-			if typ == msgAnswer {
-				d := decoder{b: body}
-				if answer = decodeDigest(&d, nil); d.err != nil {
-					return bad(d.err)
-				}
-				body = d.b
-			}
-			bi, err := viewBlocks(body, viewString)
-			if err == nil {
-				err = m.mergeBlocks(bi)
-			}
-			if err != nil {
-				return bad(err)
-			}
-			if answer != nil {
-				m.handle(message{Type: msgDigest, Digest: answer})
-			}
-			return true
-		}
-		it, err := viewEntries(body, viewString)
-		if err != nil {
-			return bad(err)
-		}
-		if m.merge(it, typ == msgBroadcast && !pushPull) {
-			m.notify()
-		}
-		return true
-	}
-	msg, err := decodeMessage(buf, nil)
-	if err != nil {
-		return bad(err)
-	}
-	m.handle(msg)
-	return true
-}
-
-// handle acts on a decoded digest or leave notice.
-func (m *Mesh) handle(msg message) {
-	switch msg.Type {
-	case msgDigest:
-		d := msg.Digest
-		if d.Sender == m.self {
-			return
-		}
-		m.mu.Lock()
-		if d.Sender == m.syncPeer && !d.Reply {
-			m.syncPeer = "" // our exchange is answered
-		}
-		if d.Answer {
-			_, differs := m.st.delta(d.Owners, time.Now(), false)
-			m.compared(differs)
-			m.mu.Unlock()
-			return
-		}
-		m.mu.Unlock()
-		m.enqueue(task{to: d.Sender, theirs: d.Owners, delta: true, digest: d.Reply, blocks: d.Blocks})
-	case msgLeave:
-		if msg.Node == m.self {
-			return
-		}
-		m.mu.Lock()
-		news := m.st.memberLeaving(msg.Node)
-		if news {
-			// Pass it on, as memberlist does its own leave message.
-			m.control.QueueBroadcast(&broadcast{name: msg.Node, msg: encodeLeave(msg.Node)})
-		}
-		m.mu.Unlock()
-		if news {
-			m.notify()
-		}
-	}
-}
-
-// merge applies the entries of a received entries message in batches, so
-// a large state does not hold the lock for long. relay passes changes on
-// by broadcast. The entries are views into the message (see entryIter):
-// one that changes nothing costs no allocation; state.store copies the
-// ones it keeps.
-// It reports whether what Entries shows changed.
-func (m *Mesh) merge(it *entryIter, relay bool) (changed bool) {
-	var received, applied uint64
-	defer func() {
-		m.stats.received.Add(received)
-		m.stats.applied.Add(applied)
-	}()
-	var w wireEntry
-	for more := true; more; {
-		now := time.Now()
-		m.mu.Lock()
-		for n := 0; n < applyBatch; n++ {
-			if more = it.next(&w); !more {
-				break
-			}
-			res := m.st.apply(w, now)
-			received++
-			if res.rec == nil {
-				continue
-			}
-			applied++
-			m.dirty++
-			if res.visible {
-				changed = true
-			}
-			if res.repair || (relay && m.st.memberAlive(res.rec.Owner)) {
-				m.broadcastLocked(res.rec, now)
-			}
-		}
-		m.mu.Unlock()
-	}
-	return changed
-}
-
-// mergeBlocks merges the blocks of a received blocks message, skipping
-// those whose owner we already hold exactly as the sender does. Each block
-// is checked whole before any of it is applied; a bad one ends the message.
-func (m *Mesh) mergeBlocks(bi *blockIter) error {
-	changed := false
-	defer func() {
-		if changed {
-			m.notify()
-		}
-	}()
-	var od ownerDigest
-	var body []byte
-	for bi.next(&od, &body) {
-		m.mu.Lock()
-		skip := m.st.holds(&od)
-		m.mu.Unlock()
-		if skip {
-			n, _ := binary.Uvarint(body)
-			m.stats.skipped.Add(n)
-			continue
-		}
-		it, err := viewEntries(body, viewString)
-		if err != nil {
-			return fmt.Errorf("block of %s: %w", od.Owner, err)
-		}
-		if m.merge(it, false) {
-			changed = true
-		}
-	}
-	return nil
-}
-
-// worker runs TCP sends.
-func (m *Mesh) worker() {
-	for {
-		select {
-		case <-m.stop:
-			return
-		case t := <-m.tasks:
-			m.run(t)
-		}
-	}
-}
-
-func (m *Mesh) run(t task) {
-	now := time.Now()
-	m.mu.Lock()
-	mb := m.st.members[t.to]
-	if mb == nil || !(mb.State == StateAlive || mb.State == StateSuspect) || t.to == m.self {
-		m.mu.Unlock()
-		return
-	}
-	host, _, _ := net.SplitHostPort(mb.Addr)
-	node := &memberlist.Node{Name: mb.Name, Addr: net.ParseIP(host), Port: mb.port}
-	var delta []block
-	if t.delta {
-		var differs bool
-		delta, differs = m.st.delta(t.theirs, now, true)
-		m.compared(differs)
-	}
-	var dg *digestMsg
-	if t.digest {
-		// Without reply, this digest answers the peer's request.
-		dg = &digestMsg{Sender: m.self, Reply: t.reply, Answer: !t.reply, Blocks: true, Owners: m.st.digest()}
-	}
-	m.mu.Unlock()
-
-	send := func(b []byte) bool {
-		if err := m.ml.SendReliable(node, b); err != nil {
-			m.bad.warn("send "+t.to, "mesh send failed", "peer", t.to, "err", err)
-			return false
-		}
-		return true
-	}
-	if dg != nil {
-		m.stats.digests.Add(1)
-	}
-	for _, b := range syncMessages(delta, dg, t.blocks) {
-		if !send(b) {
-			return
-		}
-	}
-	if t.raw != nil {
-		send(t.raw)
-	}
-}
-
-// compared records the outcome of comparing a peer's digest with ours:
-// syncing goes on while comparisons differ. Caller holds mu.
-func (m *Mesh) compared(differs bool) {
-	switch {
-	case differs:
-		m.startSyncing()
-	case m.differs:
-		// An equal comparison may be with a peer missing the same entries,
-		// or with a digest older than a change; stop after a few in a row,
-		// then check again a few times (see syncLoop).
-		if m.equalRuns++; m.equalRuns >= equalToStop {
-			m.differs, m.equalRuns = false, 0
-			m.tailLeft = tailChecks
-			m.tailAt = time.Now().Add(m.cfg.SyncInterval * syncWait)
-		}
-	}
-}
-
-// startSyncing starts (or continues) rounds of extra exchanges. Caller
-// holds mu.
-func (m *Mesh) startSyncing() {
-	m.differs, m.equalRuns, m.tailLeft = true, 0, 0
-}
-
-// syncChunks splits what a peer lacks into chunks of about syncChunk
-// bytes. An owner with more entries than fit in one chunk is split over
-// several blocks, each with the same digest.
-func syncChunks(delta []block) [][]block {
-	var out [][]block
-	var cur []block
-	size := 0
-	for _, bl := range delta {
-		for start := 0; start < len(bl.Entries); {
-			end := start
-			for end < len(bl.Entries) && (end == start || size < syncChunk) {
-				size += entrySize(&bl.Entries[end].Entry)
-				end++
-			}
-			cur = append(cur, block{Digest: bl.Digest, Entries: bl.Entries[start:end]})
-			start = end
-			if size >= syncChunk {
-				out, cur, size = append(out, cur), nil, 0
-			}
-		}
-	}
-	if len(cur) > 0 {
-		out = append(out, cur)
-	}
-	return out
-}
-
-// syncMessages encodes what a peer lacks, and our digest if dg is set, as
-// the messages to send in order. A peer that reads blocks gets blocks
-// messages, the last of them an answer message carrying dg when dg
-// answers its request; an older peer gets entries messages and dg on its
-// own.
-func syncMessages(delta []block, dg *digestMsg, blocks bool) [][]byte {
-	chunks := syncChunks(delta)
-	var out [][]byte
-	for i, c := range chunks {
-		switch {
-		case !blocks:
-			var flat []wireEntry
-			for _, bl := range c {
-				flat = append(flat, bl.Entries...)
-			}
-			out = append(out, encodeEntries(msgSync, flat))
-		case i == len(chunks)-1 && dg != nil && dg.Answer:
-			out = append(out, encodeAnswer(dg, c))
-			dg = nil
-		default:
-			out = append(out, encodeBlocks(c))
-		}
-	}
-	if dg != nil {
-		if blocks && dg.Answer {
-			out = append(out, encodeAnswer(dg, nil))
-		} else {
-			out = append(out, encodeDigest(dg))
-		}
-	}
-	return out
 }
 
 // maintainLoop reaps tombstones and orphans, ends the repair grace and
@@ -848,7 +535,7 @@ func (m *Mesh) maintainLoop() {
 		m.mu.Lock()
 		m.st.reap(now)
 		for _, res := range m.st.endGrace(now) {
-			m.dirty++
+			m.sync.changed(1)
 			m.broadcastLocked(res.rec, now)
 		}
 		m.st.forgetMembers(now, forgetAfter)
@@ -862,232 +549,4 @@ func (m *Mesh) maintainLoop() {
 			m.savePeers()
 		}
 	}
-}
-
-// syncLoop starts extra anti-entropy exchanges: with members that came
-// back (their entries were dropped here when they went), and with a random
-// member while the table changes in bulk or differed from the last one
-// compared.
-func (m *Mesh) syncLoop() {
-	t := time.NewTicker(m.cfg.SyncInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-m.stop:
-			return
-		case <-t.C:
-		}
-		var targets []string
-		m.mu.Lock()
-		for name, mb := range m.st.members {
-			if mb.returned && len(targets) < returnSyncs {
-				mb.returned = false
-				targets = append(targets, name)
-			}
-		}
-		// A burst starts rounds of exchanges with random members, one per
-		// tick; they go on until equalToStop comparisons of digests in a
-		// row find nothing missing either way (a lost send or answer just
-		// means one more round). Near the end of a burst many members lack
-		// the same last entries, so a few equal comparisons can still leave
-		// one behind: after the rounds stop, tailChecks more exchanges
-		// follow at growing intervals, and any difference starts the rounds
-		// again. Single changes rely on broadcasts, with push/pull behind.
-		now := time.Now()
-		if m.dirty > fastSyncThreshold || m.pruned {
-			m.startSyncing()
-		}
-		idle := m.syncPeer == "" || now.Sub(m.syncSince) > syncWait*m.cfg.SyncInterval
-		tail := !m.differs && m.tailLeft > 0 && !now.Before(m.tailAt)
-		if idle && (m.differs || tail) {
-			if to := m.randomMembersLocked(1); len(to) > 0 {
-				targets = append(targets, to[0])
-				m.syncPeer, m.syncSince = to[0], now
-			}
-			if tail {
-				m.tailLeft--
-				m.tailAt = now.Add(m.cfg.SyncInterval * syncWait << (tailChecks - m.tailLeft))
-			}
-		}
-		m.dirty, m.pruned = 0, false
-		m.mu.Unlock()
-		for _, to := range targets {
-			m.enqueue(task{to: to, digest: true, reply: true})
-		}
-	}
-}
-
-// delegate implements memberlist.Delegate and memberlist.EventDelegate. It
-// is a separate type so those methods are not part of Mesh's API.
-type delegate struct{ m *Mesh }
-
-var (
-	_ memberlist.Delegate      = (*delegate)(nil)
-	_ memberlist.EventDelegate = (*delegate)(nil)
-)
-
-// NodeMeta returns our metadata (its size was checked in New).
-func (d *delegate) NodeMeta(limit int) []byte {
-	if len(d.m.cfg.Meta) > limit {
-		return nil
-	}
-	return slices.Clone(d.m.cfg.Meta)
-}
-
-// NotifyMsg handles a user message, from gossip or TCP. buf is only valid
-// during the call; decoding copies it.
-func (d *delegate) NotifyMsg(buf []byte) {
-	d.m.receive(buf, false)
-}
-
-// GetBroadcasts returns the queued control messages, then packs as many
-// queued entries as fit into one more message.
-func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
-	const hdr = headerLen + 2 // header and a two-byte count (< 16384 entries)
-	out := d.m.control.GetBroadcasts(overhead, limit)
-	for _, b := range out {
-		limit -= overhead + len(b)
-	}
-	avail := limit - overhead - hdr
-	if avail <= 0 {
-		return out
-	}
-	items := d.m.queue.GetBroadcasts(0, avail)
-	if len(items) == 0 {
-		return out
-	}
-	n := hdr
-	for _, it := range items {
-		n += len(it)
-	}
-	b := make([]byte, 0, n)
-	b = appendHeader(b, msgBroadcast)
-	b = appendUvarint(b, uint64(len(items)))
-	for _, it := range items {
-		b = append(b, it...)
-	}
-	return append(out, b)
-}
-
-// LocalState is our side of a push/pull: the whole table for a join, a
-// digest otherwise.
-func (d *delegate) LocalState(join bool) []byte {
-	m := d.m
-	now := time.Now()
-	m.mu.Lock()
-	if join {
-		all := m.st.all(now)
-		m.mu.Unlock()
-		b := encodeEntries(msgSync, all)
-		if len(b) <= maxStateBytes {
-			return b
-		}
-		m.log.Warn("mesh table too large for a join's state exchange, sending a digest", "bytes", len(b))
-		m.mu.Lock()
-	}
-	dg := &digestMsg{Sender: m.self, Blocks: true, Owners: m.st.digest()}
-	m.mu.Unlock()
-	return encodeDigest(dg)
-}
-
-// maxStateBytes keeps a full state under memberlist's 20 MiB limit on what
-// it accepts in a push/pull.
-const maxStateBytes = 16 << 20
-
-// MergeRemoteState merges the other side of a push/pull.
-func (d *delegate) MergeRemoteState(buf []byte, join bool) {
-	m := d.m
-	if len(buf) == 0 || !m.receive(buf, true) {
-		return
-	}
-	if join && !m.synced.Swap(true) {
-		m.notify()
-	}
-}
-
-// Synced reports whether Entries is complete: a join's full state exchange
-// with another member has been merged since New, or RepairGrace has passed
-// without one (a lone host). Until then, what Entries lacks may merely not
-// have arrived yet.
-func (m *Mesh) Synced() bool {
-	return m.synced.Load() || time.Since(m.started) > m.cfg.RepairGrace
-}
-
-// NotifyJoin records a member as alive. Called with memberlist's node lock
-// held: it must not call memberlist.
-func (d *delegate) NotifyJoin(n *memberlist.Node) {
-	d.up(n)
-}
-
-// NotifyUpdate records a member's new metadata or address.
-func (d *delegate) NotifyUpdate(n *memberlist.Node) {
-	d.up(n)
-}
-
-func (d *delegate) up(n *memberlist.Node) {
-	m := d.m
-	mb := Member{Name: n.Name, Addr: n.Address(), Meta: slices.Clone(n.Meta)}
-	m.mu.Lock()
-	fresh := m.st.memberUp(mb, n.Port, time.Now())
-	m.numAlive.Store(int32(m.st.alive))
-	m.peersDirty = true
-	m.mu.Unlock()
-	if fresh && n.Name != m.self {
-		m.log.Info("mesh member alive", "peer", n.Name, "addr", mb.Addr)
-	}
-	m.notify()
-}
-
-// NotifyLeave records a member as dead or gone and withdraws its entries.
-func (d *delegate) NotifyLeave(n *memberlist.Node) {
-	m := d.m
-	st := StateDead
-	if n.State == memberlist.StateLeft {
-		st = StateLeft
-	}
-	m.mu.Lock()
-	m.st.memberDown(n.Name, st, time.Now())
-	m.numAlive.Store(int32(m.st.alive))
-	m.peersDirty = true
-	m.mu.Unlock()
-	if n.Name != m.self {
-		m.log.Info("mesh member "+st, "peer", n.Name, "addr", n.Address())
-	}
-	m.notify()
-}
-
-// broadcast is one queued entry. Named by table and key, so queueing a
-// newer version of a key drops the older one.
-type broadcast struct {
-	name string
-	msg  []byte // the encoded entry, without a message header
-}
-
-var _ memberlist.NamedBroadcast = (*broadcast)(nil)
-
-func (b *broadcast) Invalidates(o memberlist.Broadcast) bool {
-	nb, ok := o.(memberlist.NamedBroadcast)
-	return ok && nb.Name() == b.name
-}
-func (b *broadcast) Name() string    { return b.name }
-func (b *broadcast) Message() []byte { return b.msg }
-func (b *broadcast) Finished()       {}
-
-// normalizeAddr turns "ip", "ip:port", "host" or "host:port" into
-// "host:port", with port as the default.
-func normalizeAddr(a string, port int) (string, bool) {
-	if a == "" {
-		return "", false
-	}
-	if host, p, err := net.SplitHostPort(a); err == nil {
-		if host == "" || p == "" {
-			return "", false
-		}
-		return net.JoinHostPort(host, p), true
-	}
-	// No port, or an IPv6 literal without brackets.
-	if ip := net.ParseIP(a); ip != nil {
-		return net.JoinHostPort(ip.String(), strconv.Itoa(port)), true
-	}
-	return net.JoinHostPort(a, strconv.Itoa(port)), true
 }

@@ -2,18 +2,24 @@ package mesh
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
 	"reflect"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/memberlist"
+	"github.com/weftnet/weft/internal/statefile"
 )
 
 const converge = 15 * time.Second
@@ -299,23 +305,59 @@ func TestLargeEntryTravelsOverTCP(t *testing.T) {
 	})
 }
 
-func TestMembersAndMeta(t *testing.T) {
+func TestMembersVersionAndProtocol(t *testing.T) {
 	l := newLab(t)
-	ms := l.cluster(2, func(c *Config) { c.Meta = []byte("vtep=" + c.NodeName) })
+	ms := l.cluster(2, func(c *Config) { c.Version = "v-" + c.NodeName })
 	got := ms[0].Members()
 	if len(got) != 2 {
 		t.Fatalf("members = %+v", got)
 	}
 	for _, mb := range got {
-		if string(mb.Meta) != "vtep="+mb.Name || mb.State != StateAlive || mb.Addr != l.addr(mb.Name) {
-			t.Errorf("member %+v", mb)
+		want := Member{Name: mb.Name, Addr: l.addr(mb.Name), State: StateAlive, Version: "v-" + mb.Name, Protocol: Protocol}
+		if mb != want {
+			t.Errorf("member %+v, want %+v", mb, want)
 		}
 	}
 	if _, err := New(Config{}); err == nil {
 		t.Error("New without NodeName succeeded")
 	}
-	if _, err := New(Config{NodeName: "x", Meta: make([]byte, 600)}); err == nil {
-		t.Error("New with oversized Meta succeeded")
+	if _, err := New(Config{NodeName: "x", Version: strings.Repeat("v", maxVersionLen+1)}); err == nil {
+		t.Error("New with an oversized Version succeeded")
+	}
+}
+
+// TestOlderMemberMeta: a member whose node metadata is empty is a build
+// from before protocols were announced: protocol 1, no version. Metadata
+// a later protocol extends is read for the fields this build knows.
+func TestOlderMemberMeta(t *testing.T) {
+	for _, tc := range []struct {
+		meta     []byte
+		protocol int
+		version  string
+	}{
+		{nil, 1, ""},
+		{[]byte{}, 1, ""},
+		{[]byte("garbage that is not ours"), 1, ""},
+		{encodeMeta(1, "1.2.3"), 1, "1.2.3"},
+		{append(encodeMeta(7, "9.0"), 0xde, 0xad), 7, "9.0"},
+	} {
+		p, v := decodeMeta(tc.meta)
+		if p != tc.protocol || v != tc.version {
+			t.Errorf("decodeMeta(%q) = %d, %q; want %d, %q", tc.meta, p, v, tc.protocol, tc.version)
+		}
+	}
+	if n := len(encodeMeta(Protocol, strings.Repeat("v", maxVersionLen))); n > memberlist.MetaMaxSize {
+		t.Errorf("metadata of %d bytes, over memberlist's %d", n, memberlist.MetaMaxSize)
+	}
+
+	l := newLab(t)
+	m := l.start("n0", nil)
+	d := &delegate{m}
+	d.NotifyJoin(&memberlist.Node{Name: "old", Addr: net.ParseIP("10.99.9.9"), Port: DefaultPort})
+	for _, mb := range m.Members() {
+		if mb.Name == "old" && (mb.Protocol != 1 || mb.Version != "") {
+			t.Errorf("older member shown as %+v", mb)
+		}
 	}
 }
 
@@ -329,7 +371,7 @@ func TestPeersFileAndClockPersisted(t *testing.T) {
 	before, _ := n2.Get("t", "k")
 	waitFor(t, converge, "peers.json written", func() error {
 		var pd peersDoc
-		if err := readJSON(filepath.Join(dir, peersFile), &pd); err != nil {
+		if _, err := statefile.Load(filepath.Join(dir, peersFile), &pd, stateVersion); err != nil {
 			return err
 		}
 		if len(pd.Peers) != 2 {
@@ -373,6 +415,44 @@ func TestCorruptStateFilesIgnored(t *testing.T) {
 		if n := rec.count(slog.LevelWarn, f); n != 1 {
 			t.Errorf("%s: %d warnings, want 1", f, n)
 		}
+		if b, err := os.ReadFile(filepath.Join(dir, f+statefile.CorruptSuffix)); err != nil || string(b) != "{not json" {
+			t.Errorf("%s not set aside: %q, %v", f, b, err)
+		}
+	}
+}
+
+// TestStateFilesFormatZero: peers.json and clock.json as written before
+// they had a format version are read as they are.
+func TestStateFilesFormatZero(t *testing.T) {
+	dir := t.TempDir()
+	for f, body := range map[string]string{
+		peersFile: `{"peers":["10.99.0.7:7950","10.99.0.8"]}`,
+		clockFile: `{"clock":5000}`,
+	} {
+		if err := os.WriteFile(filepath.Join(dir, f), []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m, err := New(Config{NodeName: "n0", StateDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Put("t", "k", []byte("v"))
+	if e, _ := m.Get("t", "k"); e.Clock != 5001 {
+		t.Errorf("first put after a saved clock of 5000 has clock %d", e.Clock)
+	}
+	m.mu.Lock()
+	boot := slices.Sorted(maps.Keys(m.boot))
+	m.mu.Unlock()
+	if want := []string{"10.99.0.7:7950", "10.99.0.8:7950"}; !slices.Equal(boot, want) {
+		t.Errorf("saved peers %v, want %v", boot, want)
+	}
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var cd clockDoc
+	if v, err := statefile.Load(filepath.Join(dir, clockFile), &cd, stateVersion); err != nil || v != stateVersion || cd.Clock <= 5001 {
+		t.Errorf("clock saved as version %d, %+v, %v", v, cd, err)
 	}
 }
 
@@ -400,15 +480,20 @@ func TestLoopbackUDPAndTCP(t *testing.T) {
 		port := freePort(t, ip)
 		c := DefaultConfig()
 		c.NodeName = fmt.Sprintf("lo%d", i)
-		c.BindAddr = ip
-		c.AdvertiseAddr = ip
 		c.Port = port
+		start := ip // the others bind and advertise the address given to Start
+		if i == 0 {
+			c.BindAddr, c.AdvertiseAddr, start = ip, ip, ""
+		}
 		c.Logger = testLogger()
 		c.RejoinInterval = 200 * time.Millisecond
 		if first != "" {
 			c.Peers = []string{first}
 		}
 		m, err := New(c)
+		if err == nil {
+			err = m.Start(start, nil)
+		}
 		if err != nil {
 			t.Fatalf("start on %s:%d: %v", ip, port, err)
 		}
@@ -516,6 +601,31 @@ func TestGarbageMessagesDropped(t *testing.T) {
 	}
 }
 
+// TestUnknownTypeSkipped: a message of a type this build does not know (a
+// newer protocol's) is skipped without a word, and does not count as a
+// merged state.
+func TestUnknownTypeSkipped(t *testing.T) {
+	rec := &recordLog{}
+	m, err := New(Config{NodeName: "n0", Logger: slog.New(rec)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	m.startedAt = time.Now() // Synced would otherwise be false anyway
+	m.cfg.RepairGrace = time.Hour
+	d := &delegate{m}
+	for _, in := range [][]byte{{msgMagic, msgVersion, 'z'}, {msgMagic, msgVersion, 'Z', 1, 2, 3}} {
+		d.NotifyMsg(in)
+		d.MergeRemoteState(in, true)
+	}
+	if n := rec.count(slog.LevelDebug, ""); n != 0 {
+		t.Errorf("%d log lines for messages of unknown types", n)
+	}
+	if m.Synced() {
+		t.Error("a join's state of an unknown type counted as merged")
+	}
+}
+
 func TestGetBroadcastsFitsLimit(t *testing.T) {
 	l := newLab(t)
 	m := l.start("n0", nil)
@@ -534,7 +644,7 @@ func TestGetBroadcastsFitsLimit(t *testing.T) {
 			if len(b)+3 > 1300 {
 				t.Fatalf("message of %d bytes over the limit", len(b))
 			}
-			msg, err := decodeMessage(b, nil)
+			msg, err := decodeMessage(b)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -568,9 +678,8 @@ func TestNormalizeAddr(t *testing.T) {
 	}
 }
 
-// TestSyncMessages: what a peer lacks goes out in chunks; to a peer that
-// reads blocks, the answering digest rides in the last message; to an older
-// peer, entries messages and the digest on its own.
+// TestSyncMessages: what a peer lacks goes out in chunks of blocks; the
+// answering digest rides in the last message.
 func TestSyncMessages(t *testing.T) {
 	big := bytes.Repeat([]byte("v"), 64<<10)
 	var delta []block
@@ -583,9 +692,9 @@ func TestSyncMessages(t *testing.T) {
 		want += len(bl.Entries)
 		delta = append(delta, bl)
 	}
-	dg := &digestMsg{Sender: "me", Answer: true, Blocks: true, Owners: []ownerDigest{{Owner: "me", Count: 1, MaxClock: 1, Hash: 9}}}
+	dg := &digestMsg{Sender: "me", Answer: true, Owners: []ownerDigest{{Owner: "me", Count: 1, MaxClock: 1, Hash: 9}}}
 
-	msgs := syncMessages(delta, dg, true)
+	msgs := syncMessages(delta, dg)
 	if len(msgs) < 2 {
 		t.Fatalf("%d messages for %d KiB, want it split", len(msgs), want*64)
 	}
@@ -594,7 +703,7 @@ func TestSyncMessages(t *testing.T) {
 		if len(b) > syncChunk+128<<10 {
 			t.Errorf("message %d is %d bytes", i, len(b))
 		}
-		msg, err := decodeMessage(b, nil)
+		msg, err := decodeMessage(b)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -609,26 +718,13 @@ func TestSyncMessages(t *testing.T) {
 	if got != want {
 		t.Errorf("%d entries sent, want %d", got, want)
 	}
-
-	old := *dg
-	old.Blocks = false
-	msgs = syncMessages(delta, &old, false)
-	got = 0
-	for i, b := range msgs {
-		msg, err := decodeMessage(b, nil)
-		if err != nil {
-			t.Fatal(err)
+	// Without an answer (a push/pull's digest), blocks only.
+	for _, b := range syncMessages(delta, nil) {
+		if b[2] != msgBlocks {
+			t.Fatalf("without an answer, a message of type %q", b[2])
 		}
-		last := i == len(msgs)-1
-		if (last && msg.Type != msgDigest) || (!last && msg.Type != msgSync) {
-			t.Fatalf("to an older peer, message %d of %d has type %q", i+1, len(msgs), msg.Type)
-		}
-		got += len(msg.Entries)
 	}
-	if got != want {
-		t.Errorf("%d entries sent to an older peer, want %d", got, want)
-	}
-	if msgs := syncMessages(nil, dg, true); len(msgs) != 1 || msgs[0][2] != msgAnswer {
+	if msgs := syncMessages(nil, dg); len(msgs) != 1 || msgs[0][2] != msgAnswer {
 		t.Errorf("nothing lacking: %d messages, want one answer", len(msgs))
 	}
 }
@@ -662,9 +758,9 @@ func TestBadBlockEndsMessage(t *testing.T) {
 	m.mu.Unlock()
 	skipped := m.Stats().Skipped
 	b := appendHeader(nil, msgBlocks)
-	b = appendUvarint(b, 1)
+	b = binary.AppendUvarint(b, 1)
 	b = appendOwnerDigest(b, &d)
-	b = appendUvarint(b, 3)
+	b = binary.AppendUvarint(b, 3)
 	b = append(b, 1, 0xff, 0xff)
 	if !m.receive(b, false) {
 		t.Fatal("a block already held was read")

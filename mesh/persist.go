@@ -1,14 +1,18 @@
 package mesh
 
+// This file owns what the mesh keeps in Config.StateDir: the last known
+// peers (peers.json) and a ceiling of the Lamport clock (clock.json).
+// Writes are serialised by Mesh.persistMu, never held with Mesh.mu.
+
 import (
-	"encoding/json"
 	"errors"
-	"fmt"
 	"io/fs"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"sort"
+
+	"github.com/weftnet/weft/internal/statefile"
 )
 
 // Files kept in Config.StateDir.
@@ -17,17 +21,31 @@ const (
 	clockFile = "clock.json"
 )
 
+const (
+	// clockReserve is how far ahead of the clock its ceiling is persisted.
+	clockReserve = 1 << 10
+	// maxSavedPeers bounds peers.json.
+	maxSavedPeers = 64
+)
+
+// stateVersion is the format of both files written now. Version 0 had no
+// version field; version 1 only adds it.
+const stateVersion = 1
+
 type peersDoc struct {
-	Peers []string `json:"peers"`
+	Version int      `json:"version"`
+	Peers   []string `json:"peers"`
 }
 
 type clockDoc struct {
+	Version int `json:"version"`
 	// Clock is a ceiling: every clock this node has written is below it.
 	Clock uint64 `json:"clock"`
 }
 
-// loadState reads the saved peers and clock ceiling into m before memberlist
-// starts. Problems are logged and ignored: the mesh works without them.
+// loadState reads the saved peers and clock ceiling into m, in New.
+// Problems are logged and ignored: the mesh works without them (a corrupt
+// file is set aside by statefile, once).
 func (m *Mesh) loadState() {
 	dir := m.cfg.StateDir
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -35,7 +53,7 @@ func (m *Mesh) loadState() {
 		return
 	}
 	var pd peersDoc
-	if err := readJSON(filepath.Join(dir, peersFile), &pd); err != nil {
+	if _, err := statefile.Load(filepath.Join(dir, peersFile), &pd, stateVersion); err != nil {
 		m.logLoad(peersFile, err)
 	} else {
 		for _, p := range pd.Peers {
@@ -45,7 +63,7 @@ func (m *Mesh) loadState() {
 		}
 	}
 	var cd clockDoc
-	if err := readJSON(filepath.Join(dir, clockFile), &cd); err != nil {
+	if _, err := statefile.Load(filepath.Join(dir, clockFile), &cd, stateVersion); err != nil {
 		m.logLoad(clockFile, err)
 	} else {
 		m.st.clock = cd.Clock
@@ -62,43 +80,6 @@ func (m *Mesh) logLoad(name string, err error) {
 	m.log.Warn("ignoring unreadable mesh state file", "file", name, "err", err)
 }
 
-func readJSON(path string, v any) error {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	if err := json.Unmarshal(b, v); err != nil {
-		return fmt.Errorf("parse %s: %w", path, err)
-	}
-	return nil
-}
-
-// writeJSON replaces path atomically: a crash leaves the old or the new
-// file, never half of one.
-func writeJSON(path string, v any) error {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name()) // after a successful rename this fails harmlessly
-	if _, err := tmp.Write(append(b, '\n')); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
-}
-
 // saveClock persists a clock ceiling if it is above what is saved.
 func (m *Mesh) saveClock(c uint64) {
 	m.persistMu.Lock()
@@ -106,7 +87,7 @@ func (m *Mesh) saveClock(c uint64) {
 	if c <= m.savedClock {
 		return
 	}
-	if err := writeJSON(filepath.Join(m.cfg.StateDir, clockFile), clockDoc{Clock: c}); err != nil {
+	if err := statefile.Save(filepath.Join(m.cfg.StateDir, clockFile), clockDoc{Version: stateVersion, Clock: c}); err != nil {
 		m.bad.warn("save clock", "cannot save mesh clock", "err", err)
 		return
 	}
@@ -135,7 +116,7 @@ func (m *Mesh) savePeers() {
 	sort.Strings(addrs)
 	m.persistMu.Lock()
 	defer m.persistMu.Unlock()
-	if err := writeJSON(filepath.Join(m.cfg.StateDir, peersFile), peersDoc{Peers: addrs}); err != nil {
+	if err := statefile.Save(filepath.Join(m.cfg.StateDir, peersFile), peersDoc{Version: stateVersion, Peers: addrs}); err != nil {
 		m.bad.warn("save peers", "cannot save mesh peers", "err", err)
 	}
 }

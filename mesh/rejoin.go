@@ -1,10 +1,16 @@
 package mesh
 
+// This file owns the peers: the addresses this member joins (configured,
+// given to Start or Join, or saved in peers.json), and the loop that joins
+// those that are not alive members, with backoff. Mesh.mu guards the peer
+// sets; joins run with it released.
+
 import (
 	"context"
 	"math/rand/v2"
 	"net"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 )
@@ -48,10 +54,10 @@ type rejoinState struct {
 }
 
 func (m *Mesh) rejoinOnce(backoff map[string]*rejoinState, now time.Time) {
-	if m.left.Load() || m.closed.Load() {
+	targets, isolated, ok := m.joinTargets()
+	if !ok {
 		return
 	}
-	targets, isolated := m.joinTargets()
 	for a := range backoff {
 		if !slices.Contains(targets, a) {
 			delete(backoff, a) // alive again: start afresh next time
@@ -101,18 +107,20 @@ func (m *Mesh) rejoinOnce(backoff map[string]*rejoinState, now time.Time) {
 }
 
 // joinTargets lists the peers that are not alive members, and whether no
-// other member is alive.
-func (m *Mesh) joinTargets() (targets []string, isolated bool) {
+// other member is alive; ok is false once the member left or closed.
+func (m *Mesh) joinTargets() (targets []string, isolated, ok bool) {
 	m.mu.Lock()
+	if m.left || m.phase != phaseRunning {
+		m.mu.Unlock()
+		return nil, false, false
+	}
 	alive := make(map[string]bool, len(m.st.members))
 	for name, mb := range m.st.members {
 		if name != m.self && (mb.State == StateAlive || mb.State == StateSuspect) {
 			alive[mb.Addr] = true
 		}
 	}
-	m.mu.Unlock()
-
-	m.peersMu.Lock()
+	selfAddr := m.selfAddr
 	cands := make([]string, 0, len(m.peers)+len(m.boot))
 	for a := range m.peers {
 		cands = append(cands, a)
@@ -127,20 +135,20 @@ func (m *Mesh) joinTargets() (targets []string, isolated bool) {
 		// Joined: the saved peers have done their job.
 		clear(m.boot)
 	}
-	m.peersMu.Unlock()
+	m.mu.Unlock()
 
 	for _, a := range cands {
-		if a == m.selfAddr || alive[a] || m.resolvesToAlive(a, alive) {
+		if a == selfAddr || alive[a] || resolvesToAlive(a, selfAddr, alive) {
 			continue
 		}
 		targets = append(targets, a)
 	}
-	return targets, len(alive) == 0
+	return targets, len(alive) == 0, true
 }
 
 // resolvesToAlive reports whether a peer given by host name is an alive
 // member or ourselves, so it is not joined again every round.
-func (m *Mesh) resolvesToAlive(addr string, alive map[string]bool) bool {
+func resolvesToAlive(addr, selfAddr string, alive map[string]bool) bool {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil || net.ParseIP(host) != nil {
 		return false
@@ -153,9 +161,43 @@ func (m *Mesh) resolvesToAlive(addr string, alive map[string]bool) bool {
 	}
 	for _, ip := range ips {
 		a := net.JoinHostPort(ip, port)
-		if alive[a] || a == m.selfAddr {
+		if alive[a] || a == selfAddr {
 			return true
 		}
 	}
 	return false
+}
+
+// addPeers adds addresses to the peers retried for ever and returns them
+// normalised, without our own. Caller holds mu (or, in New, owns m alone).
+func (m *Mesh) addPeers(addrs []string) []string {
+	var out []string
+	for _, a := range addrs {
+		if n, ok := normalizeAddr(a, m.cfg.Port); ok {
+			m.peers[n] = true
+			if n != m.selfAddr {
+				out = append(out, n)
+			}
+		}
+	}
+	return out
+}
+
+// normalizeAddr turns "ip", "ip:port", "host" or "host:port" into
+// "host:port", with port as the default.
+func normalizeAddr(a string, port int) (string, bool) {
+	if a == "" {
+		return "", false
+	}
+	if host, p, err := net.SplitHostPort(a); err == nil {
+		if host == "" || p == "" {
+			return "", false
+		}
+		return net.JoinHostPort(host, p), true
+	}
+	// No port, or an IPv6 literal without brackets.
+	if ip := net.ParseIP(a); ip != nil {
+		return net.JoinHostPort(ip.String(), strconv.Itoa(port)), true
+	}
+	return net.JoinHostPort(a, strconv.Itoa(port)), true
 }

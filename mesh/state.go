@@ -1,5 +1,12 @@
 package mesh
 
+// This file owns the rules of the replicated table and of membership:
+// which version of a key wins, tombstones and reaping, owner repair, which
+// entries are visible, digests and deltas. It does no locking and no I/O
+// (Mesh.mu guards it), so each rule is tested on its own (state_test.go).
+// Every change of what is visible is reported to the watchers where it
+// happens (store, memberUp, memberDown, memberLeaving).
+
 import (
 	"bytes"
 	"math/bits"
@@ -31,6 +38,10 @@ type state struct {
 	members map[string]*member            // by node name, self included
 	alive   int                           // members alive, self included
 	names   map[string]string             // interned table and owner names
+
+	// watch receives every change of what Entries and Members show, at the
+	// point where it happens (see watch.go); nil: nobody listens.
+	watch *watchers
 }
 
 type tkey struct{ table, key string }
@@ -91,19 +102,9 @@ func newState(self string, ttl time.Duration, now time.Time, grace time.Duration
 	return s
 }
 
-// internBytes returns a shared string for a table or owner name, so that
-// thousands of entries do not each hold a copy.
-func (s *state) internBytes(b []byte) string {
-	if v, ok := s.names[string(b)]; ok {
-		return v
-	}
-	v := string(b)
-	s.names[v] = v
-	return v
-}
-
-// intern is internBytes for a string, which may be a view into a received
-// message: what it stores is a copy.
+// intern returns a shared string for a table or owner name, so that
+// thousands of entries do not each hold a copy. v may be a view into a
+// received message: what it stores is a copy.
 func (s *state) intern(v string) string {
 	if w, ok := s.names[v]; ok {
 		return w
@@ -208,6 +209,8 @@ func (s *state) lookup(table, key string) *record {
 // nil) and keeping the indexes and digests right. It copies e's strings
 // and value, which may be views into a received message.
 func (s *state) store(old *record, e Entry, reapAt time.Time, now time.Time) *record {
+	watched := s.watch.watching(e.Table)
+	wasVisible := watched && s.visible(old)
 	if old != nil {
 		s.unlink(old)
 	}
@@ -248,6 +251,13 @@ func (s *state) store(old *record, e Entry, reapAt time.Time, now time.Time) *re
 	if e.Deleted {
 		r.reapAt = reapAt
 		s.tombs[r] = struct{}{}
+	}
+	switch {
+	case !watched:
+	case s.visible(r):
+		s.watch.entry(EntryPut, &r.Entry)
+	case wasVisible:
+		s.watch.entry(EntryGone, &old.Entry)
 	}
 	return r
 }
@@ -453,21 +463,32 @@ func (s *state) dropOwner(owner string) int {
 	return n
 }
 
-// memberUp records a member as alive (or updated). It reports whether the
-// member was not alive before.
+// memberUp records a member as alive (or updated), and shows the entries
+// of it held hidden. It reports whether the member was not alive before.
 func (s *state) memberUp(m Member, port uint16, now time.Time) bool {
+	m.State = StateAlive
 	cur := s.members[m.Name]
 	if cur != nil && (cur.State == StateAlive || cur.State == StateSuspect) {
-		cur.Addr, cur.Meta = m.Addr, m.Meta
 		cur.port = port
+		if cur.Member != m {
+			cur.Member = m
+			s.watch.member(cur.Member)
+		}
 		return false
 	}
 	returned := cur != nil
-	m.State = StateAlive
 	s.members[m.Name] = &member{Member: m, port: port, since: now, returned: returned && m.Name != s.self}
 	s.alive++
+	s.watch.member(m)
 	if set := s.owners[m.Name]; set != nil {
 		set.hiddenSince = time.Time{}
+		if m.Name != s.self {
+			for _, r := range set.recs {
+				if !r.Deleted {
+					s.watch.entry(EntryPut, &r.Entry)
+				}
+			}
+		}
 	}
 	return true
 }
@@ -485,7 +506,11 @@ func (s *state) memberDown(name, st string, now time.Time) (visible bool) {
 	if cur.leaving {
 		st = StateLeft
 	}
+	was := cur.State
 	cur.State, cur.since, cur.returned = st, now, false
+	if st != was {
+		s.watch.member(cur.Member)
+	}
 	if name == s.self {
 		return false
 	}
@@ -493,7 +518,7 @@ func (s *state) memberDown(name, st string, now time.Time) (visible bool) {
 		for _, r := range set.recs {
 			if !r.Deleted {
 				visible = true
-				break
+				s.watch.entry(EntryGone, &r.Entry)
 			}
 		}
 		s.dropOwner(name)
@@ -510,6 +535,7 @@ func (s *state) memberLeaving(name string) bool {
 		return false
 	case cur.State == StateDead:
 		cur.State = StateLeft
+		s.watch.member(cur.Member)
 	}
 	cur.leaving = true
 	return true

@@ -13,6 +13,7 @@ import (
 	"github.com/docker/go-plugins-helpers/network"
 
 	"github.com/weftnet/weft/dns"
+	"github.com/weftnet/weft/mesh"
 )
 
 // Config is everything the plugin process is told through its
@@ -155,7 +156,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		}
 	}
 	if v := strings.TrimSpace(getenv("WEFT_MESH_KEY")); v != "" {
-		if _, err := ParseKey(v); err != nil {
+		if _, err := mesh.ParseKey(v); err != nil {
 			bad("WEFT_MESH_KEY: %v", err)
 		} else {
 			c.MeshKey = v

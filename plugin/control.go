@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/weftnet/weft/mesh"
 )
 
 // ControlSocket is the name of the plugin's control socket in the state
@@ -32,7 +34,7 @@ type keyResponse struct {
 }
 
 // serveControl serves the control socket until ctx ends.
-func serveControl(ctx context.Context, dir string, kr *keyring, log *slog.Logger) error {
+func serveControl(ctx context.Context, dir string, kr *mesh.Keyring, log *slog.Logger) error {
 	path := filepath.Join(dir, ControlSocket)
 	_ = os.Remove(path)
 	l, err := net.Listen("unix", path)
@@ -48,7 +50,7 @@ func serveControl(ctx context.Context, dir string, kr *keyring, log *slog.Logger
 		w.Header().Set("Content-Type", "application/json")
 		if kr == nil {
 			w.WriteHeader(http.StatusConflict)
-			_ = json.NewEncoder(w).Encode(keyResponse{Err: "the mesh has no key: set WEFT_MESH_KEY or write " + keyFile + " in the state directory, then restart the plugin"})
+			_ = json.NewEncoder(w).Encode(keyResponse{Err: "the mesh has no key: set WEFT_MESH_KEY or write " + mesh.KeyFile + " in the state directory, then restart the plugin"})
 			return
 		}
 		if r.Method == http.MethodPost {
@@ -58,14 +60,14 @@ func serveControl(ctx context.Context, dir string, kr *keyring, log *slog.Logger
 				_ = json.NewEncoder(w).Encode(keyResponse{Err: "malformed request: " + err.Error()})
 				return
 			}
-			if err := kr.apply(req.Op, req.Key); err != nil {
+			if err := kr.Apply(req.Op, req.Key); err != nil {
 				w.WriteHeader(http.StatusBadRequest)
 				_ = json.NewEncoder(w).Encode(keyResponse{Err: err.Error()})
 				return
 			}
-			log.Info("mesh keyring changed", "op", req.Op, "keys", kr.list())
+			log.Info("mesh keyring changed", "op", req.Op, "keys", kr.List())
 		}
-		_ = json.NewEncoder(w).Encode(keyResponse{Keys: kr.list()})
+		_ = json.NewEncoder(w).Encode(keyResponse{Keys: kr.List()})
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {

@@ -1,12 +1,12 @@
 // Package plugin wires weft together inside the managed plugin's process:
-// configuration from the environment, the logger, the kernel dataplane,
-// the network and IPAM drivers, the mesh, and the servers Docker and the
-// user talk to.
+// it builds each part from the settings, connects them, starts their loops
+// and serves the sockets Docker and the user talk to. It holds no state of
+// its own and makes no policy; each part's package says what it owns.
 //
 // Start-up never waits on the engine's API (the engine starts plugins
-// before it answers): the plugin socket is served at once, and the mesh
-// starts as soon as this host's underlay address is known, from the
-// settings, from the last run, or from the engine's swarm info.
+// before it answers): the plugin socket is served at once; the mesh exists
+// from the start (what is written to it waits there) and goes on the
+// network as soon as this host's underlay address is known.
 package plugin
 
 import (
@@ -20,99 +20,238 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
+	"sync"
 	"time"
 
+	"github.com/weftnet/weft/catalog"
 	"github.com/weftnet/weft/dataplane"
+	"github.com/weftnet/weft/dns"
 	"github.com/weftnet/weft/driver"
 	"github.com/weftnet/weft/engine"
+	"github.com/weftnet/weft/ipam"
 	"github.com/weftnet/weft/mesh"
 	"github.com/weftnet/weft/status"
+	"github.com/weftnet/weft/underlay"
 )
 
-// Version is reported in the status; set by the main package.
+// Version is reported in the status and to the mesh; set by the main
+// package.
 var Version = "dev"
 
-// enginePoll is how often the engine is asked for the swarm's managers.
-const enginePoll = 15 * time.Second
+// entrypoint is the plugin's binary in its rootfs (config.json), by which
+// the engine's plugin list names weft.
+const entrypoint = "/weft"
+
+// parts are weft's components, built and connected.
+type parts struct {
+	kernel   *dataplane.Kernel
+	mesh     *mesh.Mesh
+	keys     *mesh.Keyring // nil: the mesh is not encrypted
+	catalog  *catalog.Catalog
+	underlay *underlay.Underlay
+	driver   *driver.Driver
+	names    *dns.Service
+	learner  *dns.Learner
+	table    *ipam.MeshTable
+	ipam     *ipam.Allocator
+	engine   *engine.Client
+	// meshOff keeps the mesh off the network (an unusable keyring).
+	meshOff bool
+}
 
 // Run serves the plugin until ctx ends.
 func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
-	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
-		return fmt.Errorf("create state directory %s: %w", cfg.StateDir, err)
-	}
-	node, err := loadNode(cfg.StateDir)
-	if err != nil {
-		log.Warn("node identity", "err", err)
-	}
-	if a, err := localAdvertise(cfg); err != nil {
-		log.Warn("cannot derive this host's underlay address from WEFT_PEERS; set WEFT_ADVERTISE_ADDR", "err", err)
-	} else if a.IsValid() {
-		cfg.AdvertiseAddr = a
-	}
-	if cfg.AdvertiseAddr.IsValid() {
-		node.Addr = cfg.AdvertiseAddr.String()
-	}
-	if err := saveNode(cfg.StateDir, node); err != nil {
-		log.Warn("save node identity", "err", err)
-	}
-
-	keys, keysNote, keysErr := loadKeyring(cfg.StateDir, cfg.MeshKey)
-	if keysNote != "" {
-		log.Warn(keysNote)
-	}
-	if keysErr != nil {
-		// Never fall back to an open mesh: serve local containers only.
-		log.Error("mesh keyring unusable; the mesh stays off until it is fixed", "err", keysErr)
-	} else if keys == nil {
-		log.Warn("the mesh is not encrypted: anyone who reaches its port can join; set WEFT_MESH_KEY or write mesh.key in the state directory")
-	}
-
-	kernel, err := dataplane.NewKernel(log.With("component", "dataplane"))
+	p, err := build(cfg, log)
 	if err != nil {
 		return err
 	}
-	defer kernel.Close()
+	defer p.kernel.Close()
+	defer p.mesh.Close() // no Leave: see joinMesh
 
-	peers := newMeshPeers(log.With("component", "peers"))
-	names := newDNSManager(cfg, log.With("component", "dns"), kernel)
-	defer names.close()
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	run := func(f func(context.Context)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f(ctx)
+		}()
+	}
+	run(p.underlay.Run)
+	run(p.catalog.Run)
+	run(p.driver.Run)
+	run(p.names.Run)
+	run(p.learner.Run)
+	run(p.table.Run)
+	run(p.ipam.Run)
+	run(func(ctx context.Context) {
+		p.driver.FollowEngine(ctx, p.engine, entrypoint, log.With("component", "engine"))
+	})
+	if !p.meshOff {
+		run(func(ctx context.Context) { joinMesh(ctx, cfg, p, log.With("component", "mesh")) })
+	}
+	return serve(ctx, cfg, p, log)
+}
+
+// build makes every part from the settings and connects them.
+func build(cfg Config, log *slog.Logger) (*parts, error) {
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create state directory %s: %w", cfg.StateDir, err)
+	}
+	node, err := mesh.LoadNode(cfg.StateDir)
+	if err != nil {
+		log.Warn("node identity", "err", err)
+	}
+	p := &parts{engine: engine.New(cfg.DockerSocket)}
+	p.keys, p.meshOff = openKeyring(cfg, log)
+
+	p.kernel, err = dataplane.NewKernel(log.With("component", "dataplane"))
+	if err != nil {
+		return nil, err
+	}
+	mcfg := mesh.DefaultConfig()
+	mcfg.NodeName = node.Name
+	mcfg.Port = cfg.MeshPort
+	mcfg.Peers = slices.Clone(cfg.Peers)
+	mcfg.StateDir = cfg.StateDir
+	mcfg.Version = Version
+	mcfg.Logger = log.With("component", "mesh")
+	mcfg.Keyring = p.keys
+	if p.mesh, err = mesh.New(mcfg); err != nil {
+		p.kernel.Close()
+		return nil, err
+	}
+	p.catalog = catalog.New(catalog.Config{Store: p.mesh, Logger: log.With("component", "catalog")})
+	last, _ := netip.ParseAddr(node.Addr)
+	p.underlay = underlay.New(underlay.Config{
+		Advertise: cfg.AdvertiseAddr, Last: last, Scope: cfg.Scope, Peers: cfg.Peers, MeshPort: cfg.MeshPort,
+		Engine: p.engine, Paths: p.kernel, Remotes: memberAddrs(p.mesh),
+		Logger: log.With("component", "underlay"),
+	})
 	dcfg := driver.DefaultConfig()
 	dcfg.Scope = cfg.Scope
 	dcfg.StateDir = cfg.StateDir
 	dcfg.VXLANPort = cfg.VXLANPort
-	var vtep net.IP
-	if node.Addr != "" {
-		vtep = net.ParseIP(node.Addr).To4()
-	}
-	dcfg.VTEP = vtep
-	dcfg.UnderlayMTU = func() int { return kernel.UnderlayMTU(vtep) }
 	dcfg.Logger = log.With("component", "driver")
-	dcfg.Reconciled = names.update
-	drv, err := driver.New(dcfg, kernel, peers)
-	if err != nil {
-		return err
+	if p.driver, err = driver.New(dcfg, p.kernel, p.catalog, p.underlay); err != nil {
+		p.mesh.Close()
+		p.kernel.Close()
+		return nil, err
 	}
-	names.drv = drv
-	alloc, runIPAM, err := newIPAM(cfg, node, peers, log.With("component", "ipam"))
-	if err != nil {
-		return err
+	scfg := dns.DefaultConfig()
+	scfg.Domain = cfg.DNSDomain
+	scfg.Upstreams = cfg.DNSUpstreams
+	p.names = dns.NewService(dns.ServiceConfig{
+		Server: scfg, Open: dns.KernelGateways(p.kernel),
+		Catalog: p.catalog.Subscribe(), Networks: p.driver.SubscribeNetworks(),
+		Logger: log.With("component", "dns"),
+	})
+	p.learner = dns.NewLearner(p.engine, p.catalog, log.With("component", "names"))
+	p.table = ipam.NewMeshTable(p.mesh)
+	icfg := ipam.DefaultConfig()
+	icfg.StateDir = cfg.StateDir
+	icfg.Logger = log.With("component", "ipam")
+	icfg.Table = p.table
+	icfg.ExpectedHosts = ipam.ExpectedHosts(cfg.Peers, node.Addr)
+	if cfg.IPAMBlock != 0 {
+		icfg.BlockBits = cfg.IPAMBlock
 	}
+	if cfg.IPAMReclaim != 0 {
+		icfg.Reclaim = cfg.IPAMReclaim
+	}
+	if p.ipam, err = ipam.New(icfg); err != nil {
+		p.mesh.Close()
+		p.kernel.Close()
+		return nil, err
+	}
+	return p, nil
+}
 
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go drv.Run(ctx)
-	runIPAM(ctx)
+// openKeyring reads the mesh's keyring. It reports off when a keyring is
+// configured but unusable: the mesh then stays off (this host serves its
+// own containers only) rather than run open.
+func openKeyring(cfg Config, log *slog.Logger) (keys *mesh.Keyring, off bool) {
+	keys, note, err := mesh.LoadKeyring(cfg.StateDir, cfg.MeshKey)
+	if note != "" {
+		log.Warn(note)
+	}
+	switch {
+	case err != nil:
+		log.Error("mesh keyring unusable; the mesh stays off until it is fixed", "err", err)
+		return nil, true
+	case keys == nil:
+		log.Warn("the mesh is not encrypted: anyone who reaches its port can join; set WEFT_MESH_KEY or write mesh.key in the state directory")
+	}
+	return keys, false
+}
 
-	if err := serveControl(ctx, cfg.StateDir, keys, log.With("component", "control")); err != nil {
+// memberAddrs returns the mesh members' addresses: the other hosts' VTEPs.
+func memberAddrs(m *mesh.Mesh) func() []netip.Addr {
+	return func() []netip.Addr {
+		var out []netip.Addr
+		for _, mb := range m.Members() {
+			if mb.Name == m.LocalNode() || (mb.State != mesh.StateAlive && mb.State != mesh.StateSuspect) {
+				continue
+			}
+			if ap, err := netip.ParseAddrPort(mb.Addr); err == nil {
+				out = append(out, ap.Addr())
+			}
+		}
+		return out
+	}
+}
+
+// joinMesh puts the mesh on the network once this host's underlay address
+// is known, and keeps joining the swarm's managers as they change.
+//
+// The mesh is never left when the plugin stops (Run only closes it): a
+// plugin that stops is nearly always restarted or upgraded at once, while
+// its containers keep running; leaving would make every other host
+// withdraw their entries until it is back. A host that does not come back
+// is found dead by failure detection.
+func joinMesh(ctx context.Context, cfg Config, p *parts, log *slog.Logger) {
+	changed := p.underlay.Changed()
+	var started netip.Addr
+	var joined []string
+	for {
+		st := p.underlay.State()
+		if st.Addr.IsValid() && !started.IsValid() {
+			if err := p.mesh.Start(st.Addr.String(), st.Managers); err != nil {
+				log.Error("mesh did not start; this host serves its own containers only", "addr", st.Addr.String(), "err", err)
+				return
+			}
+			started, joined = st.Addr, st.Managers
+			p.catalog.SetVTEP(st.Addr.String())
+			if err := mesh.SaveNode(cfg.StateDir, mesh.Node{Name: p.mesh.LocalNode(), Addr: st.Addr.String()}); err != nil {
+				log.Warn("save node identity", "err", err)
+			}
+			log.Info("mesh started", "node", p.mesh.LocalNode(), "addr", st.Addr.String(), "port", cfg.MeshPort)
+		}
+		if started.IsValid() && st.Settled && st.Addr != started {
+			log.Error("this host's underlay address changed; restart the plugin for the mesh to follow", "was", started.String(), "now", st.Addr.String())
+		}
+		if started.IsValid() && len(st.Managers) > 0 && !slices.Equal(st.Managers, joined) {
+			if _, err := p.mesh.Join(st.Managers); err != nil {
+				log.Debug("join swarm managers", "err", err)
+			}
+			joined = st.Managers
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		}
+	}
+}
+
+// serve serves the plugin API, the status endpoint and the control socket
+// until ctx ends.
+func serve(ctx context.Context, cfg Config, p *parts, log *slog.Logger) error {
+	if err := serveControl(ctx, cfg.StateDir, p.keys, log.With("component", "control")); err != nil {
 		log.Error("control socket unavailable", "err", err)
 	}
-	c := &controlPlane{cfg: cfg, log: log, node: node, drv: drv, peers: peers, engine: engine.New(cfg.DockerSocket), keys: keys, keysBroken: keysErr != nil}
-	go c.run(ctx)
-	w := &nameWatcher{log: log.With("component", "names"), engine: c.engine, drv: drv}
-	go w.run(ctx)
-	defer c.close()
-
 	if err := os.MkdirAll(filepath.Dir(cfg.Socket), 0o755); err != nil {
 		return fmt.Errorf("create socket directory: %w", err)
 	}
@@ -121,19 +260,24 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.Socket, err)
 	}
-	srv := &http.Server{Handler: NewHandler(drv, alloc, log.With("component", "api")), ReadHeaderTimeout: 10 * time.Second}
-	errc := make(chan error, 2)
+	srv := &http.Server{Handler: NewHandler(p.driver, p.ipam, log.With("component", "api")), ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(l) }()
 
-	sl, err := net.Listen("tcp", cfg.StatusAddr)
-	if err != nil {
+	report := func() status.Report {
+		return status.Collect(status.Sources{
+			Version: Version, Scope: cfg.Scope, VTEP: p.underlay.State().Addr,
+			Mesh: p.mesh, Driver: p.driver, Catalog: p.catalog,
+		})
+	}
+	if sl, err := net.Listen("tcp", cfg.StatusAddr); err != nil {
 		log.Error("status endpoint unavailable", "addr", cfg.StatusAddr, "err", err)
 	} else {
-		ssrv := &http.Server{Handler: status.Handler(c.report), ReadHeaderTimeout: 5 * time.Second}
+		ssrv := &http.Server{Handler: status.Handler(report), ReadHeaderTimeout: 5 * time.Second}
 		go func() { _ = ssrv.Serve(sl) }()
 		defer ssrv.Close()
 	}
-	log.Info("weft plugin serving", "socket", cfg.Socket, "scope", cfg.Scope, "node", node.Name,
+	log.Info("weft plugin serving", "socket", cfg.Socket, "scope", cfg.Scope, "node", p.mesh.LocalNode(),
 		"vxlan_port", cfg.VXLANPort, "mesh_port", cfg.MeshPort, "status", cfg.StatusAddr)
 
 	select {
@@ -147,159 +291,4 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	defer scancel()
 	_ = srv.Shutdown(sctx)
 	return nil
-}
-
-// controlPlane starts the mesh once the underlay address is known and
-// keeps feeding it the swarm's managers.
-type controlPlane struct {
-	cfg    Config
-	log    *slog.Logger
-	drv    *driver.Driver
-	peers  *meshPeers
-	engine *engine.Client
-
-	// keys is the mesh's keyring (nil: unencrypted); keysBroken keeps the
-	// mesh off when a configured keyring cannot be read.
-	keys       *keyring
-	keysBroken bool
-
-	// node is written only by run before the mesh starts, then read.
-	node nodeState
-}
-
-func (c *controlPlane) run(ctx context.Context) {
-	swarmPeers := func() (string, []string) {
-		info, err := c.engine.Info(ctx)
-		if err != nil {
-			c.log.Debug("engine API not answering yet", "err", err)
-			return "", nil
-		}
-		var addrs []string
-		for _, m := range info.Swarm.RemoteManagers {
-			host, _, err := net.SplitHostPort(m.Addr)
-			if err != nil {
-				continue
-			}
-			addrs = append(addrs, net.JoinHostPort(host, strconv.Itoa(c.cfg.MeshPort)))
-		}
-		return info.Swarm.NodeAddr, addrs
-	}
-
-	// Wait for an underlay address: settings or last run first, else the
-	// engine's swarm node address.
-	var joinAddrs []string
-	for c.node.Addr == "" {
-		addr, managers := swarmPeers()
-		if a, err := localAdvertise(c.cfg); err == nil && a.IsValid() {
-			addr, managers = a.String(), nil
-		}
-		if a, err := netip.ParseAddr(addr); err == nil && a.Is4() {
-			c.node.Addr = addr
-			joinAddrs = managers
-			if err := saveNode(c.cfg.StateDir, c.node); err != nil {
-				c.log.Warn("save node identity", "err", err)
-			}
-			break
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(time.Second):
-		}
-	}
-
-	if c.keysBroken {
-		return
-	}
-	mcfg := mesh.DefaultConfig()
-	if c.keys != nil {
-		mcfg.Keyring = c.keys.kr
-	}
-	mcfg.NodeName = c.node.Name
-	mcfg.BindAddr = c.node.Addr
-	mcfg.AdvertiseAddr = c.node.Addr
-	mcfg.Port = c.cfg.MeshPort
-	mcfg.Peers = append(slices.Clone(c.cfg.Peers), joinAddrs...)
-	mcfg.StateDir = c.cfg.StateDir
-	mcfg.Logger = c.log.With("component", "mesh")
-	m, err := mesh.New(mcfg)
-	if err != nil {
-		c.log.Error("mesh did not start; this host serves local containers only", "err", err)
-		return
-	}
-	c.peers.attach(m)
-	c.drv.SetVTEP(net.ParseIP(c.node.Addr).To4())
-	c.log.Info("mesh started", "node", c.node.Name, "addr", c.node.Addr, "port", c.cfg.MeshPort, "peers", mcfg.Peers)
-
-	t := time.NewTicker(enginePoll)
-	defer t.Stop()
-	for {
-		if _, managers := swarmPeers(); len(managers) > 0 {
-			if _, err := m.Join(managers); err != nil {
-				c.log.Debug("join swarm managers", "err", err)
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
-}
-
-// close leaves the mesh gracefully, so the other hosts withdraw this
-// host's endpoints at once instead of after failure detection. The kernel
-// state stays: containers keep talking across a plugin restart.
-func (c *controlPlane) close() {
-	m := c.peers.current()
-	if m == nil {
-		return
-	}
-	// No Leave: a plugin that stops is nearly always restarted or upgraded
-	// at once, while its containers keep running; leaving would make every
-	// other host withdraw their entries until it is back. A host that does
-	// not come back is found dead by failure detection.
-	_ = m.Close()
-}
-
-// report builds the status of this host.
-func (c *controlPlane) report() status.Report {
-	rep := status.Report{Node: c.node.Name, VTEP: c.node.Addr, Version: Version, Scope: c.cfg.Scope}
-	if m := c.peers.current(); m != nil {
-		for _, mb := range m.Members() {
-			rep.Peers = append(rep.Peers, status.Peer{Name: mb.Name, Addr: mb.Addr, State: mb.State})
-		}
-	}
-	remote := c.peers.Remote()
-	for _, n := range c.drv.Networks() {
-		sn := status.Network{ID: n.ID, VNI: n.VNI, Subnet: n.Subnet, MTU: n.MTU}
-		for _, ep := range n.Endpoints {
-			ip, _, _ := net.ParseCIDR(ep.Address)
-			sn.Local = append(sn.Local, status.Endpoint{ID: ep.ID, IP: ip.String(), MAC: ep.MAC, Interface: ep.IfName, Names: ep.Names})
-		}
-		for _, r := range remote {
-			if r.VNI == n.VNI {
-				sn.Remote = append(sn.Remote, status.Endpoint{ID: r.Endpoint, IP: r.IP, MAC: r.MAC, Host: r.Host, VTEP: r.VTEP, Names: r.Names})
-			}
-		}
-		slices.SortFunc(sn.Local, func(a, b status.Endpoint) int { return compareIP(a.IP, b.IP) })
-		slices.SortFunc(sn.Remote, func(a, b status.Endpoint) int { return compareIP(a.IP, b.IP) })
-		rep.Networks = append(rep.Networks, sn)
-	}
-	return rep
-}
-
-func compareIP(a, b string) int {
-	x, err1 := netip.ParseAddr(a)
-	y, err2 := netip.ParseAddr(b)
-	if err1 != nil || err2 != nil {
-		switch {
-		case a < b:
-			return -1
-		case a > b:
-			return 1
-		}
-		return 0
-	}
-	return x.Compare(y)
 }

@@ -22,10 +22,7 @@ func (panicDriver) Join(*network.JoinRequest) (*network.JoinResponse, error) { p
 
 func newServer(t *testing.T) *httptest.Server {
 	t.Helper()
-	d, err := driver.New(driver.DefaultConfig(), nopPlane{}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	d := newDriver(t)
 	a, _ := ipam.New(ipam.Config{})
 	srv := httptest.NewServer(NewHandler(panicDriver{d}, a, slog.New(slog.DiscardHandler)))
 	t.Cleanup(srv.Close)
@@ -104,10 +101,7 @@ func FuzzRequests(f *testing.F) {
 	f.Add(uint8(9), []byte(`{"PoolID":"10.1.0.0/24","Address":"10.1.0.9"}`))
 	f.Fuzz(func(t *testing.T, which uint8, body []byte) {
 		// A fresh plugin per input: failures reproduce from the input alone.
-		d, err := driver.New(driver.DefaultConfig(), nopPlane{}, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
+		d := newDriver(t)
 		a, _ := ipam.New(ipam.Config{})
 		h := NewHandler(d, a, slog.New(slog.DiscardHandler))
 		path := paths[int(which)%len(paths)]

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/weftnet/weft/engine"
 )
 
 // Report is one host's view of weft.
@@ -20,15 +22,16 @@ type Report struct {
 	VTEP     string    `json:"vtep"`
 	Version  string    `json:"version"`
 	Scope    string    `json:"scope"`
-	Peers    []Peer    `json:"peers"`
+	Members  []Member  `json:"members"`
 	Networks []Network `json:"networks"`
 }
 
-// Peer is one member of the mesh.
-type Peer struct {
-	Name  string `json:"name"`
-	Addr  string `json:"addr"`
-	State string `json:"state"`
+// Member is one member of the mesh.
+type Member struct {
+	Name    string `json:"name"`
+	Addr    string `json:"addr"`
+	State   string `json:"state"`
+	Version string `json:"version,omitempty"`
 }
 
 // Network is one weft network on this host.
@@ -91,28 +94,25 @@ func Fetch(ctx context.Context, addr string) (Report, error) {
 func Render(w io.Writer, r Report) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "node %s  vtep %s  scope %s  version %s\n\n", r.Node, r.VTEP, r.Scope, r.Version)
-	fmt.Fprintln(tw, "PEER\tADDRESS\tSTATE")
-	peers := append([]Peer(nil), r.Peers...)
-	sort.Slice(peers, func(i, j int) bool { return peers[i].Name < peers[j].Name })
-	for _, p := range peers {
-		fmt.Fprintf(tw, "%s\t%s\t%s\n", p.Name, p.Addr, p.State)
+	fmt.Fprintln(tw, "MEMBER\tADDRESS\tSTATE\tVERSION")
+	members := append([]Member(nil), r.Members...)
+	sort.Slice(members, func(i, j int) bool { return members[i].Name < members[j].Name })
+	for _, m := range members {
+		v := m.Version
+		if v == "" {
+			v = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", m.Name, m.Addr, m.State, v)
 	}
 	for _, n := range r.Networks {
-		fmt.Fprintf(tw, "\nNETWORK %s  vni %d  subnet %s  mtu %d\n", short(n.ID), n.VNI, n.Subnet, n.MTU)
+		fmt.Fprintf(tw, "\nNETWORK %s  vni %d  subnet %s  mtu %d\n", engine.ShortID(n.ID), n.VNI, n.Subnet, n.MTU)
 		fmt.Fprintln(tw, "ENDPOINT\tIP\tMAC\tWHERE\tNAMES")
 		for _, e := range n.Local {
-			fmt.Fprintf(tw, "%s\t%s\t%s\tlocal %s\t%s\n", short(e.ID), e.IP, e.MAC, e.Interface, strings.Join(e.Names, ","))
+			fmt.Fprintf(tw, "%s\t%s\t%s\tlocal %s\t%s\n", engine.ShortID(e.ID), e.IP, e.MAC, e.Interface, strings.Join(e.Names, ","))
 		}
 		for _, e := range n.Remote {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", short(e.ID), e.IP, e.MAC, strings.TrimSpace(e.Host+" "+e.VTEP), strings.Join(e.Names, ","))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", engine.ShortID(e.ID), e.IP, e.MAC, strings.TrimSpace(e.Host+" "+e.VTEP), strings.Join(e.Names, ","))
 		}
 	}
 	return tw.Flush()
-}
-
-func short(id string) string {
-	if len(id) > 12 {
-		return id[:12]
-	}
-	return id
 }

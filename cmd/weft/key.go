@@ -7,6 +7,7 @@ import (
 	"io"
 	"strings"
 
+	"github.com/weftnet/weft/mesh"
 	"github.com/weftnet/weft/plugin"
 )
 
@@ -35,7 +36,7 @@ func runKey(args []string, stdout, stderr io.Writer) int {
 	}
 	switch cmd := rest[0]; cmd {
 	case "generate":
-		k, err := plugin.GenerateKey()
+		k, err := mesh.GenerateKey()
 		if err != nil {
 			fmt.Fprintln(stderr, "weft key:", err)
 			return 1

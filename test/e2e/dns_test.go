@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/test/lab"
+	"github.com/weftnet/weft/test/labtest"
 )
 
 // resolve asks, from ctr on h, the name server (empty: the container's own
@@ -66,15 +67,15 @@ func expectName(t *testing.T, h *lab.Host, ctr, name, server string, want ...str
 func TestNames(t *testing.T) {
 	l := need(t)
 	const gw = "10.96.0.1"
-	createNetwork(t, l, "names", "10.96.0.0/24")
-	createService(t, l, "peer", "--network", "names", "--replicas", "3", "--endpoint-mode", "dnsrr",
+	labtest.CreateSwarmNetwork(t, l, "names", "10.96.0.0/24")
+	labtest.CreateService(t, l, "peer", "--network", "names", "--replicas", "3", "--endpoint-mode", "dnsrr",
 		"--hostname", "vp{{.Task.Slot}}", "--dns", gw)
-	tasks := serviceTasks(t, l, "peer", "names", 3, 3*time.Minute)
+	tasks := labtest.ServiceTasks(t, l, "peer", "names", 3, 3*time.Minute)
 	bySlot := map[string]string{}
 	var all []string
 	for h, ts := range tasks {
 		for id, ip := range ts {
-			bySlot[docker(t, h, "inspect", "-f", "{{.Config.Hostname}}", id)] = ip
+			bySlot[h.MustDocker(t, "inspect", "-f", "{{.Config.Hostname}}", id)] = ip
 			all = append(all, ip)
 		}
 	}
@@ -84,7 +85,7 @@ func TestNames(t *testing.T) {
 	cc := map[string]string{}
 	for _, h := range l.Hosts {
 		name := "cc-" + h.Name
-		cc[name] = run(t, h, name, "names", "--dns", gw, "--network-alias", "chaincode-"+h.Name)
+		cc[name] = labtest.Run(t, h, name, "names", "--dns", gw, "--network-alias", "chaincode-"+h.Name)
 	}
 
 	for _, h := range l.Hosts {
@@ -108,15 +109,15 @@ func TestNames(t *testing.T) {
 		}
 	}
 	// Reverse lookups name the peer.
-	out := docker(t, l.Hosts[0], "exec", "cc-h1", "nslookup", bySlot["vp1"], gw)
+	out := l.Hosts[0].MustDocker(t, "exec", "cc-h1", "nslookup", bySlot["vp1"], gw)
 	if !strings.Contains(out, "vp1.weft.local") {
 		t.Fatalf("PTR of %s: %s", bySlot["vp1"], out)
 	}
 	// A peer dials another by name over TCP.
-	reach(t, l.Hosts[0], "cc-h1", "vp3", 20*time.Second)
+	labtest.Reach(t, l.Hosts[0], "cc-h1", "vp3", 20*time.Second)
 
 	// A removed container's name disappears everywhere.
-	docker(t, l.Hosts[2], "rm", "-f", "cc-h3")
+	l.Hosts[2].MustDocker(t, "rm", "-f", "cc-h3")
 	err := lab.WaitFor(context.Background(), 20*time.Second, 250*time.Millisecond, func() error {
 		if got, err := resolve(l.Hosts[0], "cc-h1", "cc-h3", gw); err == nil {
 			return fmt.Errorf("cc-h3 still resolves to %v", got)

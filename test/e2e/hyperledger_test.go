@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/test/lab"
+	"github.com/weftnet/weft/test/labtest"
 )
 
 // The Hyperledger test's names. Chaincode containers carry the label
@@ -60,14 +61,14 @@ func TestHyperledger(t *testing.T) {
 	}
 	nodes := nodeHosts(t, l)
 
-	createNetwork(t, l, fabricNetwork, fabricSubnet)
+	labtest.CreateSwarmNetwork(t, l, fabricNetwork, fabricSubnet)
 	// Registered before the service, so it runs after the service is
 	// removed: the peers' chaincode containers are not swarm's.
 	t.Cleanup(func() { removeChaincodes(t, l) })
 	probes := map[*lab.Host]string{}
 	for _, h := range l.Hosts {
 		probes[h] = "fabprobe-" + h.Name
-		run(t, h, probes[h], fabricNetwork, "--dns", fabricGateway)
+		labtest.Run(t, h, probes[h], fabricNetwork, "--dns", fabricGateway)
 	}
 	createPeers(t, l)
 
@@ -156,7 +157,7 @@ func createPeers(t *testing.T, l *lab.Lab) {
 	// Every host's engine socket is <run root>/h<i>/docker.sock, and h<i>
 	// is its swarm node's hostname.
 	socket := filepath.Join(filepath.Dir(filepath.Dir(l.Manager().Socket)), "{{.Node.Hostname}}", "docker.sock")
-	docker(t, l.Manager(), "service", "create", "--detach", "--no-resolve-image", "--name", fabricService,
+	l.Manager().MustDocker(t, "service", "create", "--detach", "--no-resolve-image", "--name", fabricService,
 		"--network", fabricNetwork, "--replicas", strconv.Itoa(fabricPeers), "--endpoint-mode", "dnsrr",
 		"--hostname", "vp{{.Task.Slot}}", "--dns", fabricGateway,
 		"--publish", "mode=host,target=9000",
@@ -210,7 +211,7 @@ func nodeHosts(t *testing.T, l *lab.Lab) map[string]*lab.Host {
 	t.Helper()
 	nodes := map[string]*lab.Host{}
 	for _, h := range l.Hosts {
-		nodes[docker(t, h, "info", "-f", "{{.Swarm.NodeID}}")] = h
+		nodes[h.MustDocker(t, "info", "-f", "{{.Swarm.NodeID}}")] = h
 	}
 	return nodes
 }

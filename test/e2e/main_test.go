@@ -10,6 +10,7 @@ import (
 	"hash/fnv"
 	"net/netip"
 	"os"
+	"strconv"
 	"testing"
 
 	"github.com/weftnet/weft/test/lab"
@@ -72,7 +73,43 @@ func labConfig(getenv func(string) string) (lab.Config, error) {
 		}
 		cfg.Underlay = p
 	}
-	return cfg, nil
+	err := withOutside(&cfg, getenv)
+	return cfg, err
+}
+
+// outsideMTU is the MTU of the hosts' default route in the lab: every host
+// has a second interface of that MTU carrying its default route
+// (lab.Config.Outside), on 198.19.<n>.0/24 beside the underlay's
+// 198.18.<n>.0/24, while swarm, the mesh and VXLAN stay on the 1500-byte
+// underlay — as on hosts whose jumbo-frame interface is not the cluster's,
+// where a network's MTU must come from the VXLAN path
+// (TestMTUFollowsTheVXLANPath). WEFT_E2E_OUTSIDE_MTU overrides it; 0
+// keeps the default route on the underlay. Every other test runs unchanged
+// in such a lab; bringing it up costs one more bridge and a veth per host
+// (milliseconds).
+const outsideMTU = 9000
+
+// withOutside sets cfg.Outside and cfg.OutsideMTU as outsideMTU and the
+// environment ask.
+func withOutside(cfg *lab.Config, getenv func(string) string) error {
+	mtu := outsideMTU
+	if s := getenv("WEFT_E2E_OUTSIDE_MTU"); s != "" {
+		var err error
+		if mtu, err = strconv.Atoi(s); err != nil {
+			return fmt.Errorf("WEFT_E2E_OUTSIDE_MTU=%q: %w", s, err)
+		}
+	}
+	if mtu == 0 {
+		return nil
+	}
+	u := cfg.Underlay.Addr().As4()
+	if u[0] != 198 || u[1] != 18 {
+		return fmt.Errorf("an outside network needs an underlay in 198.18.0.0/16 (it goes in 198.19.0.0/16), not %s", cfg.Underlay)
+	}
+	u[1] = 19
+	cfg.Outside = netip.PrefixFrom(netip.AddrFrom4(u), cfg.Underlay.Bits())
+	cfg.OutsideMTU = mtu
+	return nil
 }
 
 func need(t *testing.T) *lab.Lab {
@@ -81,4 +118,34 @@ func need(t *testing.T) *lab.Lab {
 		t.Skip("needs the e2e lab (root and WEFT_E2E=1)")
 	}
 	return theLab
+}
+
+func TestLabConfig(t *testing.T) {
+	env := func(kv ...string) func(string) string {
+		return func(k string) string {
+			for i := 0; i+1 < len(kv); i += 2 {
+				if kv[i] == k {
+					return kv[i+1]
+				}
+			}
+			return ""
+		}
+	}
+	cfg, err := labConfig(env())
+	if err != nil || cfg.Name != "weftci" || cfg.Outside.IsValid() != (outsideMTU != 0) {
+		t.Fatalf("default lab: %+v, %v", cfg, err)
+	}
+	cfg, err = labConfig(env("WEFT_E2E_LAB", "tests", "WEFT_E2E_SUBNET", "198.18.12.254/24", "WEFT_E2E_OUTSIDE_MTU", "9000"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Bridge != "tests0" || cfg.Underlay.String() != "198.18.12.254/24" || cfg.Outside.String() != "198.19.12.254/24" || cfg.OutsideMTU != 9000 {
+		t.Fatalf("lab with an outside network: bridge %s, underlay %s, outside %s MTU %d", cfg.Bridge, cfg.Underlay, cfg.Outside, cfg.OutsideMTU)
+	}
+	if _, err := labConfig(env("WEFT_E2E_LAB", "tests")); err == nil {
+		t.Fatal("a lab of another name without a subnet accepted")
+	}
+	if _, err := labConfig(env("WEFT_E2E_OUTSIDE_MTU", "big")); err == nil {
+		t.Fatal("a bad outside MTU accepted")
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/test/lab"
+	"github.com/weftnet/weft/test/labtest"
 )
 
 // TestOneHost: a weft network used by a swarm service constrained to one
@@ -17,12 +18,12 @@ import (
 func TestOneHost(t *testing.T) {
 	l := need(t)
 	h := l.Hosts[0]
-	createNetwork(t, l, "one-a", "10.91.1.0/24")
-	createNetwork(t, l, "one-b", "10.91.2.0/24")
+	labtest.CreateSwarmNetwork(t, l, "one-a", "10.91.1.0/24")
+	labtest.CreateSwarmNetwork(t, l, "one-b", "10.91.2.0/24")
 
-	createService(t, l, "one-svc", "--network", "one-a", "--replicas", "2", "--endpoint-mode", "dnsrr",
+	labtest.CreateService(t, l, "one-svc", "--network", "one-a", "--replicas", "2", "--endpoint-mode", "dnsrr",
 		"--constraint", "node.hostname=="+h.Name)
-	tasks := serviceTasks(t, l, "one-svc", "one-a", 2, 3*time.Minute)
+	tasks := labtest.ServiceTasks(t, l, "one-svc", "one-a", 2, 3*time.Minute)
 	var ids, ips []string
 	for id, ip := range tasks[h] {
 		ids = append(ids, id)
@@ -36,45 +37,44 @@ func TestOneHost(t *testing.T) {
 	}
 
 	// The task's weft interface: the macvlan child, with the device's MTU.
-	link := docker(t, h, "exec", ids[0], "ip", "-o", "link", "show")
-	if !strings.Contains(link, "mtu 1450") {
-		t.Fatalf("no 1450-MTU interface in the task:\n%s", link)
+	if mtu := labtest.WeftMTU(t, h, ids[0]); mtu != 1450 {
+		t.Fatalf("the task's weft interface has MTU %d, want 1450", mtu)
 	}
 
-	reach(t, h, ids[0], ips[1], 30*time.Second)
-	reach(t, h, ids[1], ips[0], 30*time.Second)
+	labtest.Reach(t, h, ids[0], ips[1], 30*time.Second)
+	labtest.Reach(t, h, ids[1], ips[0], 30*time.Second)
 
-	ctrIP := run(t, h, "one-ctr", "one-a")
-	reach(t, h, "one-ctr", ips[0], 30*time.Second)
-	reach(t, h, ids[1], ctrIP, 30*time.Second)
+	ctrIP := labtest.Run(t, h, "one-ctr", "one-a")
+	labtest.Reach(t, h, "one-ctr", ips[0], 30*time.Second)
+	labtest.Reach(t, h, ids[1], ctrIP, 30*time.Second)
 
 	// A container on the second network reaches neither way.
-	otherIP := run(t, h, "one-other", "one-b")
-	unreachable(t, h, "one-ctr", otherIP)
-	unreachable(t, h, "one-other", ctrIP)
-	unreachable(t, h, "one-other", ips[0])
+	otherIP := labtest.Run(t, h, "one-other", "one-b")
+	labtest.Unreachable(t, h, "one-ctr", otherIP)
+	labtest.Unreachable(t, h, "one-other", ctrIP)
+	labtest.Unreachable(t, h, "one-other", ips[0])
 
 	// Outside: the underlay bridge's address, through docker_gwbridge.
 	gw := l.Config().Underlay.Addr().String()
-	if err := canPing(h, "one-ctr", gw); err != nil {
+	if err := labtest.CanPing(h, "one-ctr", gw); err != nil {
 		t.Fatalf("container cannot reach the underlay %s through the gateway bridge: %v", gw, err)
 	}
 
 	// Disabling the plugin must not take the interfaces away.
-	docker(t, h, "plugin", "disable", "-f", pluginName)
-	if err := canPing(h, "one-ctr", ips[0]); err != nil {
+	h.MustDocker(t, "plugin", "disable", "-f", pluginName)
+	if err := labtest.CanPing(h, "one-ctr", ips[0]); err != nil {
 		t.Fatalf("traffic stopped with the plugin disabled: %v", err)
 	}
-	docker(t, h, "plugin", "enable", pluginName)
-	reach(t, h, "one-ctr", ips[1], 30*time.Second)
-	reach(t, h, ids[0], ctrIP, 30*time.Second)
-	if out := docker(t, h, "exec", "one-ctr", "ip", "-o", "addr", "show"); !strings.Contains(out, ctrIP+"/24") {
+	h.MustDocker(t, "plugin", "enable", pluginName)
+	labtest.Reach(t, h, "one-ctr", ips[1], 30*time.Second)
+	labtest.Reach(t, h, ids[0], ctrIP, 30*time.Second)
+	if out := h.MustDocker(t, "exec", "one-ctr", "ip", "-o", "addr", "show"); !strings.Contains(out, ctrIP+"/24") {
 		t.Fatalf("container lost its weft address after the plugin restart:\n%s", out)
 	}
 
 	// Take it all down: no device or interface of weft's may remain.
-	docker(t, l.Manager(), "service", "rm", "one-svc")
-	docker(t, h, "rm", "-f", "one-ctr", "one-other")
+	l.Manager().MustDocker(t, "service", "rm", "one-svc")
+	h.MustDocker(t, "rm", "-f", "one-ctr", "one-other")
 	for _, n := range []string{"one-a", "one-b"} {
 		err := lab.WaitFor(context.Background(), time.Minute, 500*time.Millisecond, func() error {
 			_, err := l.Manager().Docker(context.Background(), "network", "rm", n)
@@ -84,7 +84,7 @@ func TestOneHost(t *testing.T) {
 			t.Fatalf("network rm %s: %v", n, err)
 		}
 	}
-	waitNoWeftLinks(t, h, 30*time.Second)
+	labtest.WaitNoWeftLinks(t, h, 30*time.Second)
 }
 
 // TestBadNetworkOptions: swarm allocates networks asynchronously, so
@@ -103,10 +103,10 @@ func TestBadNetworkOptions(t *testing.T) {
 		{"weft.vni=4242", "weft: VNI 4242 is already used by network"},
 	}
 	// The VNI the last case asks for is taken by a network no host runs yet.
-	createNetwork(t, l, "bad-first", "10.92.9.0/24", "weft.vni=4242")
+	labtest.CreateSwarmNetwork(t, l, "bad-first", "10.92.9.0/24", "weft.vni=4242")
 	for i, c := range cases {
 		name := fmt.Sprintf("bad-%d", i)
-		docker(t, m, "network", "create", "-d", pluginName, "--scope", "swarm", "--attachable", "--subnet", fmt.Sprintf("10.92.%d.0/24", i), "-o", c.opt, name)
+		m.MustDocker(t, "network", "create", "-d", pluginName, "--scope", "swarm", "--attachable", "--subnet", fmt.Sprintf("10.92.%d.0/24", i), "-o", c.opt, name)
 		err := lab.WaitFor(context.Background(), 20*time.Second, 250*time.Millisecond, func() error {
 			if !strings.Contains(m.LogTail(2000), c.want) {
 				return fmt.Errorf("manager log lacks %q", c.want)
@@ -124,10 +124,10 @@ func TestBadNetworkOptions(t *testing.T) {
 				t.Fatalf("-o %s: a container joined the refused network", c.opt)
 			}
 		}
-		docker(t, m, "network", "rm", name)
+		m.MustDocker(t, "network", "rm", name)
 	}
 	for _, h := range l.Hosts {
-		if links := weftLinks(t, h); len(links) > 0 {
+		if links := labtest.WeftLinks(t, h); len(links) > 0 {
 			t.Fatalf("%s: refused networks left devices: %v", h.Name, links)
 		}
 	}

@@ -10,89 +10,12 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/test/lab"
+	"github.com/weftnet/weft/test/labtest"
 )
-
-// serverCmd is the command of every test container.
-var serverCmd = lab.ServerCmd
-
-func docker(t *testing.T, h *lab.Host, args ...string) string {
-	t.Helper()
-	return h.MustDocker(t, args...)
-}
-
-// createNetwork makes the local-scope network name with subnet on every
-// engine, addressed by weft's IPAM, and removes it when the test ends.
-func createNetwork(t *testing.T, l *lab.Lab, name, subnet string, ipamOpts ...string) {
-	t.Helper()
-	args := []string{"network", "create", "-d", pluginName, "--ipam-driver", pluginName, "--subnet", subnet}
-	for _, o := range ipamOpts {
-		args = append(args, "--ipam-opt", o)
-	}
-	for _, h := range l.Hosts {
-		docker(t, h, append(args, name)...)
-	}
-	t.Cleanup(func() {
-		for _, h := range l.Hosts {
-			if !h.EngineRunning() {
-				continue
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			ids, _ := h.Docker(ctx, "ps", "-aq", "--filter", "network="+name)
-			if f := strings.Fields(ids); len(f) > 0 {
-				_, _ = h.Docker(ctx, append([]string{"rm", "-f"}, f...)...)
-			}
-			_ = lab.WaitFor(ctx, 50*time.Second, 500*time.Millisecond, func() error {
-				_, err := h.Docker(ctx, "network", "rm", name)
-				if err != nil && strings.Contains(err.Error(), "No such network") {
-					return nil
-				}
-				return err
-			})
-			cancel()
-		}
-	})
-}
-
-// start runs a serving container on h attached to network, with weft's
-// name server (the network's gateway) behind Docker's, and returns its
-// address there.
-func start(h *lab.Host, name, network, gateway string, extra ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	args := append([]string{"run", "-d", "--name", name, "--network", network, "--dns", gateway}, extra...)
-	args = append(args, lab.ImageTag)
-	if _, err := h.Docker(ctx, append(args, serverCmd...)...); err != nil {
-		// A run that failed to start may leave the container created.
-		_, _ = h.Docker(context.Background(), "rm", "-f", name)
-		return "", err
-	}
-	out, err := h.Docker(ctx, "inspect", "-f", fmt.Sprintf(`{{with index .NetworkSettings.Networks %q}}{{.IPAddress}}{{end}}`, network), name)
-	ip := strings.TrimSpace(out)
-	if err == nil && ip == "" {
-		err = fmt.Errorf("%s on %s has no address on %s", name, h.Name, network)
-	}
-	return ip, err
-}
-
-func run(t *testing.T, h *lab.Host, name, network, gateway string, extra ...string) string {
-	t.Helper()
-	ip, err := start(h, name, network, gateway, extra...)
-	if err != nil {
-		t.Fatalf("%s: %v", h.Name, err)
-	}
-	return ip
-}
-
-// ctr is a container of a test: its host, name and address.
-type ctr struct {
-	h    *lab.Host
-	name string
-	ip   string
-}
 
 // startMany starts the named containers at once, each on its host, and
 // returns them with their addresses.
-func startMany(t *testing.T, network, gateway string, want []ctr) []ctr {
+func startMany(t *testing.T, network, gateway string, want []labtest.Ctr) []labtest.Ctr {
 	t.Helper()
 	var (
 		wg   sync.WaitGroup
@@ -104,13 +27,13 @@ func startMany(t *testing.T, network, gateway string, want []ctr) []ctr {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			ip, err := start(out[i].h, out[i].name, network, gateway)
+			ip, err := labtest.Start(context.Background(), out[i].Host, out[i].Name, network, "--dns", gateway)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
-				errs = append(errs, fmt.Sprintf("%s on %s: %v", out[i].name, out[i].h.Name, err))
+				errs = append(errs, fmt.Sprintf("%s on %s: %v", out[i].Name, out[i].Host.Name, err))
 			}
-			out[i].ip = ip
+			out[i].IP = ip
 		}()
 	}
 	wg.Wait()
@@ -129,9 +52,9 @@ func addresses(t *testing.T, l *lab.Lab, network string) map[string]string {
 		if !h.EngineRunning() {
 			continue
 		}
-		ids := strings.Fields(docker(t, h, "ps", "-q", "--filter", "network="+network))
+		ids := strings.Fields(h.MustDocker(t, "ps", "-q", "--filter", "network="+network))
 		for _, id := range ids {
-			out := docker(t, h, "inspect", "-f", fmt.Sprintf(`{{.Name}} {{with index .NetworkSettings.Networks %q}}{{.IPAddress}}{{end}}`, network), id)
+			out := h.MustDocker(t, "inspect", "-f", fmt.Sprintf(`{{.Name}} {{with index .NetworkSettings.Networks %q}}{{.IPAddress}}{{end}}`, network), id)
 			f := strings.Fields(out)
 			if len(f) != 2 {
 				t.Fatalf("%s: container %s on %s: %q", h.Name, id, network, out)
@@ -146,49 +69,13 @@ func addresses(t *testing.T, l *lab.Lab, network string) map[string]string {
 	return byIP
 }
 
-// canPing reports whether c gets an ICMP echo reply from target.
-func canPing(c ctr, target string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	_, err := c.h.Docker(ctx, "exec", c.name, "ping", "-c1", "-W1", target)
-	return err
-}
-
-// canFetch reports whether c fetches "weft-ok" from target:8080 over TCP.
-func canFetch(c ctr, target string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	out, err := c.h.Docker(ctx, "exec", c.name, "sh", "-c", `printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 2 "$0" 8080`, target)
-	if err != nil {
-		return err
-	}
-	if !strings.Contains(out, "weft-ok") {
-		return fmt.Errorf("fetched %q, want weft-ok", out)
-	}
-	return nil
-}
-
-// reach waits until c reaches target by ICMP and TCP.
-func reach(t *testing.T, c ctr, target string, within time.Duration) {
-	t.Helper()
-	err := lab.WaitFor(context.Background(), within, 250*time.Millisecond, func() error {
-		if err := canPing(c, target); err != nil {
-			return fmt.Errorf("ping: %w", err)
-		}
-		return canFetch(c, target)
-	})
-	if err != nil {
-		t.Fatalf("%s on %s cannot reach %s: %v", c.name, c.h.Name, target, err)
-	}
-}
-
 // pingAll makes c ping every target once, in one exec, and returns the
 // targets that did not answer.
-func pingAll(c ctr, targets []string) ([]string, error) {
+func pingAll(c labtest.Ctr, targets []string) ([]string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	script := `for t in "$@"; do ping -c1 -W1 "$t" >/dev/null 2>&1 || echo "$t"; done`
-	out, err := c.h.Docker(ctx, append([]string{"exec", c.name, "sh", "-c", script, "sh"}, targets...)...)
+	out, err := c.Host.Docker(ctx, append([]string{"exec", c.Name, "sh", "-c", script, "sh"}, targets...)...)
 	if err != nil {
 		return nil, err
 	}
@@ -197,7 +84,7 @@ func pingAll(c ctr, targets []string) ([]string, error) {
 
 // meshReach waits until every container of cs pings every other one by
 // each of the targets key gives (its address, its name).
-func meshReach(t *testing.T, cs []ctr, key func(ctr) string, within time.Duration) {
+func meshReach(t *testing.T, cs []labtest.Ctr, key func(labtest.Ctr) string, within time.Duration) {
 	t.Helper()
 	sem := make(chan struct{}, 6)
 	var wg sync.WaitGroup
@@ -206,7 +93,7 @@ func meshReach(t *testing.T, cs []ctr, key func(ctr) string, within time.Duratio
 	for _, c := range cs {
 		var targets []string
 		for _, o := range cs {
-			if o.name != c.name {
+			if o.Name != c.Name {
 				targets = append(targets, key(o))
 			}
 		}
@@ -228,7 +115,7 @@ func meshReach(t *testing.T, cs []ctr, key func(ctr) string, within time.Duratio
 			})
 			if err != nil {
 				mu.Lock()
-				fails = append(fails, fmt.Sprintf("%s on %s: %v", c.name, c.h.Name, err))
+				fails = append(fails, fmt.Sprintf("%s on %s: %v", c.Name, c.Host.Name, err))
 				mu.Unlock()
 			}
 		}()

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/test/lab"
+	"github.com/weftnet/weft/test/labtest"
 )
 
 // TestManyContainersAcrossHosts: 33 containers started at once on three
@@ -17,10 +18,11 @@ import (
 func TestManyContainersAcrossHosts(t *testing.T) {
 	l := need(t)
 	const network, gw = "hlnet", "10.40.0.1"
-	createNetwork(t, l, network, "10.40.0.0/16")
-	var want []ctr
+	labtest.NoLeaksAfter(t, l, network)
+	labtest.CreateLocalNetwork(t, l, network, "10.40.0.0/16")
+	var want []labtest.Ctr
 	for i := range 33 {
-		want = append(want, ctr{h: l.Hosts[i%3], name: fmt.Sprintf("m%02d", i+1)})
+		want = append(want, labtest.Ctr{Host: l.Hosts[i%3], Name: fmt.Sprintf("m%02d", i+1)})
 	}
 	t0 := time.Now()
 	cs := startMany(t, network, gw, want)
@@ -33,25 +35,25 @@ func TestManyContainersAcrossHosts(t *testing.T) {
 		t.Fatalf("the gateway %s went to a container", gw)
 	}
 	for _, c := range cs {
-		if !strings.HasPrefix(c.ip, "10.40.") {
-			t.Fatalf("%s got %s, outside the subnet", c.name, c.ip)
+		if !strings.HasPrefix(c.IP, "10.40.") {
+			t.Fatalf("%s got %s, outside the subnet", c.Name, c.IP)
 		}
 	}
 	t1 := time.Now()
-	meshReach(t, cs, func(c ctr) string { return c.ip }, 2*time.Minute)
+	meshReach(t, cs, func(c labtest.Ctr) string { return c.IP }, 2*time.Minute)
 	t.Logf("each of the 33 reaches the 32 others by address, %s after the last start", time.Since(t1).Round(100*time.Millisecond))
 	t2 := time.Now()
-	meshReach(t, cs, func(c ctr) string { return c.name }, 2*time.Minute)
+	meshReach(t, cs, func(c labtest.Ctr) string { return c.Name }, 2*time.Minute)
 	t.Logf("and by name, %s later", time.Since(t2).Round(100*time.Millisecond))
-	reach(t, cs[0], cs[1].name, 30*time.Second)
-	reach(t, cs[2], cs[4].ip, 30*time.Second)
+	labtest.Reach(t, cs[0].Host, cs[0].Name, cs[1].Name, 30*time.Second)
+	labtest.Reach(t, cs[2].Host, cs[2].Name, cs[4].IP, 30*time.Second)
 
 	// A removed container's address goes back to its host: the next
 	// container there gets it (the only hole in the host's block).
 	h1 := l.Hosts[0]
-	docker(t, h1, "rm", "-f", cs[3].name)
-	if ip := run(t, h1, "m34", network, gw); ip != cs[3].ip {
-		t.Fatalf("m34 got %s, not %s which %s released", ip, cs[3].ip, cs[3].name)
+	h1.MustDocker(t, "rm", "-f", cs[3].Name)
+	if ip := labtest.Run(t, h1, "m34", network, "--dns", gw); ip != cs[3].IP {
+		t.Fatalf("m34 got %s, not %s which %s released", ip, cs[3].IP, cs[3].Name)
 	}
 	// A plugin restart keeps every address where it is: the next
 	// containers get new ones, and the old ones are still reached.
@@ -63,12 +65,14 @@ func TestManyContainersAcrossHosts(t *testing.T) {
 	if err := h2.EnablePlugin(ctx, pluginName); err != nil {
 		t.Fatal(err)
 	}
-	more := startMany(t, network, gw, []ctr{{h: h2, name: "m35"}, {h: h2, name: "m36"}, {h: l.Hosts[2], name: "m37"}})
+	more := startMany(t, network, gw, []labtest.Ctr{{Host: h2, Name: "m35"}, {Host: h2, Name: "m36"}, {Host: l.Hosts[2], Name: "m37"}})
 	if n := len(addresses(t, l, network)); n != 36 {
 		t.Fatalf("%d distinct addresses for 36 containers", n)
 	}
-	reach(t, more[0], cs[0].ip, time.Minute)
-	reach(t, cs[2], more[1].name, time.Minute)
+	labtest.Reach(t, more[0].Host, more[0].Name, cs[0].IP, time.Minute)
+	labtest.Reach(t, cs[2].Host, cs[2].Name, more[1].Name, time.Minute)
+	d := labtest.WaitConverged(t, l.Hosts, time.Minute)
+	t.Logf("every host's kernel entries and weft status match the engines' 36 endpoints, %s later", d.Round(100*time.Millisecond))
 }
 
 // TestPartitionBothSidesAllocate: h3 is cut from the others for longer
@@ -80,11 +84,12 @@ func TestManyContainersAcrossHosts(t *testing.T) {
 func TestPartitionBothSidesAllocate(t *testing.T) {
 	l := need(t)
 	const network, gw = "ptnet", "10.42.0.1"
-	createNetwork(t, l, network, "10.42.0.0/23")
+	labtest.NoLeaksAfter(t, l, network)
+	labtest.CreateLocalNetwork(t, l, network, "10.42.0.0/23")
 	h1, h2, h3 := l.Hosts[0], l.Hosts[1], l.Hosts[2]
-	before := startMany(t, network, gw, []ctr{{h: h1, name: "p1a"}, {h: h2, name: "p2a"}, {h: h3, name: "p3a"}, {h: h1, name: "p1b"}, {h: h2, name: "p2b"}, {h: h3, name: "p3b"}})
-	reach(t, before[2], before[0].ip, time.Minute)
-	reach(t, before[0], before[5].ip, time.Minute)
+	before := startMany(t, network, gw, []labtest.Ctr{{Host: h1, Name: "p1a"}, {Host: h2, Name: "p2a"}, {Host: h3, Name: "p3a"}, {Host: h1, Name: "p1b"}, {Host: h2, Name: "p2b"}, {Host: h3, Name: "p3b"}})
+	labtest.Reach(t, before[2].Host, before[2].Name, before[0].IP, time.Minute)
+	labtest.Reach(t, before[0].Host, before[0].Name, before[5].IP, time.Minute)
 
 	if err := h3.CutUnderlay(context.Background()); err != nil {
 		t.Fatal(err)
@@ -96,15 +101,15 @@ func TestPartitionBothSidesAllocate(t *testing.T) {
 		}
 	})
 	cutAt := time.Now()
-	minority := startMany(t, network, gw, []ctr{{h: h3, name: "p3c"}, {h: h3, name: "p3d"}, {h: h3, name: "p3e"}})
-	t.Logf("h3, cut off, started 3 containers in %s: %s %s %s", time.Since(cutAt).Round(100*time.Millisecond), minority[0].ip, minority[1].ip, minority[2].ip)
-	majority := startMany(t, network, gw, []ctr{{h: h1, name: "p1c"}, {h: h2, name: "p2c"}, {h: h1, name: "p1d"}, {h: h2, name: "p2d"}})
+	minority := startMany(t, network, gw, []labtest.Ctr{{Host: h3, Name: "p3c"}, {Host: h3, Name: "p3d"}, {Host: h3, Name: "p3e"}})
+	t.Logf("h3, cut off, started 3 containers in %s: %s %s %s", time.Since(cutAt).Round(100*time.Millisecond), minority[0].IP, minority[1].IP, minority[2].IP)
+	majority := startMany(t, network, gw, []labtest.Ctr{{Host: h1, Name: "p1c"}, {Host: h2, Name: "p2c"}, {Host: h1, Name: "p1d"}, {Host: h2, Name: "p2d"}})
 
 	// Far past the 16 addresses of h3's first window in its /26 block.
-	grab := nthInBlock(t, before[2].ip, 26, 60)
+	grab := nthInBlock(t, before[2].IP, 26, 60)
 	var grabbed string
 	err := lab.WaitFor(context.Background(), reclaim+90*time.Second, 2*time.Second, func() error {
-		ip, err := start(h1, "p1grab", network, gw, "--ip", grab)
+		ip, err := labtest.Start(context.Background(), h1, "p1grab", network, "--dns", gw, "--ip", grab)
 		grabbed = ip
 		return err
 	})
@@ -113,7 +118,7 @@ func TestPartitionBothSidesAllocate(t *testing.T) {
 	}
 	t.Logf("h1 took %s from h3's block %s after the cut (reclaim time %s)", grabbed, time.Since(cutAt).Round(100*time.Millisecond), reclaim)
 	// h3 keeps allocating in its window, unaware it was removed.
-	late := run(t, h3, "p3f", network, gw)
+	late := labtest.Run(t, h3, "p3f", network, "--dns", gw)
 	t.Logf("h3, still cut off, started p3f at %s", late)
 
 	if err := h3.RestoreUnderlay(context.Background()); err != nil {
@@ -121,21 +126,22 @@ func TestPartitionBothSidesAllocate(t *testing.T) {
 	}
 	restored = true
 	healAt := time.Now()
-	reach(t, ctr{h: h1, name: "p1a"}, minority[0].ip, 2*time.Minute)
-	reach(t, minority[1], majority[0].ip, 2*time.Minute)
+	labtest.Reach(t, h1, "p1a", minority[0].IP, 2*time.Minute)
+	labtest.Reach(t, minority[1].Host, minority[1].Name, majority[0].IP, 2*time.Minute)
 	t.Logf("h3's containers reach the others again %s after the partition healed", time.Since(healAt).Round(100*time.Millisecond))
 
-	after := startMany(t, network, gw, []ctr{{h: h3, name: "p3g"}, {h: h3, name: "p3h"}, {h: h1, name: "p1e"}, {h: h2, name: "p2e"}})
+	after := startMany(t, network, gw, []labtest.Ctr{{Host: h3, Name: "p3g"}, {Host: h3, Name: "p3h"}, {Host: h1, Name: "p1e"}, {Host: h2, Name: "p2e"}})
 	byIP := addresses(t, l, network)
 	if len(byIP) != 19 {
 		t.Fatalf("%d distinct addresses for 19 containers: %v", len(byIP), byIP)
 	}
-	var all []ctr
-	for _, group := range [][]ctr{before, minority, majority, after} {
+	var all []labtest.Ctr
+	for _, group := range [][]labtest.Ctr{before, minority, majority, after} {
 		all = append(all, group...)
 	}
-	all = append(all, ctr{h: h1, name: "p1grab", ip: grabbed}, ctr{h: h3, name: "p3f", ip: late})
-	meshReach(t, all, func(c ctr) string { return c.ip }, 2*time.Minute)
+	all = append(all, labtest.Ctr{Host: h1, Name: "p1grab", IP: grabbed}, labtest.Ctr{Host: h3, Name: "p3f", IP: late})
+	meshReach(t, all, func(c labtest.Ctr) string { return c.IP }, 2*time.Minute)
+	labtest.WaitConverged(t, l.Hosts, time.Minute)
 }
 
 // TestDeadHostBlocksReclaimed: h3's engine is killed and h3 cut from the
@@ -145,11 +151,12 @@ func TestPartitionBothSidesAllocate(t *testing.T) {
 func TestDeadHostBlocksReclaimed(t *testing.T) {
 	l := need(t)
 	const network, gw = "rcnet", "10.41.0.1"
-	createNetwork(t, l, network, "10.41.0.0/24", "weft.block=28")
+	labtest.NoLeaksAfter(t, l, network)
+	labtest.CreateLocalNetwork(t, l, network, "10.41.0.0/24", "weft.block=28")
 	h1, h2, h3 := l.Hosts[0], l.Hosts[1], l.Hosts[2]
-	x3 := run(t, h3, "r3", network, gw)
-	r1 := ctr{h: h1, name: "r1", ip: run(t, h1, "r1", network, gw)}
-	reach(t, r1, x3, time.Minute)
+	x3 := labtest.Run(t, h3, "r3", network, "--dns", gw)
+	r1 := labtest.Ctr{Host: h1, Name: "r1", IP: labtest.Run(t, h1, "r1", network, "--dns", gw)}
+	labtest.Reach(t, r1.Host, r1.Name, x3, time.Minute)
 	beyond := nthInBlock(t, x3, 28, 14)
 
 	ctx := context.Background()
@@ -167,14 +174,14 @@ func TestDeadHostBlocksReclaimed(t *testing.T) {
 		}
 	})
 	killedAt := time.Now()
-	if _, err := start(h1, "r1grab", network, gw, "--ip", beyond); err == nil {
+	if _, err := labtest.Start(context.Background(), h1, "r1grab", network, "--dns", gw, "--ip", beyond); err == nil {
 		t.Fatalf("h1 got %s at once, in the block of h3, which is merely unreachable", beyond)
 	} else {
 		t.Logf("at once: %v", firstLine(err))
 	}
 	var grabbed string
 	err := lab.WaitFor(ctx, reclaim+90*time.Second, 2*time.Second, func() error {
-		ip, err := start(h1, "r1grab", network, gw, "--ip", beyond)
+		ip, err := labtest.Start(context.Background(), h1, "r1grab", network, "--dns", gw, "--ip", beyond)
 		grabbed = ip
 		return err
 	})
@@ -182,7 +189,7 @@ func TestDeadHostBlocksReclaimed(t *testing.T) {
 		t.Fatalf("h3's block was never reclaimed: %v", err)
 	}
 	t.Logf("h3's block reclaimed: h1 got %s %s after the kill (reclaim time %s)", grabbed, time.Since(killedAt).Round(100*time.Millisecond), reclaim)
-	_, err = start(h2, "r2steal", network, gw, "--ip", x3)
+	_, err = labtest.Start(context.Background(), h2, "r2steal", network, "--dns", gw, "--ip", x3)
 	if err == nil || !strings.Contains(err.Error(), "may still be in use") {
 		t.Fatalf("h2 asked for %s, which h3 may still use: %v", x3, err)
 	}
@@ -197,7 +204,7 @@ func TestDeadHostBlocksReclaimed(t *testing.T) {
 	back = true
 	var ip3 string
 	err = lab.WaitFor(ctx, 2*time.Minute, 2*time.Second, func() error {
-		ip, err := start(h3, "r3b", network, gw)
+		ip, err := labtest.Start(context.Background(), h3, "r3b", network, "--dns", gw)
 		ip3 = ip
 		return err
 	})
@@ -205,8 +212,8 @@ func TestDeadHostBlocksReclaimed(t *testing.T) {
 		t.Fatalf("h3 cannot start a container after it came back: %v", err)
 	}
 	addresses(t, l, network)
-	reach(t, ctr{h: h3, name: "r3b", ip: ip3}, grabbed, 2*time.Minute)
-	reach(t, r1, ip3, time.Minute)
+	labtest.Reach(t, h3, "r3b", grabbed, 2*time.Minute)
+	labtest.Reach(t, r1.Host, r1.Name, ip3, time.Minute)
 	t.Logf("h3 back: r3b got %s; no address used twice", ip3)
 }
 

@@ -38,6 +38,22 @@ type Config struct {
 	// MTU is set on the bridge, the veths and each host's eth0.
 	MTU int `json:"mtu"`
 
+	// Outside, when set, gives every host a second interface, eth1, that
+	// carries its default route, apart from the underlay: a second bridge
+	// in the root namespace (<Bridge>o, holding this address and prefix)
+	// and a veth pair per host (<VethPrefix>o<i> there, eth1 inside, with
+	// the host's address numbered as on the underlay). The underlay keeps
+	// only its own subnet's route, so swarm's addresses, the mesh and VXLAN
+	// stay on eth0 while everything bound elsewhere leaves by eth1. It
+	// reproduces a host whose default route's interface has another MTU
+	// than the one VXLAN uses. Unset (the default), eth0 carries the
+	// default route.
+	Outside netip.Prefix `json:"outside"`
+
+	// OutsideMTU is set on the outside bridge, its veths and each host's
+	// eth1; 9000 by default when Outside is set.
+	OutsideMTU int `json:"outside_mtu"`
+
 	// StateRoot holds each host's persistent state (data roots, logs,
 	// weft's state dir): <StateRoot>/h<i>/...
 	StateRoot string `json:"state_root"`
@@ -155,6 +171,9 @@ func (c Config) withDefaults() (Config, error) {
 	if c.MTU == 0 {
 		c.MTU = d.MTU
 	}
+	if c.Outside.IsValid() && c.OutsideMTU == 0 {
+		c.OutsideMTU = 9000
+	}
 	if c.StateRoot == "" {
 		c.StateRoot = filepath.Join("/var/lib", c.Name)
 	}
@@ -205,6 +224,12 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("lab %s: underlay %s is not IPv4", c.Name, c.Underlay)
 	case c.MTU < 1280 || c.MTU > 65535:
 		return c, fmt.Errorf("lab %s: MTU %d out of range", c.Name, c.MTU)
+	case c.Outside.IsValid() && (!c.Outside.Addr().Is4() || c.Outside.Masked().Overlaps(c.Underlay.Masked())):
+		return c, fmt.Errorf("lab %s: outside %s must be IPv4 and apart from the underlay %s", c.Name, c.Outside, c.Underlay)
+	case c.Outside.IsValid() && (c.OutsideMTU < 1280 || c.OutsideMTU > 65535):
+		return c, fmt.Errorf("lab %s: outside MTU %d out of range", c.Name, c.OutsideMTU)
+	case c.Outside.IsValid() && (len(c.outsideBridge()) > 15 || len(c.VethPrefix)+3 > 15):
+		return c, fmt.Errorf("lab %s: outside bridge %q or veth prefix %q too long for an interface name", c.Name, c.outsideBridge(), c.VethPrefix)
 	case !filepath.IsAbs(c.StateRoot) || !filepath.IsAbs(c.RunRoot) || filepath.Clean(c.StateRoot) == "/" || filepath.Clean(c.RunRoot) == "/":
 		return c, fmt.Errorf("lab %s: state root %q and run root %q must be absolute and not /", c.Name, c.StateRoot, c.RunRoot)
 	case len(c.RunRoot) > 24:
@@ -217,18 +242,27 @@ func (c Config) withDefaults() (Config, error) {
 		if _, err := c.hostAddr(i); err != nil {
 			return c, err
 		}
+		if c.Outside.IsValid() {
+			if _, err := c.numbered(c.Outside, i); err != nil {
+				return c, err
+			}
+		}
 	}
 	return c, nil
 }
 
 // hostAddr is the underlay address of host i.
-func (c Config) hostAddr(i int) (netip.Addr, error) {
-	base := c.Underlay.Masked().Addr().As4()
+func (c Config) hostAddr(i int) (netip.Addr, error) { return c.numbered(c.Underlay, i) }
+
+// numbered is host i's address in subnet p (the underlay or the outside):
+// the i-th after HostOffset.
+func (c Config) numbered(p netip.Prefix, i int) (netip.Addr, error) {
+	base := p.Masked().Addr().As4()
 	n := uint32(base[0])<<24 | uint32(base[1])<<16 | uint32(base[2])<<8 | uint32(base[3])
 	n += uint32(c.HostOffset + i)
 	a := netip.AddrFrom4([4]byte{byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)})
-	if !c.Underlay.Contains(a) || a == c.Underlay.Addr() || a == lastAddr(c.Underlay) {
-		return a, fmt.Errorf("lab %s: host %d's address %s is not usable in underlay %s", c.Name, i, a, c.Underlay)
+	if !p.Contains(a) || a == p.Addr() || a == lastAddr(p) {
+		return a, fmt.Errorf("lab %s: host %d's address %s is not usable in subnet %s", c.Name, i, a, p)
 	}
 	return a, nil
 }
@@ -255,6 +289,12 @@ func (c Config) cgroupParent(i int) string { return fmt.Sprintf("/%s-h%d", c.Nam
 
 // vethName is host i's root-side veth.
 func (c Config) vethName(i int) string { return fmt.Sprintf("%s%d", c.VethPrefix, i) }
+
+// outsideBridge is the bridge of the outside network (Config.Outside).
+func (c Config) outsideBridge() string { return c.Bridge + "o" }
+
+// outsideVethName is host i's root-side veth on the outside bridge.
+func (c Config) outsideVethName(i int) string { return fmt.Sprintf("%so%d", c.VethPrefix, i) }
 
 // logDir holds every daemon's log.
 func (c Config) logDir() string { return filepath.Join(c.StateRoot, "logs") }

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -38,8 +39,9 @@ type Host struct {
 
 	cfg        Config
 	addr       netip.Addr
-	stateRoot  string // <StateRoot>/h<i>
-	runDir     string // <RunRoot>/h<i>
+	outside    netip.Addr // with Config.Outside
+	stateRoot  string     // <StateRoot>/h<i>
+	runDir     string     // <RunRoot>/h<i>
 	containerd *daemon
 	dockerd    *daemon
 }
@@ -49,6 +51,12 @@ func newHost(c Config, i int) (*Host, error) {
 	if err != nil {
 		return nil, err
 	}
+	var outside netip.Addr
+	if c.Outside.IsValid() {
+		if outside, err = c.numbered(c.Outside, i); err != nil {
+			return nil, err
+		}
+	}
 	name := fmt.Sprintf("h%d", i)
 	h := &Host{
 		Name:          name,
@@ -56,6 +64,7 @@ func newHost(c Config, i int) (*Host, error) {
 		NetNS:         c.netnsName(i),
 		cfg:           c,
 		addr:          addr,
+		outside:       outside,
 		stateRoot:     filepath.Join(c.StateRoot, name),
 		runDir:        filepath.Join(c.RunRoot, name),
 		DockerdLog:    filepath.Join(c.logDir(), name+"-dockerd.log"),
@@ -64,7 +73,7 @@ func newHost(c Config, i int) (*Host, error) {
 	h.Socket = filepath.Join(h.runDir, "docker.sock")
 	h.StateDir = filepath.Join(h.stateRoot, "weft")
 
-	enter := []string{"nsenter", "--net=" + h.netnsPath(), "--uts=" + h.utsFile(), "--"}
+	enter := []string{"nsenter", "--net=" + h.NetNSPath(), "--uts=" + h.utsFile(), "--"}
 	ctrdConf := filepath.Join(h.stateRoot, "containerd.toml")
 	h.containerd = &daemon{
 		name:    name + " containerd",
@@ -96,13 +105,32 @@ func newHost(c Config, i int) (*Host, error) {
 	return h, nil
 }
 
-// Addr is the host's underlay address.
+// The interfaces the lab gives each host.
+const (
+	// UnderlayIf holds the host's underlay address: swarm's, the mesh's
+	// and VXLAN's.
+	UnderlayIf = "eth0"
+	// OutsideIf carries the default route when Config.Outside is set.
+	OutsideIf = "eth1"
+)
+
+// Config returns the configuration of the host's lab, defaults filled in.
+func (h *Host) Config() Config { return h.cfg }
+
+// Addr is the host's underlay address (on UnderlayIf).
 func (h *Host) Addr() netip.Addr { return h.addr }
+
+// OutsideAddr is the host's address on OutsideIf, invalid unless
+// Config.Outside is set.
+func (h *Host) OutsideAddr() netip.Addr { return h.outside }
 
 // DockerHost is the DOCKER_HOST value that reaches this host's dockerd.
 func (h *Host) DockerHost() string { return "unix://" + h.Socket }
 
-func (h *Host) netnsPath() string        { return filepath.Join("/run/netns", h.NetNS) }
+// NetNSPath is the file of the host's network namespace, for tools that
+// open a namespace by path.
+func (h *Host) NetNSPath() string { return filepath.Join("/run/netns", h.NetNS) }
+
 func (h *Host) utsFile() string          { return filepath.Join(h.runDir, "uts") }
 func (h *Host) containerdSocket() string { return filepath.Join(h.runDir, "containerd.sock") }
 
@@ -118,6 +146,19 @@ func (h *Host) DockerCmd(ctx context.Context, args ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, h.cfg.DockerCLI, append([]string{"-H", h.DockerHost()}, args...)...)
 	cmd.Env = daemonEnv()
 	return cmd
+}
+
+// ContainerIP returns container ctr's address on network.
+func (h *Host) ContainerIP(ctx context.Context, ctr, network string) (string, error) {
+	out, err := h.Docker(ctx, "inspect", "-f", fmt.Sprintf(`{{with index .NetworkSettings.Networks %q}}{{.IPAddress}}{{end}}`, network), ctr)
+	if err != nil {
+		return "", err
+	}
+	ip := strings.TrimSpace(out)
+	if ip == "" {
+		return "", fmt.Errorf("%s on %s has no address on %s yet", ctr, h.Name, network)
+	}
+	return ip, nil
 }
 
 // Exec runs a command in the host's network and UTS namespaces and returns

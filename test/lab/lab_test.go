@@ -33,6 +33,45 @@ func TestConfigDefaults(t *testing.T) {
 	if got := lastAddr(netip.MustParsePrefix("198.18.0.254/24")); got != netip.MustParseAddr("198.18.0.255") {
 		t.Errorf("lastAddr = %s", got)
 	}
+
+	o, err := Config{Outside: netip.MustParsePrefix("198.19.0.254/24")}.withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.OutsideMTU != 9000 || o.outsideBridge() != "weftlab0o" || o.outsideVethName(2) != "wlho2" {
+		t.Errorf("outside defaults: MTU %d, bridge %s, veth %s", o.OutsideMTU, o.outsideBridge(), o.outsideVethName(2))
+	}
+	if a, _ := o.numbered(o.Outside, 2); a != netip.MustParseAddr("198.19.0.2") {
+		t.Errorf("host 2's outside address = %s", a)
+	}
+	for _, bad := range []Config{
+		{Outside: netip.MustParsePrefix("198.18.0.200/25")}, // inside the underlay
+		{Outside: netip.MustParsePrefix("fd00::1/64")},
+		{Outside: netip.MustParsePrefix("198.19.0.254/24"), OutsideMTU: 100},
+		{Outside: netip.MustParsePrefix("198.19.0.254/30"), Hosts: 3},
+		{Outside: netip.MustParsePrefix("198.19.0.254/24"), Bridge: "fifteen-bytes00"},
+	} {
+		if _, err := bad.withDefaults(); err == nil {
+			t.Errorf("accepted outside %s (MTU %d, %d hosts, bridge %q)", bad.Outside, bad.OutsideMTU, bad.Hosts, bad.Bridge)
+		}
+	}
+}
+
+func TestHold(t *testing.T) {
+	n := 0
+	if err := Hold(context.Background(), 30*time.Millisecond, 5*time.Millisecond, func() error { n++; return nil }); err != nil || n < 2 {
+		t.Fatalf("Hold = %v after %d calls", err, n)
+	}
+	n = 0
+	err := Hold(context.Background(), time.Minute, time.Millisecond, func() error {
+		if n++; n == 3 {
+			return fmt.Errorf("broke")
+		}
+		return nil
+	})
+	if err == nil || !strings.Contains(err.Error(), "broke") || n != 3 {
+		t.Fatalf("Hold = %v after %d calls, want the third call's error", err, n)
+	}
 }
 
 func TestWaitFor(t *testing.T) {
@@ -66,9 +105,11 @@ func TestShimSocket(t *testing.T) {
 	}
 }
 
-// TestLab brings up two hosts in a swarm with the test image and a fake
-// plugin, checks Docker's overlay across them, the plugin and fault
-// helpers, then tears down and checks that nothing of the lab is left.
+// TestLab brings up two hosts in a swarm with the test image, a fake
+// plugin and an outside network carrying the default route, checks the
+// hosts' interfaces and routes, Docker's overlay across them, the plugin
+// and fault helpers, then tears down and checks that nothing of the lab is
+// left.
 func TestLab(t *testing.T) {
 	SkipUnlessE2E(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
@@ -83,6 +124,7 @@ func TestLab(t *testing.T) {
 	cfg.PluginDir = pluginDir
 	cfg.PluginName = "weftfake:latest"
 	cfg.PluginSettings = []string{"LOG_LEVEL=debug"}
+	cfg.Outside = netip.MustParsePrefix("198.19.0.254/24")
 	cfg.Logf = t.Logf
 	start := time.Now()
 	l, err := Up(ctx, cfg)
@@ -132,18 +174,16 @@ func TestLab(t *testing.T) {
 
 	t.Run("hosts", func(t *testing.T) {
 		for _, h := range l.Hosts {
-			if got := mustExec(t, h, "hostname"); got != h.Name {
+			if got := h.MustExec(t, "hostname"); got != h.Name {
 				t.Errorf("%s: hostname %q", h.Name, got)
 			}
-			if got := mustExec(t, h, "sysctl", "-n", "net.ipv4.ip_forward"); got != "1" {
+			if got := h.MustExec(t, "sysctl", "-n", "net.ipv4.ip_forward"); got != "1" {
 				t.Errorf("%s: ip_forward = %s", h.Name, got)
 			}
-			if got := mustExec(t, h, "iptables", "-S", "FORWARD"); !strings.HasPrefix(got, "-P FORWARD DROP") {
+			if got := h.MustExec(t, "iptables", "-S", "FORWARD"); !strings.HasPrefix(got, "-P FORWARD DROP") {
 				t.Errorf("%s: FORWARD chain: %s", h.Name, got)
 			}
-			if got := mustExec(t, h, "cat", "/sys/class/net/eth0/mtu"); got != fmt.Sprint(cfg.MTU) {
-				t.Errorf("%s: eth0 MTU %s, want %d", h.Name, got, cfg.MTU)
-			}
+			checkRoutes(t, h, l.Config())
 			di, err := h.info(ctx)
 			if err != nil {
 				t.Fatal(err)
@@ -155,15 +195,20 @@ func TestLab(t *testing.T) {
 		if !mustInfo(t, l.Manager()).Swarm.ControlAvailable {
 			t.Error("h1 is not a swarm manager")
 		}
-		mustExec(t, h1, "ping", "-c1", "-W2", h2.Addr().String())
+		// Full-size frames, unfragmented, on either network.
+		h1.MustExec(t, "ping", "-c1", "-W2", "-M", "do", "-s", fmt.Sprint(cfg.MTU-28), h2.Addr().String())
+		h1.MustExec(t, "ping", "-c1", "-W2", "-M", "do", "-s", "8972", cfg.Outside.Addr().String())
+		if _, err := h1.Exec(ctx, "ping", "-c1", "-W2", "-M", "do", "-s", fmt.Sprint(cfg.MTU-27), h2.Addr().String()); err == nil {
+			t.Errorf("a %d-byte packet crossed the %d-byte underlay unfragmented", cfg.MTU+1, cfg.MTU)
+		}
 	})
 
 	t.Run("overlay", func(t *testing.T) {
-		mustDocker(t, h1, "network", "create", "-d", "overlay", "--attachable", "--subnet", "10.231.0.0/24", "labov")
-		mustDocker(t, h1, "run", "-d", "--name", "c1", "--network", "labov", ImageTag, "sleep", "1000000")
-		mustDocker(t, h2, "run", "-d", "--name", "c2", "--network", "labov", "--restart", "always", ImageTag, "sleep", "1000000")
-		ip1 := mustDocker(t, h1, "inspect", "-f", "{{(index .NetworkSettings.Networks \"labov\").IPAddress}}", "c1")
-		ip2 := mustDocker(t, h2, "inspect", "-f", "{{(index .NetworkSettings.Networks \"labov\").IPAddress}}", "c2")
+		h1.MustDocker(t, "network", "create", "-d", "overlay", "--attachable", "--subnet", "10.231.0.0/24", "labov")
+		h1.MustDocker(t, "run", "-d", "--name", "c1", "--network", "labov", ImageTag, "sleep", "1000000")
+		h2.MustDocker(t, "run", "-d", "--name", "c2", "--network", "labov", "--restart", "always", ImageTag, "sleep", "1000000")
+		ip1 := h1.MustDocker(t, "inspect", "-f", "{{(index .NetworkSettings.Networks \"labov\").IPAddress}}", "c1")
+		ip2 := h2.MustDocker(t, "inspect", "-f", "{{(index .NetworkSettings.Networks \"labov\").IPAddress}}", "c2")
 		t.Logf("c1 on h1: %s, c2 on h2: %s", ip1, ip2)
 		waitPing(ctx, t, h1, "c1", ip2)
 		waitPing(ctx, t, h2, "c2", ip1)
@@ -171,18 +216,19 @@ func TestLab(t *testing.T) {
 		// Out of the overlay through docker_gwbridge (NAT on h1).
 		waitPing(ctx, t, h1, "c1", h2.Addr().String())
 		waitPing(ctx, t, h1, "c1", cfg.Underlay.Addr().String())
-		if out := mustDocker(t, h1, "exec", "c1", "iperf3", "--version"); !strings.Contains(out, "iperf 3") {
+		waitPing(ctx, t, h2, "c2", cfg.Outside.Addr().String()) // by the default route
+		if out := h1.MustDocker(t, "exec", "c1", "iperf3", "--version"); !strings.Contains(out, "iperf 3") {
 			t.Errorf("iperf3 in the image: %s", out)
 		}
 	})
 
 	t.Run("plugin", func(t *testing.T) {
 		for _, h := range l.Hosts {
-			if got := mustDocker(t, h, "plugin", "inspect", "-f", "{{.Enabled}}", cfg.PluginName); got != "true" {
+			if got := h.MustDocker(t, "plugin", "inspect", "-f", "{{.Enabled}}", cfg.PluginName); got != "true" {
 				t.Errorf("%s: plugin enabled = %s", h.Name, got)
 			}
 			var mounts []struct{ Name, Source string }
-			if err := json.Unmarshal([]byte(mustDocker(t, h, "plugin", "inspect", "-f", "{{json .Settings.Mounts}}", cfg.PluginName)), &mounts); err != nil {
+			if err := json.Unmarshal([]byte(h.MustDocker(t, "plugin", "inspect", "-f", "{{json .Settings.Mounts}}", cfg.PluginName)), &mounts); err != nil {
 				t.Fatal(err)
 			}
 			want := map[string]string{"docker-socket": h.Socket, "state": h.StateDir}
@@ -191,15 +237,15 @@ func TestLab(t *testing.T) {
 					t.Errorf("%s: mount %s source %q, want %q", h.Name, m.Name, m.Source, want[m.Name])
 				}
 			}
-			if env := mustDocker(t, h, "plugin", "inspect", "-f", "{{json .Settings.Env}}", cfg.PluginName); !strings.Contains(env, "LOG_LEVEL=debug") {
+			if env := h.MustDocker(t, "plugin", "inspect", "-f", "{{json .Settings.Env}}", cfg.PluginName); !strings.Contains(env, "LOG_LEVEL=debug") {
 				t.Errorf("%s: plugin env %s", h.Name, env)
 			}
 			if _, err := os.Stat(filepath.Join(h.StateDir, "started")); err != nil {
 				t.Errorf("%s: the plugin did not write its state dir: %v", h.Name, err)
 			}
 		}
-		mustDocker(t, h1, "network", "create", "-d", cfg.PluginName, "fakenet")
-		mustDocker(t, h1, "network", "rm", "fakenet")
+		h1.MustDocker(t, "network", "create", "-d", cfg.PluginName, "fakenet")
+		h1.MustDocker(t, "network", "rm", "fakenet")
 		if !strings.Contains(h1.LogTail(500), "fakeplugin: /NetworkDriver.CreateNetwork") {
 			t.Error("plugin output not in dockerd's log")
 		}
@@ -212,7 +258,7 @@ func TestLab(t *testing.T) {
 		if err := h2.UpgradePlugin(ctx, pluginDir, cfg.PluginName, "LOG_LEVEL=info"); err != nil {
 			t.Fatal(err)
 		}
-		if got := mustDocker(t, h2, "plugin", "inspect", "-f", "{{.Enabled}}", cfg.PluginName); got != "true" {
+		if got := h2.MustDocker(t, "plugin", "inspect", "-f", "{{.Enabled}}", cfg.PluginName); got != "true" {
 			t.Errorf("after upgrade: enabled = %s", got)
 		}
 	})
@@ -222,7 +268,7 @@ func TestLab(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, h := range l.Hosts {
-			if got := mustDocker(t, h, "run", "--rm", "weftlab/fake:latest", "-version"); got != "fakeplugin 1" {
+			if got := h.MustDocker(t, "run", "--rm", "weftlab/fake:latest", "-version"); got != "fakeplugin 1" {
 				t.Errorf("%s: binary image printed %q", h.Name, got)
 			}
 		}
@@ -267,7 +313,7 @@ func TestLab(t *testing.T) {
 		}
 		// c2 has a restart policy: it comes back with the engine, on the
 		// overlay.
-		waitPing(ctx, t, h2, "c2", mustDocker(t, h1, "inspect", "-f", "{{(index .NetworkSettings.Networks \"labov\").IPAddress}}", "c1"))
+		waitPing(ctx, t, h2, "c2", h1.MustDocker(t, "inspect", "-f", "{{(index .NetworkSettings.Networks \"labov\").IPAddress}}", "c1"))
 
 		if err := h2.KillEngine(ctx); err != nil {
 			t.Fatal(err)
@@ -278,7 +324,7 @@ func TestLab(t *testing.T) {
 		if err := l.WaitSwarmReady(ctx, time.Minute); err != nil {
 			t.Fatal(err)
 		}
-		if got := mustDocker(t, h2, "plugin", "inspect", "-f", "{{.Enabled}}", cfg.PluginName); got != "true" {
+		if got := h2.MustDocker(t, "plugin", "inspect", "-f", "{{.Enabled}}", cfg.PluginName); got != "true" {
 			t.Errorf("plugin after engine restart: enabled = %s", got)
 		}
 	})
@@ -335,22 +381,36 @@ func buildFakePlugin(t *testing.T) (dir, binary string) {
 	return pdir, binary
 }
 
-func mustDocker(t *testing.T, h *Host, args ...string) string {
+// checkRoutes checks h's interfaces and routes against cfg: the underlay
+// on eth0 with its MTU, and the default route through the outside network
+// on eth1 with its own.
+func checkRoutes(t *testing.T, h *Host, cfg Config) {
 	t.Helper()
-	out, err := h.Docker(context.Background(), args...)
-	if err != nil {
-		t.Fatalf("%s: %v", h.Name, err)
+	mtu := func(dev string) string { return h.MustExec(t, "cat", "/sys/class/net/"+dev+"/mtu") }
+	if got := mtu(UnderlayIf); got != fmt.Sprint(cfg.MTU) {
+		t.Errorf("%s: %s MTU %s, want %d", h.Name, UnderlayIf, got, cfg.MTU)
 	}
-	return strings.TrimSpace(out)
-}
-
-func mustExec(t *testing.T, h *Host, name string, args ...string) string {
-	t.Helper()
-	out, err := h.Exec(context.Background(), name, args...)
-	if err != nil {
-		t.Fatalf("%s: %v", h.Name, err)
+	if got := mtu(OutsideIf); got != fmt.Sprint(cfg.OutsideMTU) {
+		t.Errorf("%s: %s MTU %s, want %d", h.Name, OutsideIf, got, cfg.OutsideMTU)
 	}
-	return strings.TrimSpace(out)
+	var routes []struct{ Dst, Gateway, Dev, Prefsrc string }
+	if err := json.Unmarshal([]byte(h.MustExec(t, "ip", "-j", "-4", "route", "show")), &routes); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, r := range routes {
+		got[r.Dst] = strings.TrimSpace(r.Gateway + " " + r.Dev + " " + r.Prefsrc)
+	}
+	want := map[string]string{
+		"default":                      cfg.Outside.Addr().String() + " " + OutsideIf,
+		cfg.Underlay.Masked().String(): UnderlayIf + " " + h.Addr().String(),
+		cfg.Outside.Masked().String():  OutsideIf + " " + h.OutsideAddr().String(),
+	}
+	for dst, w := range want {
+		if got[dst] != w {
+			t.Errorf("%s: route to %s: %q, want %q (routes %v)", h.Name, dst, got[dst], w, got)
+		}
+	}
 }
 
 func mustInfo(t *testing.T, h *Host) dockerInfo {

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -16,7 +18,8 @@ import (
 
 const bridgeNFCallIPTables = "/proc/sys/net/bridge/bridge-nf-call-iptables"
 
-// setupBridge creates the underlay bridge with its address.
+// setupBridge creates the underlay bridge with its address, and the
+// outside bridge with its own when Config.Outside is set.
 func setupBridge(ctx context.Context, c Config) error {
 	// Once any dockerd ran in the root namespace its FORWARD policy is DROP,
 	// and with bridge-nf-call-iptables=1 that drops frames crossing our
@@ -26,51 +29,76 @@ func setupBridge(ctx context.Context, c Config) error {
 			return fmt.Errorf("disable bridge-nf-call-iptables in the root namespace: %w", err)
 		}
 	}
-	mtu := strconv.Itoa(c.MTU)
-	steps := [][]string{
-		{"link", "add", c.Bridge, "mtu", mtu, "type", "bridge"},
-		{"addr", "add", c.Underlay.String(), "dev", c.Bridge},
-		{"link", "set", c.Bridge, "up"},
+	if err := addBridge(ctx, c.Bridge, c.Underlay, c.MTU); err != nil {
+		return fmt.Errorf("underlay bridge %s: %w", c.Bridge, err)
 	}
+	if c.Outside.IsValid() {
+		if err := addBridge(ctx, c.outsideBridge(), c.Outside, c.OutsideMTU); err != nil {
+			return fmt.Errorf("outside bridge %s: %w", c.outsideBridge(), err)
+		}
+	}
+	return nil
+}
+
+func addBridge(ctx context.Context, name string, addr netip.Prefix, mtu int) error {
+	return ipSteps(ctx, nil,
+		[]string{"link", "add", name, "mtu", strconv.Itoa(mtu), "type", "bridge"},
+		[]string{"addr", "add", addr.String(), "dev", name},
+		[]string{"link", "set", name, "up"})
+}
+
+// addVeth creates a veth pair: root on bridge in the root namespace, and
+// inside in namespace ns, both with mtu.
+func addVeth(ctx context.Context, root, bridge, ns, inside string, mtu int) error {
+	m := strconv.Itoa(mtu)
+	return ipSteps(ctx, nil,
+		[]string{"link", "add", root, "mtu", m, "type", "veth", "peer", "name", inside, "mtu", m, "netns", ns},
+		[]string{"link", "set", root, "master", bridge},
+		[]string{"link", "set", root, "up"})
+}
+
+// ipSteps runs iproute2's ip once per step, in order, with args before
+// each step's own (e.g. "-n", ns), and stops at the first error.
+func ipSteps(ctx context.Context, args []string, steps ...[]string) error {
 	for _, s := range steps {
-		if _, err := run(ctx, "ip", s...); err != nil {
-			return fmt.Errorf("underlay bridge %s: %w", c.Bridge, err)
+		if _, err := run(ctx, "ip", append(slices.Clone(args), s...)...); err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
 // setupHostNet creates host i's network namespace, its veth pair on the
-// bridge, and its UTS namespace with hostname h<i>.
+// bridge (and on the outside bridge, if any), and its UTS namespace with
+// hostname h<i>.
 func setupHostNet(ctx context.Context, c Config, h *Host) error {
 	ns := h.NetNS
-	mtu := strconv.Itoa(c.MTU)
-	veth := c.vethName(h.Index)
-	gw := c.Underlay.Addr().String()
-	addr := fmt.Sprintf("%s/%d", h.addr, c.Underlay.Bits())
-	root := [][]string{
-		{"netns", "add", ns},
-		{"link", "add", veth, "mtu", mtu, "type", "veth", "peer", "name", "eth0", "mtu", mtu, "netns", ns},
-		{"link", "set", veth, "master", c.Bridge},
-		{"link", "set", veth, "up"},
+	if _, err := run(ctx, "ip", "netns", "add", ns); err != nil {
+		return fmt.Errorf("host %s: %w", h.Name, err)
 	}
-	for _, s := range root {
-		if _, err := run(ctx, "ip", s...); err != nil {
-			return fmt.Errorf("host %s underlay: %w", h.Name, err)
-		}
+	if err := addVeth(ctx, c.vethName(h.Index), c.Bridge, ns, UnderlayIf, c.MTU); err != nil {
+		return fmt.Errorf("host %s underlay: %w", h.Name, err)
 	}
 	inNS := [][]string{
 		{"link", "set", "lo", "up"},
-		{"addr", "add", addr, "dev", "eth0"},
-		{"link", "set", "eth0", "up"},
-		{"route", "replace", "default", "via", gw, "dev", "eth0"},
+		{"addr", "add", fmt.Sprintf("%s/%d", h.addr, c.Underlay.Bits()), "dev", UnderlayIf},
+		{"link", "set", UnderlayIf, "up"},
 	}
-	for _, s := range inNS {
-		if _, err := run(ctx, "ip", append([]string{"-n", ns}, s...)...); err != nil {
-			return fmt.Errorf("host %s underlay: %w", h.Name, err)
+	if c.Outside.IsValid() {
+		if err := addVeth(ctx, c.outsideVethName(h.Index), c.outsideBridge(), ns, OutsideIf, c.OutsideMTU); err != nil {
+			return fmt.Errorf("host %s outside: %w", h.Name, err)
 		}
+		inNS = append(inNS,
+			[]string{"addr", "add", fmt.Sprintf("%s/%d", h.outside, c.Outside.Bits()), "dev", OutsideIf},
+			[]string{"link", "set", OutsideIf, "up"},
+			[]string{"route", "replace", "default", "via", c.Outside.Addr().String(), "dev", OutsideIf})
+	} else {
+		inNS = append(inNS, []string{"route", "replace", "default", "via", c.Underlay.Addr().String(), "dev", UnderlayIf})
 	}
-	if _, err := run(ctx, "nsenter", "--net="+h.netnsPath(), "sysctl", "-qw", "net.ipv4.ip_forward=1"); err != nil {
+	if err := ipSteps(ctx, []string{"-n", ns}, inNS...); err != nil {
+		return fmt.Errorf("host %s network: %w", h.Name, err)
+	}
+	if _, err := run(ctx, "nsenter", "--net="+h.NetNSPath(), "sysctl", "-qw", "net.ipv4.ip_forward=1"); err != nil {
 		return fmt.Errorf("host %s: %w", h.Name, err)
 	}
 
@@ -100,17 +128,21 @@ func labNetns(c Config) []string {
 	return out
 }
 
-// labLinks lists the lab's bridge and root-side veths that exist.
+// labLinks lists the lab's bridges and root-side veths that exist, the
+// outside's too whether or not c asks for one (a run that made them may
+// have had another config).
 func labLinks(c Config) []string {
 	ents, _ := os.ReadDir("/sys/class/net")
 	var out []string
 	for _, e := range ents {
-		if e.Name() == c.Bridge || isHostSuffix(e.Name(), c.VethPrefix) {
+		if isBridge(c, e.Name()) || isHostSuffix(e.Name(), c.VethPrefix) || isHostSuffix(e.Name(), c.VethPrefix+"o") {
 			out = append(out, e.Name())
 		}
 	}
 	return out
 }
+
+func isBridge(c Config, name string) bool { return name == c.Bridge || name == c.outsideBridge() }
 
 // isHostSuffix reports whether name is prefix followed by a host number.
 func isHostSuffix(name, prefix string) bool {
@@ -135,10 +167,10 @@ func removeNet(ctx context.Context, c Config) error {
 			}
 		}
 	}
-	// Veths first: the bridge goes last so nothing is left dangling on it.
+	// Veths first: the bridges go last so nothing is left dangling on them.
 	links := labLinks(c)
 	for _, l := range links {
-		if l == c.Bridge {
+		if isBridge(c, l) {
 			continue
 		}
 		if _, err := os.Stat(filepath.Join("/sys/class/net", l)); err != nil {
@@ -152,9 +184,11 @@ func removeNet(ctx context.Context, c Config) error {
 			}
 		}
 	}
-	if _, err := os.Stat(filepath.Join("/sys/class/net", c.Bridge)); err == nil {
-		if _, err := run(ctx, "ip", "link", "del", c.Bridge); err != nil {
-			errs = append(errs, err)
+	for _, b := range []string{c.Bridge, c.outsideBridge()} {
+		if _, err := os.Stat(filepath.Join("/sys/class/net", b)); err == nil {
+			if _, err := run(ctx, "ip", "link", "del", b); err != nil {
+				errs = append(errs, err)
+			}
 		}
 	}
 	return errors.Join(errs...)

@@ -67,7 +67,7 @@ func RunTests(m Runner, pkg string, lab **Lab, configure func(pluginDir string) 
 // (busybox httpd), so every container can be reached by ICMP and TCP.
 var ServerCmd = []string{"sh", "-c", "mkdir -p /www && echo weft-ok > /www/index.html && exec httpd -f -p 8080 -h /www"}
 
-// Fataler is the part of *testing.T that MustDocker needs.
+// Fataler is the part of *testing.T that MustDocker and MustExec need.
 type Fataler interface {
 	Helper()
 	Fatalf(format string, args ...any)
@@ -80,6 +80,19 @@ func (h *Host) MustDocker(t Fataler, args ...string) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	out, err := h.Docker(ctx, args...)
+	if err != nil {
+		t.Fatalf("%s: %v", h.Name, err)
+	}
+	return strings.TrimSpace(out)
+}
+
+// MustExec runs a command in h's namespaces (see Exec) within 3 minutes and
+// returns its trimmed output, failing the test on an error.
+func (h *Host) MustExec(t Fataler, name string, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	out, err := h.Exec(ctx, name, args...)
 	if err != nil {
 		t.Fatalf("%s: %v", h.Name, err)
 	}

@@ -38,6 +38,33 @@ func WaitFor(ctx context.Context, timeout, interval time.Duration, fn func() err
 	}
 }
 
+// Hold calls fn every interval for d (and once at its end), and returns
+// fn's first error, at once. It checks that something stays true for a
+// span the scenario defines, where WaitFor waits for something to become
+// true: use it only when the span is what is tested (a grace period to
+// outlast, a partition's length), never to give something time to happen.
+func Hold(ctx context.Context, d, interval time.Duration, fn func() error) error {
+	if interval <= 0 {
+		interval = 100 * time.Millisecond
+	}
+	start := time.Now()
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		if err := fn(); err != nil {
+			return fmt.Errorf("after %s of %s: %w", time.Since(start).Round(time.Millisecond), d, err)
+		}
+		if time.Since(start) >= d {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
 // Permanent wraps an error so that WaitFor returns it at once instead of
 // trying again.
 func Permanent(err error) error { return stopError{err} }

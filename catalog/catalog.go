@@ -1,0 +1,366 @@
+// Package catalog is weft's endpoint catalog: one record per endpoint on
+// every host, replicated through the mesh's "endpoint" table. It owns the
+// record, its encoding and its key names.
+//
+// Flow, one way only:
+//
+//	driver ──SetLocal/RemoveLocal──┐
+//	name learner ──SetNames────────┤
+//	                               ▼
+//	mesh.Watch("endpoint") ──► Catalog ──► mesh.Put/Delete (this host's records)
+//	                               │
+//	                               └──► Subscribe: one queue per consumer
+//	                                    (driver: kernel entries; dns: zones)
+//
+// Consumers get every change as an event on a queue of their own
+// (internal/feed), starting with the whole catalog; nothing here calls back
+// into a consumer, and no consumer polls.
+//
+// This host's records go into the mesh once its VTEP is known (SetVTEP)
+// and, after a start, once the names of its endpoints have been read from
+// the engine (NamesReady, or Config.NamesWait at the latest): a restarted
+// plugin that republished its endpoints before knowing their names would
+// blank those names on every other host until the engine answered. The
+// other hosts keep the records of a restarting host meanwhile.
+package catalog
+
+import (
+	"context"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/weftnet/weft/internal/feed"
+	"github.com/weftnet/weft/mesh"
+)
+
+// Store is the replicated table the catalog lives in; *mesh.Mesh
+// implements it.
+type Store interface {
+	// LocalNode is this host's name; the records it writes are owned by it.
+	LocalNode() string
+	// Put writes one of this host's entries; Delete tombstones it.
+	Put(table, key string, value []byte)
+	Delete(table, key string)
+	// Watch streams the visible entries of table and their changes.
+	Watch(table string, members bool) *feed.Sub[mesh.Event]
+	// Synced reports whether the entries seen are complete (a state
+	// exchange with another host has been merged since the start).
+	Synced() bool
+}
+
+var _ Store = (*mesh.Mesh)(nil)
+
+// Config configures a Catalog.
+type Config struct {
+	// Store is the mesh. Required.
+	Store Store
+	// NamesWait bounds how long after New this host's records wait for
+	// NamesReady before they are published without names (default 5 s).
+	NamesWait time.Duration
+	// Logger receives the catalog's log; nil discards it.
+	Logger *slog.Logger
+}
+
+// EventKind says what happened to a record.
+type EventKind uint8
+
+// Kinds of events.
+const (
+	// Added: a record appeared.
+	Added EventKind = iota + 1
+	// Updated: a record changed; Event.Old holds what it was.
+	Updated
+	// Removed: a record went (withdrawn, or its host is gone); Event.Record
+	// holds its last version.
+	Removed
+)
+
+func (k EventKind) String() string {
+	switch k {
+	case Added:
+		return "added"
+	case Updated:
+		return "updated"
+	case Removed:
+		return "removed"
+	}
+	return "unknown"
+}
+
+// Event is one change of the catalog.
+type Event struct {
+	Kind EventKind
+	// Local is set for this host's own endpoints.
+	Local bool
+	// Record is the record now (Added, Updated) or its last version
+	// (Removed). Consumers must not modify it.
+	Record Record
+	// Old is the record before an Update.
+	Old Record
+}
+
+// Catalog is the endpoint catalog of one host. Its methods are safe for
+// concurrent use and never block on the network.
+type Catalog struct {
+	store     Store
+	self      string
+	log       *slog.Logger
+	namesWait time.Duration
+	watch     *feed.Sub[mesh.Event]
+
+	// mu guards the fields below; feed.Publish runs under it so that every
+	// subscriber sees changes in one order. Lock order: mu, then the mesh's.
+	mu         sync.Mutex
+	local      map[string]Record // by endpoint ID
+	remote     map[string]Record // by mesh key: other hosts' records
+	vtep       string
+	namesReady bool
+	events     feed.Feed[Event]
+	warned     map[string]time.Time // malformed records, by owner
+}
+
+// New returns a catalog over cfg.Store. It follows the store from the
+// moment it is made; Run applies what it sees.
+func New(cfg Config) *Catalog {
+	if cfg.NamesWait == 0 {
+		cfg.NamesWait = 5 * time.Second
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Catalog{
+		store:     cfg.Store,
+		self:      cfg.Store.LocalNode(),
+		log:       log,
+		namesWait: cfg.NamesWait,
+		watch:     cfg.Store.Watch(Table, false),
+		local:     map[string]Record{},
+		remote:    map[string]Record{},
+		warned:    map[string]time.Time{},
+	}
+}
+
+// Run applies the mesh's changes to the catalog until ctx ends.
+func (c *Catalog) Run(ctx context.Context) {
+	defer c.watch.Close()
+	wait := time.NewTimer(c.namesWait)
+	defer wait.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-wait.C:
+			c.NamesReady()
+		case <-c.watch.Ready():
+			c.apply(c.watch.Take())
+		}
+	}
+}
+
+// apply folds a batch of mesh events into the remote records.
+func (c *Catalog) apply(evs []mesh.Event) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []Event
+	for _, ev := range evs {
+		e := ev.Entry
+		if e.Table != Table || e.Owner == c.self {
+			// Our own records come back from the mesh after a restart;
+			// the mesh's owner repair settles them, the catalog's local
+			// side is the truth.
+			continue
+		}
+		old, had := c.remote[e.Key]
+		switch ev.Kind {
+		case mesh.EntryPut:
+			r, err := decode(e.Owner, e.Key, e.Value)
+			if err == nil {
+				_, _, _, err = r.Addrs()
+			}
+			if err != nil {
+				c.warnLocked(e.Owner, "ignoring a malformed endpoint record", err)
+				if had {
+					delete(c.remote, e.Key)
+					out = append(out, Event{Kind: Removed, Record: old})
+				}
+				continue
+			}
+			switch {
+			case !had:
+				c.remote[e.Key] = r
+				out = append(out, Event{Kind: Added, Record: r})
+			case !old.Equal(r):
+				c.remote[e.Key] = r
+				out = append(out, Event{Kind: Updated, Record: r, Old: old})
+			}
+		case mesh.EntryGone:
+			if had {
+				delete(c.remote, e.Key)
+				out = append(out, Event{Kind: Removed, Record: old})
+			}
+		}
+	}
+	c.events.Publish(out...)
+}
+
+func (c *Catalog) warnLocked(owner, msg string, err error) {
+	now := time.Now()
+	if last, ok := c.warned[owner]; ok && now.Sub(last) < time.Minute {
+		return
+	}
+	c.warned[owner] = now
+	c.log.Warn(msg, "peer", owner, "err", err)
+}
+
+// Subscribe returns a queue of the catalog's changes, starting with an
+// Added event for every record it holds (this host's first). Close it
+// when done.
+func (c *Catalog) Subscribe() *feed.Sub[Event] {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	init := make([]Event, 0, len(c.local)+len(c.remote))
+	for _, r := range sortedRecords(c.local) {
+		init = append(init, Event{Kind: Added, Local: true, Record: r})
+	}
+	for _, r := range sortedRecords(c.remote) {
+		init = append(init, Event{Kind: Added, Record: r})
+	}
+	return c.events.Subscribe(init...)
+}
+
+// SetLocal records (or updates) one of this host's endpoints: its network,
+// VNI, endpoint ID, IP and MAC. The catalog fills in the VTEP, the host and
+// the names it knows, publishes it to the other hosts and tells the
+// subscribers.
+func (c *Catalog) SetLocal(r Record) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	old, had := c.local[r.Endpoint]
+	r.Host, r.VTEP, r.Names = c.self, c.vtep, nil
+	if had {
+		r.Names = old.Names
+	}
+	c.setLocalLocked(r, old, had)
+}
+
+func (c *Catalog) setLocalLocked(r, old Record, had bool) {
+	if had && old.Equal(r) {
+		return
+	}
+	c.local[r.Endpoint] = r
+	if had {
+		c.events.Publish(Event{Kind: Updated, Local: true, Record: r, Old: old})
+	} else {
+		c.events.Publish(Event{Kind: Added, Local: true, Record: r})
+	}
+	c.putLocked(r)
+}
+
+// RemoveLocal withdraws one of this host's endpoints everywhere. Removing
+// an unknown endpoint still withdraws any record of it this host published
+// before a restart.
+func (c *Catalog) RemoveLocal(endpointID string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if old, ok := c.local[endpointID]; ok {
+		delete(c.local, endpointID)
+		c.events.Publish(Event{Kind: Removed, Local: true, Record: old})
+	}
+	c.store.Delete(Table, Key(c.self, endpointID))
+}
+
+// SetNames sets the DNS names of one of this host's endpoints. It reports
+// whether the endpoint is known (names of others are dropped; the learner
+// reads them again on its next pass).
+func (c *Catalog) SetNames(endpointID string, names []string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	old, ok := c.local[endpointID]
+	if !ok {
+		return false
+	}
+	r := old.Clone()
+	r.Names = slices.Clone(names)
+	c.setLocalLocked(r, old, true)
+	return true
+}
+
+// SetVTEP sets this host's underlay address, carried by every local
+// record, and (re)publishes them.
+func (c *Catalog) SetVTEP(vtep string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.vtep == vtep {
+		return
+	}
+	c.vtep = vtep
+	for _, old := range sortedRecords(c.local) {
+		r := old.Clone()
+		r.VTEP = vtep
+		c.setLocalLocked(r, old, true)
+	}
+}
+
+// NamesReady says the names of this host's endpoints have been read from
+// the engine: the local records, held back since the start, go out.
+func (c *Catalog) NamesReady() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.namesReady {
+		return
+	}
+	c.namesReady = true
+	for _, r := range sortedRecords(c.local) {
+		c.putLocked(r)
+	}
+}
+
+func (c *Catalog) putLocked(r Record) {
+	if c.vtep == "" || !c.namesReady {
+		return // SetVTEP and NamesReady publish them
+	}
+	b, err := encode(r)
+	if err != nil {
+		c.log.Error("encode endpoint record", "endpoint", r.Endpoint, "err", err)
+		return
+	}
+	c.store.Put(Table, Key(c.self, r.Endpoint), b)
+}
+
+// Local returns copies of this host's records, sorted by endpoint ID.
+func (c *Catalog) Local() []Record {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return sortedRecords(c.local)
+}
+
+// Remote returns copies of the other hosts' records, sorted by host, then
+// endpoint ID.
+func (c *Catalog) Remote() []Record {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return sortedRecords(c.remote)
+}
+
+// Synced reports whether the remote records are complete: until the mesh
+// has exchanged state with another host after a start, a record missing
+// here may merely not have arrived yet.
+func (c *Catalog) Synced() bool { return c.store.Synced() }
+
+func sortedRecords(m map[string]Record) []Record {
+	out := make([]Record, 0, len(m))
+	for _, r := range m {
+		out = append(out, r.Clone())
+	}
+	slices.SortFunc(out, func(a, b Record) int {
+		if c := strings.Compare(a.Host, b.Host); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Endpoint, b.Endpoint)
+	})
+	return out
+}

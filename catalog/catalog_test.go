@@ -1,0 +1,253 @@
+package catalog
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/weftnet/weft/internal/feed"
+	"github.com/weftnet/weft/mesh"
+	"github.com/weftnet/weft/mesh/meshtest"
+)
+
+// hosts are catalogs over a real mesh of len(names) members.
+func hosts(t *testing.T, names ...string) (*meshtest.Cluster, []*Catalog) {
+	t.Helper()
+	c := meshtest.New(t, names, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	var cats []*Catalog
+	for _, m := range c.Members {
+		cat := New(Config{Store: m, NamesWait: time.Hour})
+		go cat.Run(ctx)
+		cats = append(cats, cat)
+	}
+	return c, cats
+}
+
+// view replays a subscription's events onto a map, as a consumer would.
+type view struct {
+	sub *feed.Sub[Event]
+	m   map[string]Record // by key; local records under "local/<id>"
+}
+
+func newView(c *Catalog) *view { return &view{sub: c.Subscribe(), m: map[string]Record{}} }
+
+func (v *view) drain(t *testing.T) {
+	t.Helper()
+	for _, ev := range v.sub.Take() {
+		k := Key(ev.Record.Host, ev.Record.Endpoint)
+		if ev.Local {
+			k = "local/" + ev.Record.Endpoint
+		}
+		switch ev.Kind {
+		case Added:
+			if _, ok := v.m[k]; ok {
+				t.Errorf("added twice: %s", k)
+			}
+			v.m[k] = ev.Record
+		case Updated:
+			if old, ok := v.m[k]; !ok || !old.Equal(ev.Old) {
+				t.Errorf("update of %s: old %+v, view has %+v", k, ev.Old, old)
+			}
+			v.m[k] = ev.Record
+		case Removed:
+			if _, ok := v.m[k]; !ok {
+				t.Errorf("removed unknown %s", k)
+			}
+			delete(v.m, k)
+		}
+	}
+}
+
+// equalsCatalog checks the view against the catalog's own snapshot.
+func (v *view) equalsCatalog(t *testing.T, c *Catalog) error {
+	t.Helper()
+	v.drain(t)
+	want := map[string]Record{}
+	for _, r := range c.Local() {
+		want["local/"+r.Endpoint] = r
+	}
+	for _, r := range c.Remote() {
+		want[Key(r.Host, r.Endpoint)] = r
+	}
+	if len(want) != len(v.m) {
+		return fmt.Errorf("view holds %d records, catalog %d", len(v.m), len(want))
+	}
+	for k, r := range want {
+		if !v.m[k].Equal(r) {
+			return fmt.Errorf("%s: view %+v, catalog %+v", k, v.m[k], r)
+		}
+	}
+	return nil
+}
+
+func remoteOf(c *Catalog, endpoint string) (Record, bool) {
+	for _, r := range c.Remote() {
+		if r.Endpoint == endpoint {
+			return r, true
+		}
+	}
+	return Record{}, false
+}
+
+func TestLocalRecordsWaitForVTEPAndNames(t *testing.T) {
+	_, cats := hosts(t, "h1", "h2")
+	h1, h2 := cats[0], cats[1]
+	h1.SetLocal(Record{Network: "n", VNI: 7, Endpoint: "e1", IP: "10.0.0.2", MAC: "02:77:0a:00:00:02"})
+	if got := h1.Local(); len(got) != 1 || got[0].Host != "h1" {
+		t.Fatalf("local records %+v", got)
+	}
+	h1.SetNames("e1", []string{"vp1", "peer.1"})
+	h1.SetVTEP("198.18.0.1")
+	// Names not ready yet: nothing reaches h2. A put, were it made, would
+	// be there by the time h2 sees another record put after it.
+	h2.SetLocal(Record{Network: "n", VNI: 7, Endpoint: "marker", IP: "10.0.0.9", MAC: "02:77:0a:00:00:09"})
+	h2.SetVTEP("198.18.0.2")
+	h2.NamesReady()
+	meshtest.WaitFor(t, 5*time.Second, "h2's record on h1", func() error {
+		if _, ok := remoteOf(h1, "marker"); !ok {
+			return fmt.Errorf("not yet")
+		}
+		return nil
+	})
+	if _, ok := remoteOf(h2, "e1"); ok {
+		t.Fatal("h1's record was published before its names were ready")
+	}
+	h1.NamesReady()
+	meshtest.WaitFor(t, 5*time.Second, "h1's record on h2", func() error {
+		r, ok := remoteOf(h2, "e1")
+		if !ok {
+			return fmt.Errorf("not yet")
+		}
+		if r.Host != "h1" || r.VTEP != "198.18.0.1" || !slices.Equal(r.Names, []string{"vp1", "peer.1"}) {
+			return fmt.Errorf("record %+v", r)
+		}
+		return nil
+	})
+}
+
+func TestEventsFollowTheCatalog(t *testing.T) {
+	c, cats := hosts(t, "h1", "h2", "h3")
+	for i, cat := range cats {
+		cat.SetVTEP(fmt.Sprintf("198.18.0.%d", i+1))
+		cat.NamesReady()
+	}
+	v := newView(cats[0])
+	for i, cat := range cats {
+		for j := range 3 {
+			cat.SetLocal(Record{Network: "n", VNI: 7, Endpoint: fmt.Sprintf("e%d%d", i, j), IP: fmt.Sprintf("10.0.%d.%d", i, j+2), MAC: fmt.Sprintf("02:77:0a:00:%02x:%02x", i, j+2)})
+		}
+	}
+	all := func() error {
+		if n := len(cats[0].Remote()); n != 6 {
+			return fmt.Errorf("%d remote records, want 6", n)
+		}
+		return v.equalsCatalog(t, cats[0])
+	}
+	meshtest.WaitFor(t, 5*time.Second, "every record on h1", all)
+
+	// An update, a removal, and names.
+	cats[1].SetLocal(Record{Network: "n", VNI: 7, Endpoint: "e10", IP: "10.0.1.2", MAC: "02:77:0a:00:01:99"})
+	cats[2].RemoveLocal("e20")
+	cats[1].SetNames("e11", []string{"web"})
+	meshtest.WaitFor(t, 5*time.Second, "changes on h1", func() error {
+		if err := v.equalsCatalog(t, cats[0]); err != nil {
+			return err
+		}
+		r, ok := remoteOf(cats[0], "e10")
+		if !ok || r.MAC != "02:77:0a:00:01:99" {
+			return fmt.Errorf("update not seen: %+v", r)
+		}
+		if _, ok := remoteOf(cats[0], "e20"); ok {
+			return fmt.Errorf("removal not seen")
+		}
+		if r, _ := remoteOf(cats[0], "e11"); !slices.Equal(r.Names, []string{"web"}) {
+			return fmt.Errorf("names not seen: %+v", r)
+		}
+		return nil
+	})
+
+	// A host that goes takes its records with it, and they come back
+	// with it.
+	c.Net.Partition([]string{c.Addr(0), c.Addr(1)}, []string{c.Addr(2)})
+	meshtest.WaitFor(t, 10*time.Second, "h3's records gone from h1", func() error {
+		for _, r := range cats[0].Remote() {
+			if r.Host == "h3" {
+				return fmt.Errorf("still holds %s of h3", r.Endpoint)
+			}
+		}
+		return v.equalsCatalog(t, cats[0])
+	})
+	c.Net.Heal()
+	meshtest.WaitFor(t, 15*time.Second, "h3's records back on h1", func() error {
+		n := 0
+		for _, r := range cats[0].Remote() {
+			if r.Host == "h3" {
+				n++
+			}
+		}
+		if n != 2 {
+			return fmt.Errorf("%d records of h3, want 2", n)
+		}
+		return v.equalsCatalog(t, cats[0])
+	})
+}
+
+func TestMalformedRecordsIgnored(t *testing.T) {
+	c, cats := hosts(t, "h1", "h2")
+	v := newView(cats[0])
+	// h2 writes straight into the mesh: garbage, a record without an
+	// endpoint, one with a bad address, and a good one.
+	m2 := c.Members[1]
+	m2.Put(Table, Key("h2", "x"), []byte("{not json"))
+	m2.Put(Table, Key("h2", "y"), []byte(`{"ip":"10.0.0.3"}`))
+	m2.Put(Table, Key("h2", "z"), []byte(`{"ep":"z","ip":"nonsense","mac":"02:77:0a:00:00:04","vtep":"198.18.0.2"}`))
+	m2.Put(Table, Key("h2", "ok"), []byte(`{"ep":"ok","vni":7,"ip":"10.0.0.5","mac":"02:77:0a:00:00:05","vtep":"198.18.0.2"}`))
+	meshtest.WaitFor(t, 5*time.Second, "the good record on h1", func() error {
+		if _, ok := remoteOf(cats[0], "ok"); !ok {
+			return fmt.Errorf("not yet")
+		}
+		return nil
+	})
+	if n := len(cats[0].Remote()); n != 1 {
+		t.Fatalf("%d remote records, want only the good one: %+v", n, cats[0].Remote())
+	}
+	if err := v.equalsCatalog(t, cats[0]); err != nil {
+		t.Fatal(err)
+	}
+	// A good record turned bad is removed.
+	m2.Put(Table, Key("h2", "ok"), []byte(`{"ep":"ok","ip":"10.0.0.5","mac":"zz","vtep":"198.18.0.2"}`))
+	meshtest.WaitFor(t, 5*time.Second, "the spoiled record gone", func() error {
+		if _, ok := remoteOf(cats[0], "ok"); ok {
+			return fmt.Errorf("still there")
+		}
+		return v.equalsCatalog(t, cats[0])
+	})
+}
+
+// A host's own records that come back from the mesh (after a restart) are
+// not taken for remote ones.
+func TestOwnRecordsAreNotRemote(t *testing.T) {
+	c, cats := hosts(t, "h1", "h2")
+	c.Members[0].Put(Table, Key("h1", "old"), []byte(`{"ep":"old","ip":"10.0.0.5","mac":"02:77:0a:00:00:05","vtep":"198.18.0.1"}`))
+	cats[1].SetLocal(Record{Network: "n", VNI: 7, Endpoint: "marker", IP: "10.0.0.9", MAC: "02:77:0a:00:00:09"})
+	cats[1].SetVTEP("198.18.0.2")
+	cats[1].NamesReady()
+	meshtest.WaitFor(t, 5*time.Second, "h2's record on h1", func() error {
+		if _, ok := remoteOf(cats[0], "marker"); !ok {
+			return fmt.Errorf("not yet")
+		}
+		return nil
+	})
+	if _, ok := remoteOf(cats[0], "old"); ok {
+		t.Fatal("h1's own record listed as remote")
+	}
+	if got := cats[0].Local(); len(got) != 0 {
+		t.Fatalf("local records %+v, want none", got)
+	}
+}
+
+var _ Store = (*mesh.Mesh)(nil)

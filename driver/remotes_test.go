@@ -1,0 +1,215 @@
+package driver
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/docker/go-plugins-helpers/network"
+
+	"github.com/weftnet/weft/catalog"
+	"github.com/weftnet/weft/dataplane"
+)
+
+func rec(host, ep string, vni uint32, ip, mac, vtep string) catalog.Record {
+	return catalog.Record{Network: "n", VNI: vni, Endpoint: ep, IP: ip, MAC: mac, VTEP: vtep, Host: host}
+}
+
+// runDriver runs d until the test ends.
+func runDriver(t *testing.T, d *Driver) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); d.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
+// waitTable waits until a device's entries are want.
+func waitTable(t *testing.T, dp *fakePlane, vni uint32, want ...string) {
+	t.Helper()
+	slices.Sort(want)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got := dp.table(vni)
+		if slices.Equal(got, want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("VNI %d entries:\n  %s\nwant:\n  %s", vni, strings.Join(got, "\n  "), strings.Join(want, "\n  "))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// Each catalog change costs one entry's writes, not a whole-table pass;
+// records of networks this host does not have program nothing, and are
+// there when the network comes.
+func TestEventsWriteOneEntryEach(t *testing.T) {
+	d, dp, cat := newTestDriver(t, "")
+	if err := createNet(t, d, netA, map[string]any{OptVNI: "300"}); err != nil {
+		t.Fatal(err)
+	}
+	// Driven by hand: apply is what Run does with each batch of events.
+	d.repair(false)
+	dp.mu.Lock()
+	before := dp.calls["SetRemotes"]
+	dp.mu.Unlock()
+
+	cat.events.Publish(
+		catalog.Event{Kind: catalog.Added, Record: rec("h2", "r1", 300, "10.10.0.20", "02:77:0a:0a:00:14", "198.18.0.2")},
+		catalog.Event{Kind: catalog.Added, Record: rec("h2", "r2", 301, "10.11.0.21", "02:77:0a:0b:00:15", "198.18.0.2")},
+		catalog.Event{Kind: catalog.Added, Record: rec("h3", "bad", 300, "nonsense", "02:77:0a:0a:00:16", "198.18.0.3")},
+		catalog.Event{Kind: catalog.Added, Local: true, Record: rec("h1", "mine", 300, "10.10.0.5", "02:77:0a:0a:00:05", "198.18.0.1")},
+	)
+	d.apply(d.sub.Take())
+	waitTable(t, dp, 300, "10.10.0.20 02:77:0a:0a:00:14 198.18.0.2")
+	if _, ok := dp.networks[301]; ok {
+		t.Fatal("a device was made for a network this host does not have")
+	}
+	// Moved to another host: the new entry goes in, the old FDB entry out.
+	cat.events.Publish(catalog.Event{Kind: catalog.Updated,
+		Old:    rec("h2", "r1", 300, "10.10.0.20", "02:77:0a:0a:00:14", "198.18.0.2"),
+		Record: rec("h2", "r1", 300, "10.10.0.20", "02:77:0a:0a:00:14", "198.18.0.3")})
+	d.apply(d.sub.Take())
+	waitTable(t, dp, 300, "10.10.0.20 02:77:0a:0a:00:14 198.18.0.3")
+	// New MAC for the same address (a task replaced): the stale FDB entry
+	// goes.
+	cat.events.Publish(catalog.Event{Kind: catalog.Updated,
+		Old:    rec("h2", "r1", 300, "10.10.0.20", "02:77:0a:0a:00:14", "198.18.0.3"),
+		Record: rec("h2", "r1", 300, "10.10.0.20", "02:42:0a:0a:00:14", "198.18.0.3")})
+	d.apply(d.sub.Take())
+	waitTable(t, dp, 300, "10.10.0.20 02:42:0a:0a:00:14 198.18.0.3")
+	cat.events.Publish(catalog.Event{Kind: catalog.Removed, Record: rec("h2", "r1", 300, "10.10.0.20", "02:42:0a:0a:00:14", "198.18.0.3")})
+	d.apply(d.sub.Take())
+	waitTable(t, dp, 300)
+	dp.mu.Lock()
+	after := dp.calls["SetRemotes"]
+	dp.mu.Unlock()
+	if after != before {
+		t.Fatalf("%d whole-table passes for single changes", after-before)
+	}
+
+	// The other network comes: its record, held meanwhile, is programmed.
+	if err := d.CreateNetwork(&network.CreateNetworkRequest{NetworkID: netB, Options: map[string]any{genericKey: map[string]any{OptVNI: "301"}},
+		IPv4Data: []*network.IPAMData{{Pool: "10.11.0.0/24"}}}); err != nil {
+		t.Fatal(err)
+	}
+	d.repair(false)
+	waitTable(t, dp, 301, "10.11.0.21 02:77:0a:0b:00:15 198.18.0.2")
+}
+
+// Two records may claim one address for a moment (swarm gives a task's
+// address to a new task while the old record is still around): removing
+// one claim leaves the address pointing at the other.
+func TestTwoClaimsOnOneAddress(t *testing.T) {
+	d, dp, cat := newTestDriver(t, "")
+	if err := createNet(t, d, netA, map[string]any{OptVNI: "300"}); err != nil {
+		t.Fatal(err)
+	}
+	runDriver(t, d)
+	old := rec("h2", "old", 300, "10.10.0.20", "02:77:0a:0a:00:14", "198.18.0.2")
+	nu := rec("h3", "new", 300, "10.10.0.20", "02:42:0a:0a:00:99", "198.18.0.3")
+	cat.events.Publish(catalog.Event{Kind: catalog.Added, Record: old}, catalog.Event{Kind: catalog.Added, Record: nu})
+	waitTable(t, dp, 300, "10.10.0.20 02:42:0a:0a:00:99 198.18.0.3", "- 02:77:0a:0a:00:14 198.18.0.2")
+	cat.events.Publish(catalog.Event{Kind: catalog.Removed, Record: old})
+	waitTable(t, dp, 300, "10.10.0.20 02:42:0a:0a:00:99 198.18.0.3")
+	cat.events.Publish(catalog.Event{Kind: catalog.Removed, Record: nu})
+	waitTable(t, dp, 300)
+}
+
+// The repair pass puts back what was lost from the kernel, and removes
+// what nothing wants; before the catalog is complete it only adds.
+func TestRepair(t *testing.T) {
+	d, dp, cat := newTestDriver(t, "")
+	cat.synced = false
+	if err := createNet(t, d, netA, map[string]any{OptVNI: "300"}); err != nil {
+		t.Fatal(err)
+	}
+	// Left in the kernel by the previous run.
+	if err := dp.SetRemote(300, dataplane.RemoteEndpoint{IP: []byte{10, 10, 0, 30}, MAC: []byte{2, 0x77, 10, 10, 0, 30}, VTEP: []byte{198, 18, 0, 2}}); err != nil {
+		t.Fatal(err)
+	}
+	cat.events.Publish(catalog.Event{Kind: catalog.Added, Record: rec("h3", "r", 300, "10.10.0.21", "02:77:0a:0a:00:15", "198.18.0.3")})
+	d.apply(d.sub.Take())
+	d.repair(false)
+	waitTable(t, dp, 300, "10.10.0.21 02:77:0a:0a:00:15 198.18.0.3", "10.10.0.30 02:77:0a:0a:00:1e 198.18.0.2")
+	cat.mu.Lock()
+	cat.synced = true
+	cat.mu.Unlock()
+	d.repair(true)
+	waitTable(t, dp, 300, "10.10.0.21 02:77:0a:0a:00:15 198.18.0.3")
+	// Drift: an entry deleted behind weft's back comes back.
+	if err := dp.DeleteRemote(300, dataplane.RemoteEndpoint{IP: []byte{10, 10, 0, 21}}); err != nil {
+		t.Fatal(err)
+	}
+	d.repair(true)
+	waitTable(t, dp, 300, "10.10.0.21 02:77:0a:0a:00:15 198.18.0.3")
+}
+
+// A network without an MTU of its own follows the underlay's path MTU;
+// one with follows nothing.
+func TestMTUFollowsTheUnderlay(t *testing.T) {
+	dp, cat := newFakePlane(), newFakeCatalog()
+	ul := &fakeUnderlay{mtu: 9000, changed: make(chan struct{}, 1)}
+	cfg := DefaultConfig()
+	cfg.StateDir = t.TempDir()
+	d, err := New(cfg, dp, cat, ul)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := createNet(t, d, netA, map[string]any{OptVNI: "300"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := createNet(t, d, netB, map[string]any{OptVNI: "301", OptMTU: "1300"}); err != nil {
+		t.Fatal(err)
+	}
+	runDriver(t, d)
+	ul.mu.Lock()
+	ul.mtu = 1500
+	ul.mu.Unlock()
+	ul.changed <- struct{}{}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		dp.mu.Lock()
+		a, b := dp.networks[300].MTU, dp.networks[301].MTU
+		dp.mu.Unlock()
+		if a == 1450 && b == 1300 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("device MTUs %d and %d, want 1450 (followed) and 1300 (the user's)", a, b)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	for _, n := range d.Networks() {
+		if n.ID == netA && n.MTU != 1450 {
+			t.Fatalf("network MTU %d not saved as followed", n.MTU)
+		}
+	}
+}
+
+func TestNetworkEvents(t *testing.T) {
+	d, _, _ := newTestDriver(t, "")
+	if err := createNet(t, d, netA, map[string]any{OptVNI: "300"}); err != nil {
+		t.Fatal(err)
+	}
+	sub := d.SubscribeNetworks()
+	defer sub.Close()
+	if err := createNet(t, d, netB, map[string]any{OptVNI: "301"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.DeleteNetwork(&network.DeleteNetworkRequest{NetworkID: netA}); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, ev := range sub.Take() {
+		got = append(got, fmt.Sprintf("%v %d %s %s", ev.Up, ev.VNI, ev.Subnet, ev.Gateway))
+	}
+	want := []string{"true 300 10.10.0.0/24 10.10.0.1", "true 301 10.10.0.0/24 10.10.0.1", "false 300 10.10.0.0/24 10.10.0.1"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("network events:\n  %s\nwant\n  %s", strings.Join(got, "\n  "), strings.Join(want, "\n  "))
+	}
+}

@@ -1,0 +1,50 @@
+package labtest
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/weftnet/weft/dataplane"
+	"github.com/weftnet/weft/test/lab"
+)
+
+func TestEntryDiff(t *testing.T) {
+	got := entryDiff("FDB entry", []string{"a 1", "b 2", "b 2", "c 3"}, []string{"a 1", "b 2", "d 4"})
+	want := []string{"FDB entry duplicated: b 2", "FDB entry missing: d 4", "FDB entry stale: c 3"}
+	if !slices.Equal(got, want) {
+		t.Errorf("entryDiff = %q, want %q", got, want)
+	}
+	if got := entryDiff("x", []string{"a"}, []string{"a"}); len(got) != 0 {
+		t.Errorf("equal lists differ: %q", got)
+	}
+}
+
+// TestStray: what a host namespace may hold besides weft's devices. An
+// endpoint interface is a leak there; another child of a weft device (an
+// announcer, whatever its name) is not; the lab's own interfaces and the
+// veths on docker_gwbridge are not either.
+func TestStray(t *testing.T) {
+	k := &dataplane.KernelState{Links: []dataplane.Link{
+		{Name: "lo", Kind: "device"},
+		{Name: lab.UnderlayIf, Kind: "veth"},
+		{Name: lab.OutsideIf, Kind: "veth"},
+		{Name: "weft42", Kind: "vxlan"},
+		{Name: "wa42", Kind: "macvlan", Parent: "weft42"},
+		{Name: "wv0123456789ab", Kind: "macvlan", Parent: "weft42"},
+		{Name: "docker_gwbridge", Kind: "bridge"},
+		{Name: "veth1", Kind: "veth", Master: "docker_gwbridge"},
+		{Name: "veth2", Kind: "veth", Master: "docker_gwbridge"},
+		{Name: "veth3", Kind: "veth"},
+		{Name: "br0", Kind: "bridge"},
+	}}
+	problems, gw := stray(k)
+	want := []string{"endpoint interface wv0123456789ab (on weft42) in the host namespace", "veth veth3 on no bridge", "bridge br0"}
+	if !slices.Equal(problems, want) || gw != 2 {
+		t.Errorf("stray = %q, %d veths on docker_gwbridge; want %q, 2", problems, gw, want)
+	}
+	for name, want := range map[string]bool{"wv0123456789ab": true, "wv0123456789": false, "wvmoved": false, "wv0123456789abc": false, "wv0123456789AB": false} {
+		if endpointIf.MatchString(name) != want {
+			t.Errorf("endpoint interface name %q: %v, want %v", name, !want, want)
+		}
+	}
+}

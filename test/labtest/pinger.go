@@ -1,0 +1,129 @@
+package labtest
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/weftnet/weft/test/lab"
+)
+
+// Pinger is a container that pings a target every 10 ms until stopped, so
+// that a test can count what an event cost in packets.
+type Pinger struct {
+	h            *lab.Host
+	name, target string
+}
+
+func (p *Pinger) String() string { return fmt.Sprintf("%s on %s -> %s", p.name, p.h.Name, p.target) }
+
+// StartPinger runs a container on h that waits until it reaches target,
+// then pings it every 10 ms; it returns once the pings have started. The
+// container is removed when the test ends.
+func StartPinger(t testing.TB, h *lab.Host, name, network, target string) *Pinger {
+	t.Helper()
+	h.MustDocker(t, "run", "-d", "--name", name, "--network", network, lab.ImageTag, "sh", "-c",
+		`until ping -c1 -W1 "$0" >/dev/null 2>&1; do sleep 0.1; done; exec ping -i 0.01 "$0"`, target)
+	t.Cleanup(func() { removeContainers(h, name) })
+	p := &Pinger{h, name, target}
+	p.WaitMore(t, 1)
+	return p
+}
+
+// replies counts the replies logged so far.
+func (p *Pinger) replies(ctx context.Context) (int, error) {
+	out, err := p.h.Docker(ctx, "logs", p.name)
+	if err != nil {
+		return 0, err
+	}
+	return strings.Count(out, " seq="), nil
+}
+
+// WaitMore waits until n more replies have come in.
+func (p *Pinger) WaitMore(t testing.TB, n int) {
+	t.Helper()
+	ctx := context.Background()
+	base, err := p.replies(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = lab.WaitFor(ctx, time.Minute, 100*time.Millisecond, func() error {
+		got, err := p.replies(ctx)
+		if err != nil {
+			return err
+		}
+		if got < base+n {
+			return fmt.Errorf("%d replies, waiting for %d", got-base, n)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("%s: %v", p, err)
+	}
+}
+
+// PingResult counts a pinger's run.
+type PingResult struct {
+	Sent, Received, Dups int
+	Lost                 []int // sequence numbers without a reply
+}
+
+func (r PingResult) String() string {
+	return fmt.Sprintf("%d sent, %d received, %d lost, %d duplicates", r.Sent, r.Received, len(r.Lost), r.Dups)
+}
+
+// Check fails the test (without stopping it) if p lost or duplicated a
+// packet, or sent fewer than 100.
+func (r PingResult) Check(t testing.TB, p *Pinger) {
+	t.Helper()
+	if len(r.Lost) > 0 || r.Dups > 0 || r.Sent < 100 {
+		shown := r.Lost
+		if len(shown) > 20 {
+			shown = shown[:20]
+		}
+		t.Errorf("%s: %s; lost seq %v", p, r, shown)
+	}
+}
+
+var (
+	pingSeq     = regexp.MustCompile(`^\d+ bytes from .*: seq=(\d+) `)
+	pingSummary = regexp.MustCompile(`(\d+) packets transmitted, (\d+) packets received`)
+)
+
+// Stop interrupts the ping, which prints its summary, and counts.
+func (p *Pinger) Stop(t testing.TB) PingResult {
+	t.Helper()
+	p.h.MustDocker(t, "kill", "-s", "INT", p.name)
+	p.h.MustDocker(t, "wait", p.name)
+	out := p.h.MustDocker(t, "logs", p.name)
+	var r PingResult
+	got := map[int]bool{}
+	for _, line := range strings.Split(out, "\n") {
+		if m := pingSeq.FindStringSubmatch(line); m != nil {
+			seq, _ := strconv.Atoi(m[1])
+			if got[seq] || strings.Contains(line, "DUP!") {
+				r.Dups++
+			}
+			got[seq] = true
+		}
+		if m := pingSummary.FindStringSubmatch(line); m != nil {
+			r.Sent, _ = strconv.Atoi(m[1])
+			r.Received, _ = strconv.Atoi(m[2])
+		}
+	}
+	if r.Sent == 0 {
+		t.Fatalf("%s printed no summary:\n%s", p, out)
+	}
+	for seq := 0; seq < r.Sent; seq++ {
+		// busybox counts seq 0..sent-1; the last may have been in flight
+		// when the ping was interrupted.
+		if !got[seq%65536] && seq != r.Sent-1 {
+			r.Lost = append(r.Lost, seq)
+		}
+	}
+	return r
+}
