@@ -18,7 +18,6 @@ import (
 func TestManyContainersAcrossHosts(t *testing.T) {
 	l := need(t)
 	const network, gw = "hlnet", "10.40.0.1"
-	labtest.NoLeaksAfter(t, l, network)
 	labtest.CreateLocalNetwork(t, l, network, "10.40.0.0/16")
 	var want []labtest.Ctr
 	for i := range 33 {
@@ -84,7 +83,6 @@ func TestManyContainersAcrossHosts(t *testing.T) {
 func TestPartitionBothSidesAllocate(t *testing.T) {
 	l := need(t)
 	const network, gw = "ptnet", "10.42.0.1"
-	labtest.NoLeaksAfter(t, l, network)
 	labtest.CreateLocalNetwork(t, l, network, "10.42.0.0/23")
 	h1, h2, h3 := l.Hosts[0], l.Hosts[1], l.Hosts[2]
 	before := startMany(t, network, gw, []labtest.Ctr{{Host: h1, Name: "p1a"}, {Host: h2, Name: "p2a"}, {Host: h3, Name: "p3a"}, {Host: h1, Name: "p1b"}, {Host: h2, Name: "p2b"}, {Host: h3, Name: "p3b"}})
@@ -151,7 +149,6 @@ func TestPartitionBothSidesAllocate(t *testing.T) {
 func TestDeadHostBlocksReclaimed(t *testing.T) {
 	l := need(t)
 	const network, gw = "rcnet", "10.41.0.1"
-	labtest.NoLeaksAfter(t, l, network)
 	labtest.CreateLocalNetwork(t, l, network, "10.41.0.0/24", "weft.block=28")
 	h1, h2, h3 := l.Hosts[0], l.Hosts[1], l.Hosts[2]
 	x3 := labtest.Run(t, h3, "r3", network, "--dns", gw)

@@ -90,7 +90,9 @@ func CreateSwarmNetwork(t testing.TB, l *lab.Lab, name, subnet string, opts ...s
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		_ = RemoveNetwork(ctx, l.Manager(), name, 50*time.Second)
+		if err := RemoveNetwork(ctx, l.Manager(), name, 50*time.Second); err != nil {
+			t.Logf("network %s left on the swarm: %v", name, err)
+		}
 	})
 }
 
@@ -118,7 +120,9 @@ func CreateLocalNetwork(t testing.TB, l *lab.Lab, name, subnet string, ipamOpts 
 			if f := strings.Fields(ids); len(f) > 0 {
 				removeContainers(h, f...)
 			}
-			_ = RemoveNetwork(ctx, h, name, 50*time.Second)
+			if err := RemoveNetwork(ctx, h, name, 50*time.Second); err != nil {
+				t.Logf("network %s left on %s: %v", name, h.Name, err)
+			}
 			cancel()
 		}
 	})
