@@ -62,7 +62,7 @@ func startWeftDNS(b *testing.B) string {
 	t.Set(7, entries)
 	s := dns.NewServer(dns.DefaultConfig(), t)
 	pc, l := loopbackPair(b)
-	ls := s.Serve(7, pc, l)
+	ls := s.Serve(7, netip.MustParsePrefix("127.0.0.0/8"), pc, l)
 	b.Cleanup(ls.Close)
 	return pc.LocalAddr().String()
 }

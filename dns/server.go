@@ -25,13 +25,16 @@ type Config struct {
 	Upstreams []string
 	// ForwardTimeout bounds one upstream exchange.
 	ForwardTimeout time.Duration
+	// MaxForwards caps the queries one network's server forwards at once
+	// (default 64); beyond it, queries for other names get SERVFAIL.
+	MaxForwards int
 	// Logger receives the server's log; nil discards it.
 	Logger *slog.Logger
 }
 
 // DefaultConfig returns the settings weft runs with unless told otherwise.
 func DefaultConfig() Config {
-	return Config{Domain: "weft.local", TTL: 5, ForwardTimeout: 2 * time.Second}
+	return Config{Domain: "weft.local", TTL: 5, ForwardTimeout: 2 * time.Second, MaxForwards: 64}
 }
 
 // Server answers queries from a Table. One Server serves every network;
@@ -53,6 +56,9 @@ func NewServer(cfg Config, table *Table) *Server {
 	if cfg.ForwardTimeout == 0 {
 		cfg.ForwardTimeout = DefaultConfig().ForwardTimeout
 	}
+	if cfg.MaxForwards <= 0 {
+		cfg.MaxForwards = DefaultConfig().MaxForwards
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -60,10 +66,23 @@ func NewServer(cfg Config, table *Table) *Server {
 	return &Server{cfg: cfg, log: log, table: table}
 }
 
-// Handler returns the handler for the network vni.
-func (s *Server) Handler(vni uint32) mdns.Handler {
+// network is what the server knows of one network it answers for.
+type network struct {
+	vni uint32
+	// subnet holds the clients it forwards for: the network's own
+	// containers. Queries for names outside weft from anywhere else are
+	// refused, so the server is no open resolver.
+	subnet netip.Prefix
+	// forwards bounds the forwards in flight.
+	forwards chan struct{}
+}
+
+// Handler returns the handler for the network vni, whose containers are in
+// subnet.
+func (s *Server) Handler(vni uint32, subnet netip.Prefix) mdns.Handler {
+	n := &network{vni: vni, subnet: subnet.Masked(), forwards: make(chan struct{}, s.cfg.MaxForwards)}
 	return mdns.HandlerFunc(func(w mdns.ResponseWriter, r *mdns.Msg) {
-		resp := s.answer(vni, r, w.RemoteAddr())
+		resp := s.answer(n, r, w.RemoteAddr())
 		if resp == nil {
 			return // dropped
 		}
@@ -72,7 +91,8 @@ func (s *Server) Handler(vni uint32) mdns.Handler {
 }
 
 // answer builds the reply to r, or nil to drop it.
-func (s *Server) answer(vni uint32, r *mdns.Msg, from net.Addr) *mdns.Msg {
+func (s *Server) answer(n *network, r *mdns.Msg, from net.Addr) *mdns.Msg {
+	vni := n.vni
 	m := new(mdns.Msg)
 	if r.Response {
 		return nil
@@ -122,7 +142,7 @@ func (s *Server) answer(vni uint32, r *mdns.Msg, from net.Addr) *mdns.Msg {
 		m.Authoritative = true
 		return m
 	default:
-		return s.forward(r, from)
+		return s.forward(n, r, from)
 	}
 }
 
@@ -147,10 +167,22 @@ func (s *Server) fit(m, r *mdns.Msg, from net.Addr) *mdns.Msg {
 }
 
 // forward asks the upstream resolvers, over the transport the query came
-// on.
-func (s *Server) forward(r *mdns.Msg, from net.Addr) *mdns.Msg {
+// on, for a client of the network; anyone else is refused, and past the
+// network's cap on forwards in flight the answer is SERVFAIL.
+func (s *Server) forward(n *network, r *mdns.Msg, from net.Addr) *mdns.Msg {
 	m := new(mdns.Msg)
+	if a, ok := clientAddr(from); !ok || !n.subnet.Contains(a) {
+		s.warnOnce("refused", "query for a name outside weft from outside the network refused", "from", addrString(from), "vni", n.vni)
+		return m.SetRcode(r, mdns.RcodeRefused)
+	}
 	if len(s.cfg.Upstreams) == 0 {
+		return m.SetRcode(r, mdns.RcodeServerFailure)
+	}
+	select {
+	case n.forwards <- struct{}{}:
+		defer func() { <-n.forwards }()
+	default:
+		s.warnOnce("forwards", "too many queries forwarded at once; answering SERVFAIL", "vni", n.vni, "max", s.cfg.MaxForwards)
 		return m.SetRcode(r, mdns.RcodeServerFailure)
 	}
 	network := "udp"
@@ -169,6 +201,21 @@ func (s *Server) forward(r *mdns.Msg, from net.Addr) *mdns.Msg {
 		s.warnOnce("upstream "+up, "upstream resolver failed", "upstream", up, "err", err)
 	}
 	return m.SetRcode(r, mdns.RcodeServerFailure)
+}
+
+// clientAddr is the IP address of a query's sender.
+func clientAddr(a net.Addr) (netip.Addr, bool) {
+	var ip net.IP
+	switch a := a.(type) {
+	case *net.UDPAddr:
+		ip = a.IP
+	case *net.TCPAddr:
+		ip = a.IP
+	default:
+		return netip.Addr{}, false
+	}
+	addr, ok := netip.AddrFromSlice(ip)
+	return addr.Unmap(), ok
 }
 
 func (s *Server) warnOnce(key, msg string, args ...any) {
@@ -207,9 +254,10 @@ type Listener struct {
 	tcp *mdns.Server
 }
 
-// Serve answers queries for network vni on the given sockets until Close.
-func (s *Server) Serve(vni uint32, pc net.PacketConn, l net.Listener) *Listener {
-	h := s.Handler(vni)
+// Serve answers queries for network vni, whose containers are in subnet,
+// on the given sockets until Close.
+func (s *Server) Serve(vni uint32, subnet netip.Prefix, pc net.PacketConn, l net.Listener) *Listener {
+	h := s.Handler(vni, subnet)
 	ls := &Listener{
 		udp: &mdns.Server{PacketConn: pc, Handler: h, UDPSize: mdns.DefaultMsgSize},
 		tcp: &mdns.Server{Listener: l, Handler: h, ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second, IdleTimeout: func() time.Duration { return 5 * time.Second }},

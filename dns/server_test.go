@@ -39,7 +39,8 @@ func serve(t *testing.T, cfg Config, vni uint32) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ls := s.Serve(vni, pc, l)
+	// The clients are on loopback: the network's subnet for the test.
+	ls := s.Serve(vni, netip.MustParsePrefix("127.0.0.0/8"), pc, l)
 	t.Cleanup(ls.Close)
 	return pc.LocalAddr().String()
 }
@@ -155,21 +156,21 @@ func TestBadQueries(t *testing.T) {
 	from := &net.UDPAddr{IP: net.ParseIP("127.0.0.1"), Port: 5353}
 	two := new(mdns.Msg).SetQuestion("vp1.", mdns.TypeA)
 	two.Question = append(two.Question, two.Question[0])
-	if r := s.answer(7, two, from); r.Rcode != mdns.RcodeFormatError {
+	if r := s.answer(testNet(s, 7, "127.0.0.0/8"), two, from); r.Rcode != mdns.RcodeFormatError {
 		t.Errorf("two questions: %s", mdns.RcodeToString[r.Rcode])
 	}
 	upd := new(mdns.Msg).SetUpdate("weft.local.")
-	if r := s.answer(7, upd, from); r.Rcode != mdns.RcodeNotImplemented {
+	if r := s.answer(testNet(s, 7, "127.0.0.0/8"), upd, from); r.Rcode != mdns.RcodeNotImplemented {
 		t.Errorf("update: %s", mdns.RcodeToString[r.Rcode])
 	}
 	chaos := new(mdns.Msg).SetQuestion("vp1.", mdns.TypeA)
 	chaos.Question[0].Qclass = mdns.ClassCHAOS
-	if r := s.answer(7, chaos, from); r.Rcode != mdns.RcodeNotImplemented {
+	if r := s.answer(testNet(s, 7, "127.0.0.0/8"), chaos, from); r.Rcode != mdns.RcodeNotImplemented {
 		t.Errorf("chaos class: %s", mdns.RcodeToString[r.Rcode])
 	}
 	resp := new(mdns.Msg).SetQuestion("vp1.", mdns.TypeA)
 	resp.Response = true
-	if r := s.answer(7, resp, from); r != nil {
+	if r := s.answer(testNet(s, 7, "127.0.0.0/8"), resp, from); r != nil {
 		t.Errorf("a response was answered")
 	}
 
@@ -185,6 +186,79 @@ func TestBadQueries(t *testing.T) {
 	conn.Close()
 	if r := query(t, "udp", addr, "vp2.", mdns.TypeA); !slices.Equal(answers(r), []string{"10.7.0.3"}) {
 		t.Fatalf("after garbage: %v", answers(r))
+	}
+}
+
+// testNet is what a server knows of network vni, for calling answer.
+func testNet(s *Server, vni uint32, subnet string) *network {
+	return &network{vni: vni, subnet: netip.MustParsePrefix(subnet), forwards: make(chan struct{}, s.cfg.MaxForwards)}
+}
+
+// The forwarder serves only the network's own containers, and only so many
+// at once.
+func TestForwardOnlyForTheNetwork(t *testing.T) {
+	release := make(chan struct{})
+	up, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &mdns.Server{PacketConn: up, Handler: mdns.HandlerFunc(func(w mdns.ResponseWriter, r *mdns.Msg) {
+		if r.Question[0].Name == "slow.example." {
+			<-release
+		}
+		_ = w.WriteMsg(new(mdns.Msg).SetReply(r))
+	})}
+	go srv.ActivateAndServe()
+	t.Cleanup(func() { close(release); _ = srv.Shutdown() })
+	cfg := DefaultConfig()
+	cfg.Upstreams = []string{up.LocalAddr().String()}
+	cfg.MaxForwards = 2
+	cfg.ForwardTimeout = 5 * time.Second
+	s := NewServer(cfg, testTable())
+	n := testNet(s, 7, "10.7.0.0/24")
+	q := func(name string) *mdns.Msg { return new(mdns.Msg).SetQuestion(name, mdns.TypeA) }
+	inside := &net.UDPAddr{IP: net.ParseIP("10.7.0.9"), Port: 40000}
+	outside := &net.UDPAddr{IP: net.ParseIP("10.8.0.9"), Port: 40000}
+	if r := s.answer(n, q("example.org."), outside); r.Rcode != mdns.RcodeRefused {
+		t.Fatalf("outsider's forward: %s, want REFUSED", mdns.RcodeToString[r.Rcode])
+	}
+	// weft's own names still answer outsiders on the network's address.
+	if r := s.answer(n, q("vp1."), outside); r.Rcode != mdns.RcodeSuccess || len(r.Answer) != 1 {
+		t.Fatalf("outsider asking a weft name: %s %v", mdns.RcodeToString[r.Rcode], answers(r))
+	}
+	if r := s.answer(n, q("example.org."), inside); r.Rcode != mdns.RcodeSuccess {
+		t.Fatalf("member's forward: %s", mdns.RcodeToString[r.Rcode])
+	}
+	// Two slow forwards fill the cap; a third gets SERVFAIL at once.
+	done := make(chan struct{}, 2)
+	for range 2 {
+		go func() { s.answer(n, q("slow.example."), inside); done <- struct{}{} }()
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for len(n.forwards) < 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("slow forwards did not start")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	start := time.Now()
+	if r := s.answer(n, q("example.org."), inside); r.Rcode != mdns.RcodeServerFailure || time.Since(start) > time.Second {
+		t.Fatalf("forward past the cap: %s after %s, want SERVFAIL at once", mdns.RcodeToString[r.Rcode], time.Since(start))
+	}
+}
+
+// A container's name cannot shadow a name of the outside world.
+func TestNoShadowing(t *testing.T) {
+	tb := NewTable("weft.local")
+	tb.Set(7, []Host{{Names: []string{"api.github.com", "vp1", "peer.3", "tasks.peer", "agent.x6bn3cmyzdrotr7vhc7l2yd5b", "peer.1.abc"}, Addr: netip.MustParseAddr("10.7.0.2")}})
+	for name, bare := range map[string]bool{"api.github.com": false, "vp1": true, "peer.3": true, "tasks.peer": true,
+		"agent.x6bn3cmyzdrotr7vhc7l2yd5b": true, "peer.1.abc": false} {
+		if _, ok := tb.Lookup(7, name+"."); ok != bare {
+			t.Errorf("bare %s answered: %v, want %v", name, ok, bare)
+		}
+		if _, ok := tb.Lookup(7, name+".weft.local."); !ok {
+			t.Errorf("%s.weft.local not answered", name)
+		}
 	}
 }
 
@@ -211,7 +285,7 @@ func FuzzAnswer(f *testing.F) {
 		if err := m.Unpack(b); err != nil {
 			return
 		}
-		if r := s.answer(7, m, from); r != nil {
+		if r := s.answer(testNet(s, 7, "127.0.0.0/8"), m, from); r != nil {
 			if _, err := r.Pack(); err != nil {
 				t.Fatalf("answer does not pack: %v", err)
 			}

@@ -217,7 +217,7 @@ func (s *Service) openGateways() {
 			continue
 		}
 		delete(s.failed, vni)
-		s.served[vni] = &served{addr: addr, close: closeGW, listener: s.server.Serve(vni, udp, tcp)}
+		s.served[vni] = &served{addr: addr, close: closeGW, listener: s.server.Serve(vni, addr.Masked(), udp, tcp)}
 		s.log.Info("name server listening", "vni", vni, "addr", addr.Addr().String())
 	}
 }

@@ -63,7 +63,11 @@ func (t *Table) Set(vni uint32, hosts []Host) {
 			if !ValidName(n) {
 				continue
 			}
-			for _, q := range []string{n + ".", n + "." + t.domain} {
+			qs := []string{n + "." + t.domain}
+			if Bare(n) {
+				qs = append(qs, n+".")
+			}
+			for _, q := range qs {
 				if !slices.Contains(z.byName[q], e.Addr) {
 					z.byName[q] = append(z.byName[q], e.Addr)
 				}
@@ -140,6 +144,53 @@ func ValidName(n string) bool {
 			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
 				return false
 			}
+		}
+	}
+	return true
+}
+
+// Bare reports whether a name is answered bare as well as under weft's
+// domain: names of one label (a hostname such as vp1, a container name, an
+// alias), and the shapes weft derives from swarm's labels — <service>.<slot>,
+// <service>.<node ID> (a global service's task) and tasks.<service>. Any
+// other name with a dot is answered under the domain only, so a container
+// cannot shadow a name of the outside world for its whole network (a
+// --hostname api.github.com is api.github.com.weft.local, nothing more).
+func Bare(n string) bool {
+	first, rest, dotted := strings.Cut(n, ".")
+	switch {
+	case !dotted:
+		return true
+	case strings.Contains(rest, "."):
+		return false
+	case first == "tasks":
+		return true
+	case isDigits(rest):
+		return true
+	default:
+		return isNodeID(rest)
+	}
+}
+
+func isDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return s != ""
+}
+
+// isNodeID reports whether s looks like a swarm node ID: 25 lower-case
+// letters and digits.
+func isNodeID(s string) bool {
+	if len(s) != 25 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9') {
+			return false
 		}
 	}
 	return true

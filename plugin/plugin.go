@@ -273,7 +273,7 @@ func serve(ctx context.Context, cfg Config, p *parts, log *slog.Logger) error {
 	if sl, err := net.Listen("tcp", cfg.StatusAddr); err != nil {
 		log.Error("status endpoint unavailable", "addr", cfg.StatusAddr, "err", err)
 	} else {
-		ssrv := &http.Server{Handler: status.Handler(report), ReadHeaderTimeout: 5 * time.Second}
+		ssrv := &http.Server{Handler: status.LocalOnly(status.Handler(report)), ReadHeaderTimeout: 5 * time.Second}
 		go func() { _ = ssrv.Serve(sl) }()
 		defer ssrv.Close()
 	}

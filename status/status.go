@@ -7,7 +7,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/netip"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -55,8 +57,12 @@ type Endpoint struct {
 	Names     []string `json:"names,omitempty"`
 }
 
-// Handler serves the report that get returns at /status.
-func Handler(get func() Report) http.Handler {
+// Handler serves the report that get returns at /status, to requests
+// addressed to this listener by IP address or as localhost only: a page a
+// browser loaded from elsewhere, whose name an attacker rebound to the
+// loopback address, sends its own name in Host and is refused (DNS
+// rebinding). Mount further endpoints (metrics) on the returned mux.
+func Handler(get func() Report) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/status", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -65,6 +71,21 @@ func Handler(get func() Report) http.Handler {
 		_ = enc.Encode(get())
 	})
 	return mux
+}
+
+// LocalOnly refuses requests whose Host is a name other than localhost.
+func LocalOnly(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host := r.Host
+		if hh, _, err := net.SplitHostPort(host); err == nil {
+			host = hh
+		}
+		if _, err := netip.ParseAddr(strings.Trim(host, "[]")); err != nil && host != "localhost" {
+			http.Error(w, "weft: the status endpoint answers requests for its address, not for "+r.Host, http.StatusForbidden)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // Fetch reads the report of the plugin listening on addr.

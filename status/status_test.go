@@ -5,6 +5,7 @@ import (
 	"context"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 )
@@ -39,5 +40,23 @@ func TestServeFetchRender(t *testing.T) {
 	}
 	if _, err := Fetch(context.Background(), "127.0.0.1:1"); err == nil {
 		t.Fatal("Fetch from a closed port succeeded")
+	}
+}
+
+// A page whose name was rebound to the loopback address sends its own name
+// as Host: refused. Requests by address or as localhost pass.
+func TestLocalOnly(t *testing.T) {
+	h := LocalOnly(Handler(func() Report { return Report{Node: "h1"} }))
+	for host, want := range map[string]int{
+		"127.0.0.1:7951": http.StatusOK, "localhost:7951": http.StatusOK, "[::1]:7951": http.StatusOK,
+		"198.18.0.1": http.StatusOK, "evil.example:7951": http.StatusForbidden, "evil.example": http.StatusForbidden,
+	} {
+		req := httptest.NewRequest(http.MethodGet, "/status", nil)
+		req.Host = host
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != want {
+			t.Errorf("Host %s: %d, want %d", host, rec.Code, want)
+		}
 	}
 }
