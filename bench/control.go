@@ -220,7 +220,7 @@ func (e *env) cutOff(ctx context.Context, res *ControlResult) error {
 		if err := e.run(ctx, h3, name, netOf(n), "", toolMount, "rrserver", "-l", ":"+rrPort); err != nil {
 			return err
 		}
-		ip, err := ctrIP(ctx, h3, name, netOf(n))
+		ip, err := h3.ContainerIP(ctx, name, netOf(n))
 		if err != nil {
 			return err
 		}

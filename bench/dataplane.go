@@ -72,7 +72,7 @@ func (e *env) dataPlane(ctx context.Context, measure bool) (DataRun, error) {
 		if err := e.run(ctx, h1, cli, dn, "", "sleep", "1000000"); err != nil {
 			return run, err
 		}
-		ip, err := ctrIP(ctx, h2, srv, dn)
+		ip, err := h2.ContainerIP(ctx, srv, dn)
 		if err != nil {
 			return run, err
 		}

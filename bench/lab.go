@@ -130,19 +130,6 @@ func (e *env) run(ctx context.Context, h *lab.Host, name, network, ip string, cm
 	return err
 }
 
-// ctrIP returns a container's address on network.
-func ctrIP(ctx context.Context, h *lab.Host, ctr, network string) (string, error) {
-	out, err := h.Docker(ctx, "inspect", "-f", fmt.Sprintf(`{{with index .NetworkSettings.Networks %q}}{{.IPAddress}}{{end}}`, network), ctr)
-	if err != nil {
-		return "", err
-	}
-	ip := strings.TrimSpace(out)
-	if ip == "" {
-		return "", fmt.Errorf("%s on %s has no address on %s", ctr, h.Name, network)
-	}
-	return ip, nil
-}
-
 // ctrPid returns a container's init process in the root PID namespace.
 func ctrPid(ctx context.Context, h *lab.Host, ctr string) (int, error) {
 	out, err := h.Docker(ctx, "inspect", "-f", "{{.State.Pid}}", ctr)
