@@ -289,7 +289,7 @@ func FuzzDecode(f *testing.F) {
 				t.Fatalf("leave does not round trip: %v", err)
 			}
 			s := newTestState("me", "o")
-			s.memberLeaving(msg.Node)
+			s.memberLeaving(msg.Node, t0)
 		case msgDigest:
 			if re := encodeDigest(msg.Digest); !bytes.Equal(re, b) {
 				// Varints may be non-minimal on input; decoding again must agree.

@@ -358,7 +358,7 @@ func TestWatchMembership(t *testing.T) {
 	s.memberUp(Member{Name: "late", Version: "2"}, 0, t0)
 	s.memberDown("late", StateDead, t0)
 	s.memberDown("late", StateDead, t0) // no change
-	s.memberLeaving("late")
+	s.memberLeaving("late", t0)
 	var got []string
 	for _, ev := range sub.Take() {
 		switch ev.Kind {
