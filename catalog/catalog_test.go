@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -194,6 +195,128 @@ func TestEventsFollowTheCatalog(t *testing.T) {
 		}
 		return v.equalsCatalog(t, cats[0])
 	})
+}
+
+// A host whose weft stops while the host answers keeps its records, each
+// marked Down by an Updated event (never Removed); when it is back and
+// puts them again they are unmarked; when the host is then lost they go.
+func TestDownHostRecordsMarked(t *testing.T) {
+	c, cats := hosts(t, "h1", "h2", "h3")
+	h3 := cats[2]
+	h3.SetVTEP("198.18.0.3")
+	h3.NamesReady()
+	for j := range 2 {
+		h3.SetLocal(Record{Network: "n", VNI: 7, Endpoint: fmt.Sprintf("e%d", j), IP: fmt.Sprintf("10.0.3.%d", j+2), MAC: fmt.Sprintf("02:77:0a:00:03:%02x", j+2)})
+	}
+	v := newView(cats[0])
+	marks := func(want bool) func() error {
+		return func() error {
+			if err := v.equalsCatalog(t, cats[0]); err != nil {
+				return err
+			}
+			rs := cats[0].Remote()
+			if len(rs) != 2 {
+				return fmt.Errorf("%d records of h3, want 2", len(rs))
+			}
+			for _, r := range rs {
+				if r.Down != want {
+					return fmt.Errorf("%s: Down %v, want %v", r.Endpoint, r.Down, want)
+				}
+			}
+			return nil
+		}
+	}
+	meshtest.WaitFor(t, 5*time.Second, "h3's records on h1", marks(false))
+	var kinds []string
+	record := func() {
+		for _, ev := range v.sub.Take() {
+			kinds = append(kinds, ev.Kind.String()+" "+ev.Record.Endpoint+fmt.Sprintf(" down=%v", ev.Record.Down))
+			v.m[Key(ev.Record.Host, ev.Record.Endpoint)] = ev.Record
+			if ev.Kind == Removed {
+				delete(v.m, Key(ev.Record.Host, ev.Record.Endpoint))
+			}
+		}
+	}
+
+	if err := c.StopWeft(2); err != nil {
+		t.Fatal(err)
+	}
+	meshtest.WaitFor(t, 10*time.Second, "h3's records marked down on h1", func() error {
+		record()
+		return marks(true)()
+	})
+	if want := []string{"updated e0 down=true", "updated e1 down=true"}; !slices.Equal(kinds, want) {
+		t.Fatalf("events %q, want %q", kinds, want)
+	}
+	// A catalog made meanwhile (a restart on h1) starts with them marked.
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	fresh := New(Config{Store: c.Members[0], NamesWait: time.Hour})
+	go fresh.Run(ctx)
+	meshtest.WaitFor(t, 5*time.Second, "h3's records marked in a new catalog", func() error {
+		rs := fresh.Remote()
+		if len(rs) != 2 || !rs[0].Down || !rs[1].Down {
+			return fmt.Errorf("records %+v", rs)
+		}
+		return nil
+	})
+	// The mark is not on the wire.
+	if b, err := encode(cats[0].Remote()[0]); err != nil || strings.Contains(strings.ToLower(string(b)), "down") {
+		t.Fatalf("a marked record encodes as %s (%v)", b, err)
+	}
+
+	// h3's plugin is back (a new mesh and catalog, same name and address)
+	// and puts its records again.
+	kinds = nil
+	tr, err := c.Net.NewTransport(c.Addr(2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := meshtest.Config("h3")
+	cfg.Transport = tr
+	m3, err := mesh.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m3.Close() })
+	if err := m3.Start(c.Addr(2), []string{c.Addr(0)}); err != nil {
+		t.Fatal(err)
+	}
+	back := New(Config{Store: m3, NamesWait: time.Hour})
+	go back.Run(ctx)
+	back.SetVTEP("198.18.0.3")
+	for j := range 2 {
+		back.SetLocal(Record{Network: "n", VNI: 7, Endpoint: fmt.Sprintf("e%d", j), IP: fmt.Sprintf("10.0.3.%d", j+2), MAC: fmt.Sprintf("02:77:0a:00:03:%02x", j+2)})
+	}
+	back.NamesReady()
+	meshtest.WaitFor(t, 15*time.Second, "h3's records unmarked on h1", func() error {
+		record()
+		return marks(false)()
+	})
+	if want := []string{"updated e0 down=false", "updated e1 down=false"}; !slices.Equal(kinds, want) {
+		t.Fatalf("events %q, want %q", kinds, want)
+	}
+
+	// Down again, then the host lost: the records go, as they last were.
+	kinds = nil
+	c.Net.KeepHost(c.Addr(2), true)
+	m3.Close()
+	meshtest.WaitFor(t, 10*time.Second, "h3's records marked down again", func() error {
+		record()
+		return marks(true)()
+	})
+	c.Net.KeepHost(c.Addr(2), false)
+	meshtest.WaitFor(t, 10*time.Second, "h3's records gone from h1", func() error {
+		record()
+		if n := len(cats[0].Remote()); n != 0 {
+			return fmt.Errorf("%d records of h3 left", n)
+		}
+		return v.equalsCatalog(t, cats[0])
+	})
+	slices.Sort(kinds)
+	if want := []string{"removed e0 down=true", "removed e1 down=true", "updated e0 down=true", "updated e1 down=true"}; !slices.Equal(kinds, want) {
+		t.Fatalf("events %q, want %q", kinds, want)
+	}
 }
 
 func TestMalformedRecordsIgnored(t *testing.T) {
