@@ -84,13 +84,15 @@ type Config struct {
 	// expected (SuspicionMult > 2) (default 3).
 	SuspicionMaxTimeoutMult int
 
-	// DownGrace is how long a member found dead stays down, its entries
-	// shown, while its host still answers HostProbe: its weft is disabled,
-	// restarting or being upgraded, and its kernel entries and containers
-	// still carry traffic. Past it, or as soon as its host stops
-	// answering, the member is dead and its entries are withdrawn
-	// everywhere (default 10 min; negative: no probing, a member found
-	// dead is dead at once).
+	// DownGrace is how long the other members keep this member's entries
+	// while it is down: found dead, its host still answering HostProbe (its
+	// weft disabled, restarting or being upgraded, its kernel entries and
+	// containers still carrying traffic). Past it, or as soon as its host
+	// stops answering, it is dead and its entries are withdrawn everywhere.
+	// Each member announces its own (node metadata), so a host about to be
+	// down for long can ask for more; members of builds that announce none
+	// get this member's. Default 10 min; negative: none, the others find
+	// this member dead at once.
 	DownGrace time.Duration
 	// HostProbe tells whether the host of a member answers, with nothing
 	// of weft's needed there; addr is the member's gossip address

@@ -35,7 +35,8 @@ var (
 	_ memberlist.EventDelegate = (*delegate)(nil)
 )
 
-// NodeMeta returns our metadata: protocol and version (encodeMeta).
+// NodeMeta returns our metadata: protocol, version and down grace
+// (encodeMeta).
 func (d *delegate) NodeMeta(limit int) []byte {
 	if len(d.m.meta) > limit {
 		return nil
@@ -111,8 +112,11 @@ func (d *delegate) NotifyUpdate(n *memberlist.Node) {
 
 func (d *delegate) up(n *memberlist.Node) {
 	m := d.m
-	protocol, version := decodeMeta(n.Meta)
-	mb := Member{Name: n.Name, Addr: n.Address(), Version: version, Protocol: protocol}
+	meta := decodeMeta(n.Meta)
+	mb := Member{Name: n.Name, Addr: n.Address(), Version: meta.Version, Protocol: meta.Protocol, DownGrace: meta.DownGrace}
+	if !meta.HasGrace {
+		mb.DownGrace = m.cfg.DownGrace
+	}
 	m.mu.Lock()
 	fresh := m.st.memberUp(mb, n.Port, time.Now())
 	m.numAlive.Store(int32(m.st.alive))

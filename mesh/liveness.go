@@ -12,7 +12,9 @@ package mesh
 // The first probe the host does not answer makes the member dead, its
 // entries withdrawn: a host lost is purged as fast as memberlist's news
 // alone did it, plus one probe. While the host answers, it is probed again
-// every HostProbeInterval, for at most DownGrace.
+// every HostProbeInterval, for at most the member's DownGrace: the one it
+// announced in its node metadata (Config.DownGrace there), so that the
+// host whose weft goes down decides how long it may stay down.
 //
 // Probing is bounded: at most maxProbes at a time, each down member at
 // most once per HostProbeInterval. A member whose host is gone leaves the
@@ -98,7 +100,7 @@ func (m *Mesh) livenessLoop() {
 		}
 		m.mu.Unlock()
 		for _, name := range expired {
-			m.log.Info("mesh member down for longer than the grace; withdrawing its entries", "peer", name, "grace", m.cfg.DownGrace)
+			m.log.Info("mesh member down for longer than its grace; withdrawing its entries", "peer", name)
 		}
 		if len(expired) > 0 {
 			m.notify()

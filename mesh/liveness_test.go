@@ -13,15 +13,14 @@ import (
 )
 
 // downState returns a state for "me" with alive members at addresses
-// 10.0.0.<i+2>:7950, a down grace of a minute, and a watch on table "t"
-// with members.
+// 10.0.0.<i+2>:7950, each with a down grace of a minute, and a watch on
+// table "t" with members.
 func downState(members ...string) (*state, func() []string) {
 	s := newTestState("me")
-	s.downGrace = time.Minute
 	s.watch = &watchers{}
 	sub := s.watch.feed(watchKey{"t", true}).Subscribe()
 	for i, name := range members {
-		s.memberUp(Member{Name: name, Addr: fmt.Sprintf("10.0.0.%d:7950", i+2)}, 7950, t0)
+		s.memberUp(Member{Name: name, Addr: fmt.Sprintf("10.0.0.%d:7950", i+2), DownGrace: time.Minute}, 7950, t0)
 	}
 	sub.Take()
 	events := func() []string {
@@ -116,7 +115,7 @@ func TestDownMemberReturns(t *testing.T) {
 	events()
 	s.memberFailed("a", t0)
 	p := s.probesDue(t0, time.Second, maxProbes)
-	if !s.memberUp(Member{Name: "a", Addr: "10.0.0.2:7950"}, 7950, t0.Add(3*time.Second)) {
+	if !s.memberUp(Member{Name: "a", Addr: "10.0.0.2:7950", DownGrace: time.Minute}, 7950, t0.Add(3*time.Second)) {
 		t.Fatal("return from down not reported")
 	}
 	expectEvents(t, "return", events(), "a:down", "a:alive")
@@ -160,8 +159,9 @@ func TestDownGraceEnds(t *testing.T) {
 // host under a new name).
 func TestDeadAtOnce(t *testing.T) {
 	t.Run("no grace", func(t *testing.T) {
-		s, events := downState("a")
-		s.downGrace = 0
+		s, events := downState()
+		s.memberUp(Member{Name: "a", Addr: "10.0.0.2:7950"}, 7950, t0)
+		events()
 		if s.memberFailed("a", t0) {
 			t.Fatal("down without a grace")
 		}
@@ -411,9 +411,14 @@ func TestHostLostPurged(t *testing.T) {
 	}
 }
 
-// A member down past the grace is dead, its entries withdrawn.
+// A member down past its grace is dead, its entries withdrawn. The grace
+// is the one it announced, not the others' own.
 func TestDownPastGrace(t *testing.T) {
-	l := newDownLab(t, 3, func(c *Config) { c.DownGrace = 300 * time.Millisecond })
+	l := newDownLab(t, 3, func(c *Config) {
+		if c.NodeName == "n2" {
+			c.DownGrace = 300 * time.Millisecond
+		}
+	})
 	l.ms[2].Put("t", "a", []byte("1"))
 	waitView(t, converge, l.ms, "t", []string{"a=1@n2"})
 	l.net.KeepHost(l.addr("n2"), true)

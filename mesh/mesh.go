@@ -122,6 +122,10 @@ type Member struct {
 	// Protocol is the mesh protocol the member speaks (see Protocol); 1 for
 	// builds from before it was announced.
 	Protocol int
+	// DownGrace is how long its entries are kept while it is down: what it
+	// announces (its Config.DownGrace), or this member's own for builds
+	// that announce none. 0: it is dead as soon as it is found dead.
+	DownGrace time.Duration
 }
 
 // Mesh is a member of the mesh: its table and its view of the other
@@ -205,7 +209,7 @@ func New(cfg Config) (*Mesh, error) {
 		cfg:     cfg,
 		log:     cfg.Logger.With("node", cfg.NodeName),
 		self:    cfg.NodeName,
-		meta:    encodeMeta(Protocol, cfg.Version),
+		meta:    encodeMeta(nodeMeta{Protocol: Protocol, Version: cfg.Version, DownGrace: cfg.DownGrace}),
 		changes: make(chan struct{}, 1),
 		tasks:   make(chan task, 256),
 		stop:    make(chan struct{}),
@@ -215,7 +219,6 @@ func New(cfg Config) (*Mesh, error) {
 		sync:    syncScheduler{interval: cfg.SyncInterval},
 	}
 	m.st.watch = &m.watch
-	m.st.downGrace = cfg.DownGrace
 	m.probeNow = make(chan struct{}, 1)
 	m.bad = newRateLog(m.log, 30*time.Second)
 	m.queue = &memberlist.TransmitLimitedQueue{
@@ -235,7 +238,7 @@ func New(cfg Config) (*Mesh, error) {
 	}
 	m.addPeers(cfg.Peers)
 	// This node is a member from the start; Start fills in its address.
-	m.st.memberUp(Member{Name: m.self, Version: cfg.Version, Protocol: Protocol}, uint16(cfg.Port), now)
+	m.st.memberUp(Member{Name: m.self, Version: cfg.Version, Protocol: Protocol, DownGrace: cfg.DownGrace}, uint16(cfg.Port), now)
 	m.numAlive.Store(int32(m.st.alive))
 	if cfg.StateDir != "" {
 		m.loadState()

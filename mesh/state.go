@@ -26,9 +26,6 @@ type state struct {
 	ttl  time.Duration // tombstone lifetime
 	// orphanTTL is how long entries of an owner never seen alive are kept.
 	orphanTTL time.Duration
-	// downGrace is how long a member stays down (found dead by memberlist,
-	// its host still answering) before it is dead; 0: never down.
-	downGrace time.Duration
 	// graceUntil: until then, stale copies of our own entries that we do not
 	// hold are remembered in pending instead of being deleted at once, to
 	// give a restarted caller time to put its entries back.
@@ -551,8 +548,8 @@ func (s *state) supersede(m Member, now time.Time) {
 // memberFailed records memberlist's news that a member is dead (found
 // dead, not a goodbye). While its host may still answer, the member goes
 // down: its entries stay shown, and its host is probed (probesDue,
-// hostProbed). It is dead at once instead, its entries withdrawn, without
-// a down grace, for ourselves, for a member that gave notice of its leave
+// hostProbed), for its DownGrace at most. It is dead at once instead, its
+// entries withdrawn, without a down grace, for ourselves, for a member that gave notice of its leave
 // or has no address, and when an alive member holds its address (see
 // supersede). It reports whether the member went down.
 func (s *state) memberFailed(name string, now time.Time) (down bool) {
@@ -560,7 +557,7 @@ func (s *state) memberFailed(name string, now time.Time) (down bool) {
 	switch {
 	case cur == nil || cur.State == StateDown:
 		return false
-	case s.downGrace <= 0 || name == s.self || cur.leaving || cur.Addr == "" || !isAlive(cur.State) || s.addrHeld(cur.Addr, name):
+	case cur.DownGrace <= 0 || name == s.self || cur.leaving || cur.Addr == "" || !isAlive(cur.State) || s.addrHeld(cur.Addr, name):
 		s.memberDown(name, StateDead, now)
 		return false
 	}
@@ -629,12 +626,12 @@ func (s *state) hostProbed(p probeTarget, answered bool, now time.Time) (dead bo
 	return true
 }
 
-// expireDown declares dead the members down for downGrace or longer, and
-// returns their names.
+// expireDown declares dead the members down for their DownGrace or
+// longer, and returns their names.
 func (s *state) expireDown(now time.Time) []string {
 	var out []string
 	for name, m := range s.members {
-		if m.State == StateDown && now.Sub(m.downSince) >= s.downGrace {
+		if m.State == StateDown && now.Sub(m.downSince) >= m.DownGrace {
 			s.memberDown(name, StateDead, now)
 			out = append(out, name)
 		}
