@@ -279,13 +279,16 @@ func (m *Mesh) Start(addr string, peers []string) error {
 		m.mu.Unlock()
 		return fmt.Errorf("start mesh member %s: %w", m.self, err)
 	}
+	// Asked before mu is taken: memberlist may already be calling a
+	// delegate, which holds memberlist's node lock and waits for mu.
+	var selfAddr string
+	if n := ml.LocalNode(); n != nil {
+		selfAddr = n.Address()
+	}
 	m.mu.Lock()
 	m.ml = ml
-	if n := ml.LocalNode(); n != nil {
-		m.selfAddr = n.Address()
-	}
+	m.selfAddr = selfAddr
 	m.phase = phaseRunning
-	selfAddr := m.selfAddr
 	m.mu.Unlock()
 	m.log.Info("mesh started", "addr", selfAddr, "peers", npeers, "saved_peers", nboot)
 
