@@ -537,3 +537,29 @@ func TestCloseEndsProbes(t *testing.T) {
 		t.Errorf("n1 is %q, want down (its probe never answered)", st)
 	}
 }
+
+// What a member changed just before it stops goes out before it does: its
+// host's weft is down, not gone, so the others keep what they hold of it,
+// and must not keep what it had just withdrawn (the endpoints a stopping
+// engine removes, say).
+func TestCloseSendsQueuedChanges(t *testing.T) {
+	l := newDownLab(t, 3, nil)
+	for i := range 20 {
+		l.ms[2].Put("t", fmt.Sprintf("k%02d", i), []byte("1"))
+	}
+	l.ms[2].Put("t", "kept", []byte("1"))
+	var want []string
+	for i := range 20 {
+		want = append(want, fmt.Sprintf("k%02d=1@n2", i))
+	}
+	waitView(t, converge, l.ms, "t", append(want, "kept=1@n2"))
+
+	for i := range 20 {
+		l.ms[2].Delete("t", fmt.Sprintf("k%02d", i))
+	}
+	l.ms[2].Put("t", "new", []byte("2"))
+	l.net.KeepHost(l.addr("n2"), true)
+	l.ms[2].Close()
+	waitState(t, converge, l.ms[:2], "n2", StateDown)
+	waitView(t, 5*time.Second, l.ms[:2], "t", []string{"kept=1@n2", "new=2@n2"})
+}

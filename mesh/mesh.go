@@ -508,9 +508,11 @@ func (m *Mesh) Leave(timeout time.Duration) error {
 }
 
 // Close shuts the member down without a goodbye (the others will find it
-// dead), waits for the mesh's goroutines and saves the peers and clock in
-// StateDir. It works whether or not Start ran, and is safe to call more
-// than once. Subscriptions stay open, with no more events.
+// dead, or down while its host answers), after handing its own entries to
+// a few members (flush); it waits for the mesh's goroutines and saves the
+// peers and clock in StateDir. It works whether or not Start ran, and is
+// safe to call more than once. Subscriptions stay open, with no more
+// events.
 func (m *Mesh) Close() error {
 	m.life.Lock()
 	defer m.life.Unlock()
@@ -519,9 +521,13 @@ func (m *Mesh) Close() error {
 		m.mu.Unlock()
 		return nil
 	}
+	running := m.phase == phaseRunning && !m.left
 	m.phase = phaseClosed
 	ml := m.ml
 	m.mu.Unlock()
+	if running {
+		m.flush()
+	}
 	close(m.stop)
 	var err error
 	if ml != nil {
