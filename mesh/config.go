@@ -222,21 +222,21 @@ func (c Config) withDefaults() (Config, error) {
 			*v = def
 		}
 	}
-	setDur(&c.TombstoneTTL, d.TombstoneTTL)
-	if c.RepairGrace < 0 {
-		c.RepairGrace = 0
-	} else if c.RepairGrace == 0 {
-		c.RepairGrace = d.RepairGrace
+	// Zero takes the default, negative means none.
+	setGrace := func(v *time.Duration, def time.Duration) {
+		if *v < 0 {
+			*v = 0
+		} else if *v == 0 {
+			*v = def
+		}
 	}
+	setDur(&c.TombstoneTTL, d.TombstoneTTL)
+	setGrace(&c.RepairGrace, d.RepairGrace)
 	setDur(&c.ProbeInterval, d.ProbeInterval)
 	setDur(&c.ProbeTimeout, d.ProbeTimeout)
 	setInt(&c.SuspicionMult, d.SuspicionMult)
 	setInt(&c.SuspicionMaxTimeoutMult, d.SuspicionMaxTimeoutMult)
-	if c.DownGrace < 0 {
-		c.DownGrace = 0
-	} else if c.DownGrace == 0 {
-		c.DownGrace = d.DownGrace
-	}
+	setGrace(&c.DownGrace, d.DownGrace)
 	setDur(&c.HostProbeInterval, d.HostProbeInterval)
 	setDur(&c.HostProbeTimeout, d.HostProbeTimeout)
 	if c.HostProbe == nil {
