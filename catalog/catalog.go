@@ -166,15 +166,22 @@ func (c *Catalog) Run(ctx context.Context) {
 		case <-wait.C:
 			c.NamesReady()
 		case <-c.watch.Ready():
-			c.apply(c.watch.Take())
+			c.catchUp()
 		}
 	}
 }
 
-// apply folds a batch of mesh events into the remote records.
-func (c *Catalog) apply(evs []mesh.Event) {
+// catchUp applies what the mesh has queued for the catalog. The queue is
+// taken under mu, so that Synced, which catches up too, never answers
+// while a batch is taken but not yet applied.
+func (c *Catalog) catchUp() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.applyLocked(c.watch.Take())
+}
+
+// applyLocked folds a batch of mesh events into the remote records.
+func (c *Catalog) applyLocked(evs []mesh.Event) {
 	var out []Event
 	for _, ev := range evs {
 		if ev.Kind == mesh.MemberChanged {
@@ -400,8 +407,18 @@ func (c *Catalog) Remote() []Record {
 
 // Synced reports whether the remote records are complete: until the mesh
 // has exchanged state with another host after a start, a record missing
-// here may merely not have arrived yet.
-func (c *Catalog) Synced() bool { return c.store.Synced() }
+// here may merely not have arrived yet. Once the mesh is complete, Synced
+// first applies what the mesh queued for the catalog, so that when it
+// reports true every record the mesh held is in the catalog, and its
+// events in every subscriber's queue: a subscriber that checks Synced, then
+// takes its queue, has the complete catalog.
+func (c *Catalog) Synced() bool {
+	if !c.store.Synced() {
+		return false
+	}
+	c.catchUp()
+	return true
+}
 
 func sortedRecords(m map[string]Record) []Record {
 	out := make([]Record, 0, len(m))

@@ -365,3 +365,42 @@ func TestOwnRecordsAreNotRemote(t *testing.T) {
 }
 
 var _ Store = (*mesh.Mesh)(nil)
+
+// fakeStore is a Store whose events the test publishes itself.
+type fakeStore struct {
+	feed   feed.Feed[mesh.Event]
+	synced bool
+}
+
+func (s *fakeStore) LocalNode() string               { return "h1" }
+func (s *fakeStore) Put(table, key string, v []byte) {}
+func (s *fakeStore) Delete(table, key string)        {}
+func (s *fakeStore) Synced() bool                    { return s.synced }
+func (s *fakeStore) Watch(string, bool) *feed.Sub[mesh.Event] {
+	return s.feed.Subscribe()
+}
+
+// Synced answers true only with everything the mesh queued for the
+// catalog applied, and its events in the subscribers' queues: a consumer
+// that checks Synced, then takes its queue, has the whole catalog.
+func TestSyncedCatchesUp(t *testing.T) {
+	st := &fakeStore{}
+	c := New(Config{Store: st, NamesWait: time.Hour}) // not run: nothing applies the queue but Synced
+	sub := c.Subscribe()
+	st.feed.Publish(mesh.Event{Kind: mesh.EntryPut, Entry: mesh.Entry{Table: Table, Key: Key("h2", "e1"), Owner: "h2", Clock: 1,
+		Value: []byte(`{"ep":"e1","vni":7,"ip":"10.0.0.5","mac":"02:77:0a:00:00:05","vtep":"198.18.0.2"}`)}})
+	if c.Synced() {
+		t.Fatal("synced before the mesh")
+	}
+	st.synced = true
+	if !c.Synced() {
+		t.Fatal("not synced with the mesh")
+	}
+	evs := sub.Take()
+	if len(evs) != 1 || evs[0].Kind != Added || evs[0].Record.Endpoint != "e1" {
+		t.Fatalf("events after Synced: %+v", evs)
+	}
+	if rs := c.Remote(); len(rs) != 1 {
+		t.Fatalf("remote records after Synced: %+v", rs)
+	}
+}

@@ -280,12 +280,19 @@ func toRemote(r catalog.Record) (dataplane.RemoteEndpoint, error) {
 // (just after a start, before the mesh has exchanged state), it only adds
 // and updates entries, since deleting what the catalog does not hold yet
 // would cut endpoints that are alive. periodic marks the timer's pass,
-// whose repairs are drift worth reporting.
+// whose repairs are drift worth reporting. It runs in Run's goroutine.
 func (d *Driver) repair(periodic bool) {
 	type job struct {
 		seg  dataplane.Segment
 		want []dataplane.RemoteEndpoint
 	}
+	// Whether the catalog is complete first, then what it published up to
+	// then: once it says so, every record it holds is in d.sub. The other
+	// way round, a repair just after a start could find the catalog
+	// complete while its records are still queued here, and delete their
+	// entries until they are applied.
+	complete := d.cat.Synced()
+	d.apply(d.sub.Take())
 	d.mu.Lock()
 	jobs := make([]job, 0, len(d.networks))
 	changed := false
@@ -308,7 +315,6 @@ func (d *Driver) repair(periodic bool) {
 		}
 	}
 	d.mu.Unlock()
-	complete := d.cat.Synced()
 	for _, j := range jobs {
 		if err := d.dp.EnsureSegment(j.seg); err != nil {
 			d.log.Error("ensure network device", "vni", j.seg.VNI, "err", err)

@@ -303,3 +303,34 @@ func TestNetworkEvents(t *testing.T) {
 		t.Fatalf("network events:\n  %s\nwant\n  %s", strings.Join(got, "\n  "), strings.Join(want, "\n  "))
 	}
 }
+
+// A repair that finds the catalog complete first applies what the catalog
+// has queued for the driver: just after a start, the records of the mesh's
+// first state exchange may still be queued, and a repair from what was
+// applied so far would delete their entries until they are (seen on a
+// plugin upgrade: every remote entry deleted for 3 ms).
+func TestRepairAppliesQueuedRecordsFirst(t *testing.T) {
+	d, dp, cat := newTestDriver(t, "")
+	if err := createNet(t, d, netA, map[string]any{OptVNI: "300"}); err != nil {
+		t.Fatal(err)
+	}
+	// The entries the previous run left, and the records that say so,
+	// queued but not applied.
+	left := rec("h2", "r", 300, "10.10.0.20", "02:77:0a:0a:00:14", "198.18.0.2")
+	r, _ := toRemote(left)
+	if err := dp.EnsureSegment(dataplane.Segment{VNI: 300, MTU: 1450}); err != nil {
+		t.Fatal(err)
+	}
+	if err := dp.SetRemote(300, r); err != nil {
+		t.Fatal(err)
+	}
+	cat.events.Publish(catalog.Event{Kind: catalog.Added, Record: left})
+	d.repair(false)
+	dp.mu.Lock()
+	rep := dp.repaired
+	dp.mu.Unlock()
+	if rep.FDBRemoved != 0 || rep.NeighRemoved != 0 {
+		t.Fatalf("the repair removed entries whose records were queued: %+v", rep)
+	}
+	waitTable(t, dp, 300, "10.10.0.20 02:77:0a:0a:00:14 198.18.0.2")
+}
