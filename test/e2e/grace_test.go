@@ -47,19 +47,23 @@ func seesDown(ctx context.Context, h, victim *lab.Host) error {
 	return fmt.Errorf("%s's weft status does not show %s as plugin down:\n%s", h.Name, victim.Name, out)
 }
 
+// allSeeDown reports whether every host of rest shows victim as "plugin
+// down".
+func allSeeDown(ctx context.Context, rest []*lab.Host, victim *lab.Host) error {
+	for _, h := range rest {
+		if err := seesDown(ctx, h, victim); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // waitSeenDown waits until every host of rest shows victim as "plugin
 // down".
 func waitSeenDown(t *testing.T, rest []*lab.Host, victim *lab.Host) {
 	t.Helper()
 	ctx := context.Background()
-	err := lab.WaitFor(ctx, 30*time.Second, 100*time.Millisecond, func() error {
-		for _, h := range rest {
-			if err := seesDown(ctx, h, victim); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	err := lab.WaitFor(ctx, 30*time.Second, 100*time.Millisecond, func() error { return allSeeDown(ctx, rest, victim) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,12 +116,7 @@ func TestPluginDownAMinute(t *testing.T) {
 		if now := labtest.Entries(t, rest); !slices.Equal(now, before) {
 			return fmt.Errorf("kernel entries changed on the other hosts:\nbefore:\n%s\nnow:\n%s", strings.Join(before, "\n"), strings.Join(now, "\n"))
 		}
-		for _, h := range rest {
-			if err := seesDown(ctx, h, victim); err != nil {
-				return err
-			}
-		}
-		return nil
+		return allSeeDown(ctx, rest, victim)
 	})
 	if err != nil {
 		t.Fatal(err)
