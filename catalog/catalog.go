@@ -16,6 +16,14 @@
 // (internal/feed), starting with the whole catalog; nothing here calls back
 // into a consumer, and no consumer polls.
 //
+// A host whose weft is down (the mesh's StateDown: its plugin stopped, its
+// kernel entries and containers alive) keeps its records, each marked Down
+// by an Updated event, and unmarked the same way when the host is back;
+// when the mesh declares it dead, its records are Removed. The mark lives
+// here, not on the wire: it is this host's view of the other. It lets a
+// consumer prefer a live record where two claim one address (swarm gives
+// a silent host's address to a new task elsewhere).
+//
 // This host's records go into the mesh once its VTEP is known (SetVTEP)
 // and, after a start, once the names of its endpoints have been read from
 // the engine (NamesReady, or Config.NamesWait at the latest): a restarted
@@ -116,6 +124,7 @@ type Catalog struct {
 	mu         sync.Mutex
 	local      map[string]Record // by endpoint ID
 	remote     map[string]Record // by mesh key: other hosts' records
+	down       map[string]bool   // hosts whose weft is down
 	vtep       string
 	namesReady bool
 	events     feed.Feed[Event]
@@ -137,9 +146,10 @@ func New(cfg Config) *Catalog {
 		self:      cfg.Store.LocalNode(),
 		log:       log,
 		namesWait: cfg.NamesWait,
-		watch:     cfg.Store.Watch(Table, false),
+		watch:     cfg.Store.Watch(Table, true),
 		local:     map[string]Record{},
 		remote:    map[string]Record{},
+		down:      map[string]bool{},
 		warned:    map[string]time.Time{},
 	}
 }
@@ -156,17 +166,28 @@ func (c *Catalog) Run(ctx context.Context) {
 		case <-wait.C:
 			c.NamesReady()
 		case <-c.watch.Ready():
-			c.apply(c.watch.Take())
+			c.catchUp()
 		}
 	}
 }
 
-// apply folds a batch of mesh events into the remote records.
-func (c *Catalog) apply(evs []mesh.Event) {
+// catchUp applies what the mesh has queued for the catalog. The queue is
+// taken under mu, so that Synced, which catches up too, never answers
+// while a batch is taken but not yet applied.
+func (c *Catalog) catchUp() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.applyLocked(c.watch.Take())
+}
+
+// applyLocked folds a batch of mesh events into the remote records.
+func (c *Catalog) applyLocked(evs []mesh.Event) {
 	var out []Event
 	for _, ev := range evs {
+		if ev.Kind == mesh.MemberChanged {
+			out = c.memberLocked(ev.Member, out)
+			continue
+		}
 		e := ev.Entry
 		if e.Table != Table || e.Owner == c.self {
 			// Our own records come back from the mesh after a restart;
@@ -189,6 +210,7 @@ func (c *Catalog) apply(evs []mesh.Event) {
 				}
 				continue
 			}
+			r.Down = c.down[e.Owner]
 			switch {
 			case !had:
 				c.remote[e.Key] = r
@@ -205,6 +227,43 @@ func (c *Catalog) apply(evs []mesh.Event) {
 		}
 	}
 	c.events.Publish(out...)
+}
+
+// memberLocked marks the records of a host that went down, and unmarks
+// them when it is alive again, appending the Updated events to out. A host
+// that dies or leaves only loses its mark: the mesh withdraws its records
+// right after (Removed events, carrying the last version, still marked).
+func (c *Catalog) memberLocked(mb mesh.Member, out []Event) []Event {
+	if mb.Name == c.self {
+		return out
+	}
+	down := mb.State == mesh.StateDown
+	switch {
+	case down == c.down[mb.Name]:
+		return out
+	case down:
+		c.down[mb.Name] = true
+	case mb.State == mesh.StateAlive || mb.State == mesh.StateSuspect:
+		delete(c.down, mb.Name)
+	default:
+		delete(c.down, mb.Name)
+		return out
+	}
+	var keys []string
+	for k, r := range c.remote {
+		if r.Host == mb.Name {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		old := c.remote[k]
+		r := old.Clone()
+		r.Down = down
+		c.remote[k] = r
+		out = append(out, Event{Kind: Updated, Record: r, Old: old})
+	}
+	return out
 }
 
 func (c *Catalog) warnLocked(owner, msg string, err error) {
@@ -348,8 +407,18 @@ func (c *Catalog) Remote() []Record {
 
 // Synced reports whether the remote records are complete: until the mesh
 // has exchanged state with another host after a start, a record missing
-// here may merely not have arrived yet.
-func (c *Catalog) Synced() bool { return c.store.Synced() }
+// here may merely not have arrived yet. Once the mesh is complete, Synced
+// first applies what the mesh queued for the catalog, so that when it
+// reports true every record the mesh held is in the catalog, and its
+// events in every subscriber's queue: a subscriber that checks Synced, then
+// takes its queue, has the complete catalog.
+func (c *Catalog) Synced() bool {
+	if !c.store.Synced() {
+		return false
+	}
+	c.catchUp()
+	return true
+}
 
 func sortedRecords(m map[string]Record) []Record {
 	out := make([]Record, 0, len(m))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -31,6 +32,8 @@ func hosts(t *testing.T, names ...string) (*meshtest.Cluster, []*Catalog) {
 type view struct {
 	sub *feed.Sub[Event]
 	m   map[string]Record // by key; local records under "local/<id>"
+	// seen lists the events replayed: "kind endpoint down=mark".
+	seen []string
 }
 
 func newView(c *Catalog) *view { return &view{sub: c.Subscribe(), m: map[string]Record{}} }
@@ -38,6 +41,7 @@ func newView(c *Catalog) *view { return &view{sub: c.Subscribe(), m: map[string]
 func (v *view) drain(t *testing.T) {
 	t.Helper()
 	for _, ev := range v.sub.Take() {
+		v.seen = append(v.seen, fmt.Sprintf("%s %s down=%v", ev.Kind, ev.Record.Endpoint, ev.Record.Down))
 		k := Key(ev.Record.Host, ev.Record.Endpoint)
 		if ev.Local {
 			k = "local/" + ev.Record.Endpoint
@@ -196,6 +200,116 @@ func TestEventsFollowTheCatalog(t *testing.T) {
 	})
 }
 
+// A host whose weft stops while the host answers keeps its records, each
+// marked Down by an Updated event (never Removed); when it is back and
+// puts them again they are unmarked; when the host is then lost they go.
+func TestDownHostRecordsMarked(t *testing.T) {
+	c, cats := hosts(t, "h1", "h2", "h3")
+	h3 := cats[2]
+	h3.SetVTEP("198.18.0.3")
+	h3.NamesReady()
+	for j := range 2 {
+		h3.SetLocal(Record{Network: "n", VNI: 7, Endpoint: fmt.Sprintf("e%d", j), IP: fmt.Sprintf("10.0.3.%d", j+2), MAC: fmt.Sprintf("02:77:0a:00:03:%02x", j+2)})
+	}
+	v := newView(cats[0])
+	marks := func(want bool) func() error {
+		return func() error {
+			// The view, not the catalog: once it agrees with the
+			// catalog, the events that made it so are in v.seen.
+			if err := v.equalsCatalog(t, cats[0]); err != nil {
+				return err
+			}
+			if len(v.m) != 2 {
+				return fmt.Errorf("%d records of h3, want 2", len(v.m))
+			}
+			for _, r := range v.m {
+				if r.Down != want {
+					return fmt.Errorf("%s: Down %v, want %v", r.Endpoint, r.Down, want)
+				}
+			}
+			return nil
+		}
+	}
+	meshtest.WaitFor(t, 5*time.Second, "h3's records on h1", marks(false))
+	v.seen = nil
+
+	if err := c.StopWeft(2); err != nil {
+		t.Fatal(err)
+	}
+	meshtest.WaitFor(t, 10*time.Second, "h3's records marked down on h1", func() error {
+		return marks(true)()
+	})
+	if want := []string{"updated e0 down=true", "updated e1 down=true"}; !slices.Equal(v.seen, want) {
+		t.Fatalf("events %q, want %q", v.seen, want)
+	}
+	// A catalog made meanwhile (a restart on h1) starts with them marked.
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	fresh := New(Config{Store: c.Members[0], NamesWait: time.Hour})
+	go fresh.Run(ctx)
+	meshtest.WaitFor(t, 5*time.Second, "h3's records marked in a new catalog", func() error {
+		rs := fresh.Remote()
+		if len(rs) != 2 || !rs[0].Down || !rs[1].Down {
+			return fmt.Errorf("records %+v", rs)
+		}
+		return nil
+	})
+	// The mark is not on the wire.
+	if b, err := encode(cats[0].Remote()[0]); err != nil || strings.Contains(strings.ToLower(string(b)), "down") {
+		t.Fatalf("a marked record encodes as %s (%v)", b, err)
+	}
+
+	// h3's plugin is back (a new mesh and catalog, same name and address)
+	// and puts its records again.
+	v.seen = nil
+	tr, err := c.Net.NewTransport(c.Addr(2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := meshtest.Config("h3")
+	cfg.Transport = tr
+	m3, err := mesh.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m3.Close() })
+	if err := m3.Start(c.Addr(2), []string{c.Addr(0)}); err != nil {
+		t.Fatal(err)
+	}
+	back := New(Config{Store: m3, NamesWait: time.Hour})
+	go back.Run(ctx)
+	back.SetVTEP("198.18.0.3")
+	for j := range 2 {
+		back.SetLocal(Record{Network: "n", VNI: 7, Endpoint: fmt.Sprintf("e%d", j), IP: fmt.Sprintf("10.0.3.%d", j+2), MAC: fmt.Sprintf("02:77:0a:00:03:%02x", j+2)})
+	}
+	back.NamesReady()
+	meshtest.WaitFor(t, 15*time.Second, "h3's records unmarked on h1", func() error {
+		return marks(false)()
+	})
+	if want := []string{"updated e0 down=false", "updated e1 down=false"}; !slices.Equal(v.seen, want) {
+		t.Fatalf("events %q, want %q", v.seen, want)
+	}
+
+	// Down again, then the host lost: the records go, as they last were.
+	v.seen = nil
+	c.Net.KeepHost(c.Addr(2), true)
+	m3.Close()
+	meshtest.WaitFor(t, 10*time.Second, "h3's records marked down again", func() error {
+		return marks(true)()
+	})
+	c.Net.KeepHost(c.Addr(2), false)
+	meshtest.WaitFor(t, 10*time.Second, "h3's records gone from h1", func() error {
+		if n := len(cats[0].Remote()); n != 0 {
+			return fmt.Errorf("%d records of h3 left", n)
+		}
+		return v.equalsCatalog(t, cats[0])
+	})
+	slices.Sort(v.seen)
+	if want := []string{"removed e0 down=true", "removed e1 down=true", "updated e0 down=true", "updated e1 down=true"}; !slices.Equal(v.seen, want) {
+		t.Fatalf("events %q, want %q", v.seen, want)
+	}
+}
+
 func TestMalformedRecordsIgnored(t *testing.T) {
 	c, cats := hosts(t, "h1", "h2")
 	v := newView(cats[0])
@@ -251,3 +365,42 @@ func TestOwnRecordsAreNotRemote(t *testing.T) {
 }
 
 var _ Store = (*mesh.Mesh)(nil)
+
+// fakeStore is a Store whose events the test publishes itself.
+type fakeStore struct {
+	feed   feed.Feed[mesh.Event]
+	synced bool
+}
+
+func (s *fakeStore) LocalNode() string               { return "h1" }
+func (s *fakeStore) Put(table, key string, v []byte) {}
+func (s *fakeStore) Delete(table, key string)        {}
+func (s *fakeStore) Synced() bool                    { return s.synced }
+func (s *fakeStore) Watch(string, bool) *feed.Sub[mesh.Event] {
+	return s.feed.Subscribe()
+}
+
+// Synced answers true only with everything the mesh queued for the
+// catalog applied, and its events in the subscribers' queues: a consumer
+// that checks Synced, then takes its queue, has the whole catalog.
+func TestSyncedCatchesUp(t *testing.T) {
+	st := &fakeStore{}
+	c := New(Config{Store: st, NamesWait: time.Hour}) // not run: nothing applies the queue but Synced
+	sub := c.Subscribe()
+	st.feed.Publish(mesh.Event{Kind: mesh.EntryPut, Entry: mesh.Entry{Table: Table, Key: Key("h2", "e1"), Owner: "h2", Clock: 1,
+		Value: []byte(`{"ep":"e1","vni":7,"ip":"10.0.0.5","mac":"02:77:0a:00:00:05","vtep":"198.18.0.2"}`)}})
+	if c.Synced() {
+		t.Fatal("synced before the mesh")
+	}
+	st.synced = true
+	if !c.Synced() {
+		t.Fatal("not synced with the mesh")
+	}
+	evs := sub.Take()
+	if len(evs) != 1 || evs[0].Kind != Added || evs[0].Record.Endpoint != "e1" {
+		t.Fatalf("events after Synced: %+v", evs)
+	}
+	if rs := c.Remote(); len(rs) != 1 {
+		t.Fatalf("remote records after Synced: %+v", rs)
+	}
+}

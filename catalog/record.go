@@ -34,13 +34,18 @@ type Record struct {
 	// Names are the endpoint's DNS names (hostname, container name,
 	// aliases, service names), most specific first.
 	Names []string `json:"names,omitempty"`
+	// Down is set by the receiving catalog, never sent: the record's host
+	// is down in the mesh (its weft stopped; its host still answers), so
+	// the record is kept but may be stale. Where a live record claims the
+	// same address, the live one wins (driver).
+	Down bool `json:"-"`
 }
 
 // Equal reports whether two records say the same.
 func (r Record) Equal(o Record) bool {
 	return r.Network == o.Network && r.VNI == o.VNI && r.Endpoint == o.Endpoint &&
 		r.IP == o.IP && r.MAC == o.MAC && r.VTEP == o.VTEP && r.Host == o.Host &&
-		slices.Equal(r.Names, o.Names)
+		slices.Equal(r.Names, o.Names) && r.Down == o.Down
 }
 
 // Clone returns a copy that shares nothing with r.

@@ -28,6 +28,8 @@ type fakePlane struct {
 	// calls counts the writes by method.
 	calls    map[string]int
 	failNext error
+	// repaired adds up what SetRemotes had to change.
+	repaired dataplane.Repair
 }
 
 func newFakePlane() *fakePlane {
@@ -173,6 +175,10 @@ func (f *fakePlane) SetRemotes(vni uint32, want []dataplane.RemoteEndpoint) (dat
 			rep.NeighAdded++
 		}
 	}
+	f.repaired.FDBAdded += rep.FDBAdded
+	f.repaired.FDBRemoved += rep.FDBRemoved
+	f.repaired.NeighAdded += rep.NeighAdded
+	f.repaired.NeighRemoved += rep.NeighRemoved
 	return rep, nil
 }
 

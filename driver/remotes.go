@@ -12,30 +12,65 @@ import (
 // remoteSet is the desired remote endpoints of one VNI, as the catalog
 // holds them, indexed so that a change touches only its own entries.
 //
-// Two records may claim one address for a moment (swarm gives a gone
-// task's address to a new one while the old record is still around): the
-// latest claim owns the address's neighbour entry, in the per-change path
-// and in the repair alike, and removing one claim points the address at
-// the latest claim left instead of deleting it.
+// Two records may claim one address (swarm gives a task's address to a new
+// task while the old record is still around, or hands the address of a
+// host whose weft is down to a new task elsewhere). One claim holds the
+// address, and only the holder's entries are programmed (FDB: MAC to VTEP;
+// neighbour: IP to MAC), in the per-change path and in the repair alike:
+//
+//  1. a live claim beats one whose host is down (catalog.Record.Down): a
+//     down host's record may be stale, a live host's is current;
+//  2. a claim made before its host went down stays behind the others once
+//     the host is back: that host missed what happened meanwhile, and its
+//     weft republishes or withdraws the record once it has read its engine
+//     again (a changed record is a new claim);
+//  3. then the latest claim wins.
+//
+// When the holder goes, or loses its rank, the address is pointed at the
+// claim that holds it now instead of being deleted.
 type remoteSet struct {
 	seq   uint64
 	byKey map[string]claim // catalog key (host/endpoint)
 	byIP  map[string]map[string]struct{}
 }
 
-// claim is one record's endpoint and when it was last set.
+// claim is one record's endpoint, when it was set, whether its host is
+// down, and whether it has been since the claim was made.
 type claim struct {
-	r   dataplane.RemoteEndpoint
-	seq uint64
+	r     dataplane.RemoteEndpoint
+	seq   uint64
+	down  bool
+	stale bool
+}
+
+// beats reports whether claim a holds an address over claim b (the rules
+// above, in order; seq is unique, so there is no tie).
+func (a claim) beats(b claim) bool {
+	if a.down != b.down {
+		return !a.down
+	}
+	if a.stale != b.stale {
+		return !a.stale
+	}
+	return a.seq > b.seq
 }
 
 func newRemoteSet() *remoteSet {
 	return &remoteSet{byKey: map[string]claim{}, byIP: map[string]map[string]struct{}{}}
 }
 
-func (s *remoteSet) add(key string, r dataplane.RemoteEndpoint) {
+// put sets the claim of key. A claim whose endpoint is unchanged (only
+// its names, or its host's down mark, changed) is the same claim: it keeps
+// its place in time, and stays stale once its host has been down.
+func (s *remoteSet) put(key string, r dataplane.RemoteEndpoint, down bool) {
+	if old, ok := s.byKey[key]; ok && sameRemote(old.r, r) {
+		old.r, old.down, old.stale = r, down, old.stale || down
+		s.byKey[key] = old
+		return
+	}
+	s.remove(key)
 	s.seq++
-	s.byKey[key] = claim{r: r, seq: s.seq}
+	s.byKey[key] = claim{r: r, seq: s.seq, down: down, stale: down}
 	keys := s.byIP[r.IP.String()]
 	if keys == nil {
 		keys = map[string]struct{}{}
@@ -44,10 +79,10 @@ func (s *remoteSet) add(key string, r dataplane.RemoteEndpoint) {
 	keys[key] = struct{}{}
 }
 
-func (s *remoteSet) remove(key string) (dataplane.RemoteEndpoint, bool) {
+func (s *remoteSet) remove(key string) {
 	c, ok := s.byKey[key]
 	if !ok {
-		return c.r, false
+		return
 	}
 	delete(s.byKey, key)
 	if keys := s.byIP[c.r.IP.String()]; keys != nil {
@@ -56,38 +91,51 @@ func (s *remoteSet) remove(key string) (dataplane.RemoteEndpoint, bool) {
 			delete(s.byIP, c.r.IP.String())
 		}
 	}
-	return c.r, true
 }
 
-// holder returns the latest claim left on ip, if any.
-func (s *remoteSet) holder(ip net.IP) (dataplane.RemoteEndpoint, bool) {
+// holder returns the claim that holds ip, if any.
+func (s *remoteSet) holder(ip string) (claim, bool) {
 	var best claim
 	found := false
-	for k := range s.byIP[ip.String()] {
-		if c := s.byKey[k]; !found || c.seq > best.seq {
+	for k := range s.byIP[ip] {
+		if c := s.byKey[k]; !found || c.beats(best) {
 			best, found = c, true
 		}
 	}
-	return best.r, found
+	return best, found
 }
 
-// macHeld reports whether a desired endpoint still has mac behind vtep.
+// holders returns the holder of each of ips that has one.
+func (s *remoteSet) holders(ips ...string) map[string]claim {
+	out := make(map[string]claim, len(ips))
+	for _, ip := range ips {
+		if c, ok := s.holder(ip); ok {
+			out[ip] = c
+		}
+	}
+	return out
+}
+
+// macHeld reports whether a holder has mac behind vtep.
 func (s *remoteSet) macHeld(r dataplane.RemoteEndpoint) bool {
 	for _, c := range s.byKey {
 		if c.r.VTEP.Equal(r.VTEP) && string(c.r.MAC) == string(r.MAC) {
-			return true
+			if h, _ := s.holder(c.r.IP.String()); sameRemote(h.r, c.r) {
+				return true
+			}
 		}
 	}
 	return false
 }
 
-// list returns the desired endpoints, oldest claim first: a whole-table
-// write that lets the last endpoint of an address win gives it to the
-// latest claim, as the per-change path does.
+// list returns the holders, oldest claim first: what the device of the
+// VNI should hold, for a whole-table write.
 func (s *remoteSet) list() []dataplane.RemoteEndpoint {
-	cs := make([]claim, 0, len(s.byKey))
-	for _, c := range s.byKey {
-		cs = append(cs, c)
+	cs := make([]claim, 0, len(s.byIP))
+	for ip := range s.byIP {
+		if c, ok := s.holder(ip); ok {
+			cs = append(cs, c)
+		}
 	}
 	slices.SortFunc(cs, func(a, b claim) int { return cmp.Compare(a.seq, b.seq) })
 	out := make([]dataplane.RemoteEndpoint, len(cs))
@@ -126,28 +174,17 @@ func (d *Driver) apply(evs []catalog.Event) {
 		switch ev.Kind {
 		case catalog.Added, catalog.Updated:
 			if ev.Kind == catalog.Updated && ev.Old.VNI != ev.Record.VNI {
-				ops = append(ops, d.removeRemoteLocked(ev.Old.VNI, key, local[ev.Old.VNI])...)
+				ops = append(ops, d.changeLocked(ev.Old.VNI, key, nil, local[ev.Old.VNI])...)
 			}
 			r, err := toRemote(ev.Record)
 			if err != nil {
 				d.log.Warn("ignoring malformed endpoint record", "peer", ev.Record.Host, "err", err)
-				ops = append(ops, d.removeRemoteLocked(ev.Record.VNI, key, local[ev.Record.VNI])...)
+				ops = append(ops, d.changeLocked(ev.Record.VNI, key, nil, local[ev.Record.VNI])...)
 				continue
 			}
-			set := d.remotesLocked(ev.Record.VNI)
-			old, had := set.remove(key)
-			set.add(key, r)
-			if !local[ev.Record.VNI] {
-				continue
-			}
-			ops = append(ops, kernelOp{vni: ev.Record.VNI, set: true, r: r})
-			if had && !sameRemote(old, r) {
-				// Added before deleted: a moved endpoint is never
-				// unreachable in between.
-				ops = append(ops, d.releaseLocked(ev.Record.VNI, set, old, r)...)
-			}
+			ops = append(ops, d.changeLocked(ev.Record.VNI, key, &claim{r: r, down: ev.Record.Down}, local[ev.Record.VNI])...)
 		case catalog.Removed:
-			ops = append(ops, d.removeRemoteLocked(ev.Record.VNI, key, local[ev.Record.VNI])...)
+			ops = append(ops, d.changeLocked(ev.Record.VNI, key, nil, local[ev.Record.VNI])...)
 		}
 	}
 	d.mu.Unlock()
@@ -166,52 +203,63 @@ func (d *Driver) apply(evs []catalog.Event) {
 	}
 }
 
-func (d *Driver) remotesLocked(vni uint32) *remoteSet {
-	s := d.remotes[vni]
-	if s == nil {
-		s = newRemoteSet()
-		d.remotes[vni] = s
-	}
-	return s
-}
-
-// removeRemoteLocked forgets one record and returns the kernel writes that
-// follow when the network is here.
-func (d *Driver) removeRemoteLocked(vni uint32, key string, here bool) []kernelOp {
+// changeLocked sets (next) or removes (nil) the claim of key on vni and,
+// when the network is here, returns the kernel writes that take the
+// device from the holders of the addresses involved before the change to
+// those after it: the new holders written first, then what nothing holds
+// any more deleted, so a moved endpoint is never unreachable in between.
+func (d *Driver) changeLocked(vni uint32, key string, next *claim, here bool) []kernelOp {
 	set := d.remotes[vni]
 	if set == nil {
-		return nil
+		if next == nil {
+			return nil
+		}
+		set = newRemoteSet()
+		d.remotes[vni] = set
 	}
-	old, ok := set.remove(key)
+	var ips []string
+	if c, ok := set.byKey[key]; ok {
+		ips = append(ips, c.r.IP.String())
+	}
+	if next != nil {
+		ips = append(ips, next.r.IP.String())
+	}
+	before := set.holders(ips...)
+	if next != nil {
+		set.put(key, next.r, next.down)
+	} else {
+		set.remove(key)
+	}
 	if len(set.byKey) == 0 {
 		delete(d.remotes, vni)
 	}
-	if !ok || !here {
+	if !here {
 		return nil
 	}
-	return d.releaseLocked(vni, set, old, dataplane.RemoteEndpoint{})
-}
-
-// releaseLocked returns the writes that remove old's entries, except what
-// now (the endpoint's new version, if any) or another desired endpoint
-// still needs: an address another record claims is pointed at that record
-// instead of being deleted.
-func (d *Driver) releaseLocked(vni uint32, set *remoteSet, old, now dataplane.RemoteEndpoint) []kernelOp {
-	sameIP := now.IP.Equal(old.IP)
-	if sameIP || set.macHeld(old) {
-		// The neighbour entry is already rewritten, or the FDB entry is
-		// still needed: only a stale FDB entry may remain, which the
-		// repair pass removes.
-		if sameIP && !set.macHeld(old) && (string(now.MAC) != string(old.MAC) || !now.VTEP.Equal(old.VTEP)) {
-			return []kernelOp{{vni: vni, r: dataplane.RemoteEndpoint{MAC: old.MAC, VTEP: old.VTEP}}}
+	after := set.holders(ips...)
+	var sets, dels []kernelOp
+	for ip, a := range after {
+		if b, ok := before[ip]; !ok || !sameRemote(a.r, b.r) {
+			sets = append(sets, kernelOp{vni: vni, set: true, r: a.r})
 		}
-		return nil
 	}
-	ops := []kernelOp{{vni: vni, r: old}}
-	if other, ok := set.holder(old.IP); ok {
-		ops = append(ops, kernelOp{vni: vni, set: true, r: other})
+	for ip, b := range before {
+		a, held := after[ip]
+		if held && sameRemote(a.r, b.r) {
+			continue
+		}
+		var del dataplane.RemoteEndpoint
+		if !held {
+			del.IP = b.r.IP // its neighbour entry: nothing holds the address
+		}
+		if !set.macHeld(b.r) {
+			del.MAC, del.VTEP = b.r.MAC, b.r.VTEP // its FDB entry, towards that VTEP only
+		}
+		if del.IP != nil || del.MAC != nil {
+			dels = append(dels, kernelOp{vni: vni, r: del})
+		}
 	}
-	return ops
+	return append(sets, dels...)
 }
 
 func sameRemote(a, b dataplane.RemoteEndpoint) bool {
@@ -232,12 +280,19 @@ func toRemote(r catalog.Record) (dataplane.RemoteEndpoint, error) {
 // (just after a start, before the mesh has exchanged state), it only adds
 // and updates entries, since deleting what the catalog does not hold yet
 // would cut endpoints that are alive. periodic marks the timer's pass,
-// whose repairs are drift worth reporting.
+// whose repairs are drift worth reporting. It runs in Run's goroutine.
 func (d *Driver) repair(periodic bool) {
 	type job struct {
 		seg  dataplane.Segment
 		want []dataplane.RemoteEndpoint
 	}
+	// Whether the catalog is complete first, then what it published up to
+	// then: once it says so, every record it holds is in d.sub. The other
+	// way round, a repair just after a start could find the catalog
+	// complete while its records are still queued here, and delete their
+	// entries until they are applied.
+	complete := d.cat.Synced()
+	d.apply(d.sub.Take())
 	d.mu.Lock()
 	jobs := make([]job, 0, len(d.networks))
 	changed := false
@@ -260,7 +315,6 @@ func (d *Driver) repair(periodic bool) {
 		}
 	}
 	d.mu.Unlock()
-	complete := d.cat.Synced()
 	for _, j := range jobs {
 		if err := d.dp.EnsureSegment(j.seg); err != nil {
 			d.log.Error("ensure network device", "vni", j.seg.VNI, "err", err)

@@ -102,8 +102,9 @@ func TestEventsWriteOneEntryEach(t *testing.T) {
 }
 
 // Two records may claim one address for a moment (swarm gives a task's
-// address to a new task while the old record is still around): removing
-// one claim leaves the address pointing at the other.
+// address to a new task while the old record is still around): the latest
+// holds it, alone in the kernel, and removing either claim leaves the
+// address with the other.
 func TestTwoClaimsOnOneAddress(t *testing.T) {
 	d, dp, cat := newTestDriver(t, "")
 	if err := createNet(t, d, netA, map[string]any{OptVNI: "300"}); err != nil {
@@ -113,11 +114,100 @@ func TestTwoClaimsOnOneAddress(t *testing.T) {
 	old := rec("h2", "old", 300, "10.10.0.20", "02:77:0a:0a:00:14", "198.18.0.2")
 	nu := rec("h3", "new", 300, "10.10.0.20", "02:42:0a:0a:00:99", "198.18.0.3")
 	cat.events.Publish(catalog.Event{Kind: catalog.Added, Record: old}, catalog.Event{Kind: catalog.Added, Record: nu})
-	waitTable(t, dp, 300, "10.10.0.20 02:42:0a:0a:00:99 198.18.0.3", "- 02:77:0a:0a:00:14 198.18.0.2")
+	waitTable(t, dp, 300, "10.10.0.20 02:42:0a:0a:00:99 198.18.0.3")
 	cat.events.Publish(catalog.Event{Kind: catalog.Removed, Record: old})
 	waitTable(t, dp, 300, "10.10.0.20 02:42:0a:0a:00:99 198.18.0.3")
 	cat.events.Publish(catalog.Event{Kind: catalog.Removed, Record: nu})
 	waitTable(t, dp, 300)
+
+	// The holder removed first: the address goes to the claim left.
+	cat.events.Publish(catalog.Event{Kind: catalog.Added, Record: old}, catalog.Event{Kind: catalog.Added, Record: nu})
+	waitTable(t, dp, 300, "10.10.0.20 02:42:0a:0a:00:99 198.18.0.3")
+	cat.events.Publish(catalog.Event{Kind: catalog.Removed, Record: nu})
+	waitTable(t, dp, 300, "10.10.0.20 02:77:0a:0a:00:14 198.18.0.2")
+}
+
+// down returns r marked as the catalog marks the records of a host whose
+// weft is down.
+func down(r catalog.Record, d bool) catalog.Record {
+	r.Down = d
+	return r
+}
+
+// A live record beats the record of a host whose weft is down, whichever
+// came last, in the per-change path and in the repair pass alike: swarm may
+// hand a silent host's address to a new task elsewhere. The kernel never
+// points the address at the down host's claim meanwhile. Once the host is
+// back its old claim stays behind until its record changes.
+func TestLiveBeatsDown(t *testing.T) {
+	d, dp, cat := newTestDriver(t, "")
+	if err := createNet(t, d, netA, map[string]any{OptVNI: "300"}); err != nil {
+		t.Fatal(err)
+	}
+	d.repair(false)
+	live := rec("h3", "new", 300, "10.10.0.20", "02:42:0a:0a:00:99", "198.18.0.3")
+	stale := rec("h2", "old", 300, "10.10.0.20", "02:77:0a:0a:00:14", "198.18.0.2")
+	liveEntry := "10.10.0.20 02:42:0a:0a:00:99 198.18.0.3"
+	step := func(what string, want []string, evs ...catalog.Event) {
+		t.Helper()
+		cat.events.Publish(evs...)
+		d.apply(d.sub.Take())
+		if got := dp.table(300); !slices.Equal(got, want) {
+			t.Fatalf("%s: entries %q, want %q", what, got, want)
+		}
+		// The repair pass agrees: it finds nothing to repair.
+		d.repair(true)
+		dp.mu.Lock()
+		rep := dp.repaired
+		dp.mu.Unlock()
+		if rep != (dataplane.Repair{}) {
+			t.Fatalf("%s: the repair pass changed %+v", what, rep)
+		}
+	}
+	dp.mu.Lock()
+	writes := dp.calls["SetRemote"]
+	dp.mu.Unlock()
+
+	// The live claim first, then the down host's (say, in a restarted
+	// catalog's first snapshot, where order means nothing).
+	step("live then down", []string{liveEntry},
+		catalog.Event{Kind: catalog.Added, Record: live},
+		catalog.Event{Kind: catalog.Added, Record: down(stale, true)})
+	dp.mu.Lock()
+	if n := dp.calls["SetRemote"] - writes; n != 1 {
+		t.Fatalf("%d entry writes, want 1 (the live claim's)", n)
+	}
+	dp.mu.Unlock()
+	// Its host back: the claim it made before stays behind.
+	step("down host back", []string{liveEntry},
+		catalog.Event{Kind: catalog.Updated, Old: down(stale, true), Record: stale})
+	// It publishes a changed record: a new claim, the latest, which wins.
+	moved := stale
+	moved.MAC = "02:77:0a:0a:00:15"
+	step("new claim of the returned host", []string{"10.10.0.20 02:77:0a:0a:00:15 198.18.0.2"},
+		catalog.Event{Kind: catalog.Updated, Old: stale, Record: moved})
+	step("it goes", []string{liveEntry},
+		catalog.Event{Kind: catalog.Removed, Record: moved})
+
+	// The holder's host goes down while an older live claim exists: the
+	// live one takes the address over, and keeps it when the host is back.
+	other := rec("h4", "other", 300, "10.10.0.20", "02:66:0a:0a:00:14", "198.18.0.4")
+	step("newer live claim", []string{"10.10.0.20 02:66:0a:0a:00:14 198.18.0.4"},
+		catalog.Event{Kind: catalog.Added, Record: other})
+	step("its host down", []string{liveEntry},
+		catalog.Event{Kind: catalog.Updated, Old: other, Record: down(other, true)})
+	step("its host back", []string{liveEntry},
+		catalog.Event{Kind: catalog.Updated, Old: down(other, true), Record: other})
+	// A newer claim of a host that is down, the fresh live claim gone: the
+	// returned host's older claim still beats the down one.
+	third := rec("h5", "third", 300, "10.10.0.20", "02:55:0a:0a:00:14", "198.18.0.5")
+	step("newer down claim", []string{liveEntry},
+		catalog.Event{Kind: catalog.Added, Record: down(third, true)})
+	step("live claim gone", []string{"10.10.0.20 02:66:0a:0a:00:14 198.18.0.4"},
+		catalog.Event{Kind: catalog.Removed, Record: live})
+	// The down claim is the only one left: it holds the address.
+	step("returned claim gone", []string{"10.10.0.20 02:55:0a:0a:00:14 198.18.0.5"},
+		catalog.Event{Kind: catalog.Removed, Record: other})
 }
 
 // The repair pass puts back what was lost from the kernel, and removes
@@ -212,4 +302,35 @@ func TestNetworkEvents(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Fatalf("network events:\n  %s\nwant\n  %s", strings.Join(got, "\n  "), strings.Join(want, "\n  "))
 	}
+}
+
+// A repair that finds the catalog complete first applies what the catalog
+// has queued for the driver: just after a start, the records of the mesh's
+// first state exchange may still be queued, and a repair from what was
+// applied so far would delete their entries until they are (seen on a
+// plugin upgrade: every remote entry deleted for 3 ms).
+func TestRepairAppliesQueuedRecordsFirst(t *testing.T) {
+	d, dp, cat := newTestDriver(t, "")
+	if err := createNet(t, d, netA, map[string]any{OptVNI: "300"}); err != nil {
+		t.Fatal(err)
+	}
+	// The entries the previous run left, and the records that say so,
+	// queued but not applied.
+	left := rec("h2", "r", 300, "10.10.0.20", "02:77:0a:0a:00:14", "198.18.0.2")
+	r, _ := toRemote(left)
+	if err := dp.EnsureSegment(dataplane.Segment{VNI: 300, MTU: 1450}); err != nil {
+		t.Fatal(err)
+	}
+	if err := dp.SetRemote(300, r); err != nil {
+		t.Fatal(err)
+	}
+	cat.events.Publish(catalog.Event{Kind: catalog.Added, Record: left})
+	d.repair(false)
+	dp.mu.Lock()
+	rep := dp.repaired
+	dp.mu.Unlock()
+	if rep.FDBRemoved != 0 || rep.NeighRemoved != 0 {
+		t.Fatalf("the repair removed entries whose records were queued: %+v", rep)
+	}
+	waitTable(t, dp, 300, "10.10.0.20 02:77:0a:0a:00:14 198.18.0.2")
 }

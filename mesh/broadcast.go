@@ -67,6 +67,63 @@ func (m *Mesh) broadcastLocked(r *record, now time.Time) {
 	}
 }
 
+// flushTime bounds how long Close waits for its last word to go out.
+const flushTime = time.Second
+
+// flush hands this member's own entries, tombstones included, over TCP to
+// up to fanout alive members, as one broadcast message, before it stops:
+// what it changed last (the endpoints its engine removed while shutting
+// down, say) may still sit in the gossip queue, and the others keep a
+// stopped member's entries while its host answers. Receivers pass on what
+// changes their table. It waits up to flushTime; the sends end by Close's
+// shutdown at the latest.
+func (m *Mesh) flush() {
+	now := time.Now()
+	m.mu.Lock()
+	var own []wireEntry
+	if set := m.st.owners[m.self]; set != nil {
+		own = make([]wireEntry, 0, len(set.recs))
+		for _, r := range set.recs {
+			own = append(own, m.st.wire(r, now))
+		}
+	}
+	var nodes []*memberlist.Node
+	for _, name := range m.randomMembersLocked(fanout) {
+		nodes = append(nodes, m.nodeLocked(name))
+	}
+	m.mu.Unlock()
+	if len(own) == 0 || len(nodes) == 0 {
+		return
+	}
+	msg := encodeEntries(msgBroadcast, own)
+	sent := make(chan struct{}, len(nodes))
+	for _, n := range nodes {
+		m.start(func() {
+			if err := m.ml.SendReliable(n, msg); err != nil {
+				m.log.Debug("mesh could not hand its entries over before closing", "peer", n.Name, "err", err)
+			}
+			sent <- struct{}{}
+		})
+	}
+	timer := time.NewTimer(flushTime)
+	defer timer.Stop()
+	for range nodes {
+		select {
+		case <-sent:
+		case <-timer.C:
+			return
+		}
+	}
+}
+
+// nodeLocked returns the memberlist node of a known member, to send to.
+// Caller holds mu.
+func (m *Mesh) nodeLocked(name string) *memberlist.Node {
+	mb := m.st.members[name]
+	host, _, _ := net.SplitHostPort(mb.Addr)
+	return &memberlist.Node{Name: mb.Name, Addr: net.ParseIP(host), Port: mb.port}
+}
+
 // packBroadcasts returns the queued control messages, then packs as many
 // queued entries as fit into one more message (for GetBroadcasts).
 func (m *Mesh) packBroadcasts(overhead, limit int) [][]byte {
@@ -151,8 +208,7 @@ func (m *Mesh) run(t task) {
 		m.mu.Unlock()
 		return
 	}
-	host, _, _ := net.SplitHostPort(mb.Addr)
-	node := &memberlist.Node{Name: mb.Name, Addr: net.ParseIP(host), Port: mb.port}
+	node := m.nodeLocked(t.to)
 	var delta []block
 	if t.delta {
 		var differs bool

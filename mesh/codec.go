@@ -30,6 +30,9 @@ import (
 //	answer message (msgAnswer): a digest message's body, then a blocks
 //	        message's body
 //	leave message (msgLeave): node name
+//	node metadata (memberlist's, not a message): protocol, version, down
+//	        grace in milliseconds (builds from before the down state end
+//	        after the version)
 //
 // A tombstone carries how long it has left to live rather than a deadline,
 // so every holder reaps it at about the same moment whatever its wall clock
@@ -171,25 +174,49 @@ const Protocol = 1
 // memberlist.MetaMaxSize.
 const maxVersionLen = 128
 
-// encodeMeta builds this node's memberlist metadata: protocol, then
-// version. A later protocol may append fields; readers skip what follows
-// the fields they know.
-func encodeMeta(protocol int, version string) []byte {
-	b := binary.AppendUvarint(nil, uint64(protocol))
-	return appendString(b, version)
+// nodeMeta is what a member announces in its memberlist metadata:
+// protocol, then version, then (builds that know the down state) its down
+// grace in milliseconds. A later protocol may append fields; readers skip
+// what follows the fields they know.
+type nodeMeta struct {
+	Protocol int
+	Version  string
+	// DownGrace is how long the member asks the others to keep its entries
+	// while it is down (its Config.DownGrace; 0: not at all). HasGrace is
+	// false for builds that announce none.
+	DownGrace time.Duration
+	HasGrace  bool
+}
+
+// maxDownGrace bounds an announced down grace.
+const maxDownGrace = 30 * 24 * time.Hour
+
+// encodeMeta builds this node's memberlist metadata.
+func encodeMeta(m nodeMeta) []byte {
+	b := binary.AppendUvarint(nil, uint64(m.Protocol))
+	b = appendString(b, m.Version)
+	return binary.AppendUvarint(b, uint64(max(m.DownGrace, 0)/time.Millisecond))
 }
 
 // decodeMeta reads a member's metadata. Empty metadata is a build from
 // before protocols were announced: protocol 1, no version. So is metadata
-// that does not decode.
-func decodeMeta(b []byte) (protocol int, version string) {
+// that does not decode. A down grace that is absent or does not decode is
+// not announced; one above maxDownGrace is cut to it.
+func decodeMeta(b []byte) nodeMeta {
 	d := decoder{b: b}
 	p := d.uvarint()
 	v := d.bytes(maxVersionLen)
 	if len(b) == 0 || d.err != nil || p == 0 || p > 1<<16 {
-		return 1, ""
+		return nodeMeta{Protocol: 1}
 	}
-	return int(p), string(v)
+	m := nodeMeta{Protocol: int(p), Version: string(v)}
+	if len(d.b) > 0 {
+		if ms := d.uvarint(); d.err == nil {
+			m.DownGrace = min(time.Duration(min(ms, uint64(maxDownGrace/time.Millisecond)))*time.Millisecond, maxDownGrace)
+			m.HasGrace = true
+		}
+	}
+	return m
 }
 
 func appendHeader(b []byte, typ byte) []byte {

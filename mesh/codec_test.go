@@ -289,7 +289,7 @@ func FuzzDecode(f *testing.F) {
 				t.Fatalf("leave does not round trip: %v", err)
 			}
 			s := newTestState("me", "o")
-			s.memberLeaving(msg.Node)
+			s.memberLeaving(msg.Node, t0)
 		case msgDigest:
 			if re := encodeDigest(msg.Digest); !bytes.Equal(re, b) {
 				// Varints may be non-minimal on input; decoding again must agree.
@@ -454,15 +454,16 @@ func FuzzDigest(f *testing.F) {
 // and what it reads round trips.
 func FuzzMeta(f *testing.F) {
 	f.Add([]byte{})
-	f.Add(encodeMeta(1, "0.4.0"))
-	f.Add(append(encodeMeta(2, "1.0"), 9, 9))
+	f.Add(encodeMeta(nodeMeta{Protocol: 1, Version: "0.4.0"}))
+	f.Add(append(encodeMeta(nodeMeta{Protocol: 2, Version: "1.0", DownGrace: time.Minute}), 9, 9))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		p, v := decodeMeta(b)
-		if p < 1 || len(v) > maxVersionLen {
-			t.Fatalf("decodeMeta = %d, %q", p, v)
+		m := decodeMeta(b)
+		if m.Protocol < 1 || len(m.Version) > maxVersionLen || m.DownGrace < 0 || m.DownGrace > maxDownGrace || (!m.HasGrace && m.DownGrace != 0) {
+			t.Fatalf("decodeMeta = %+v", m)
 		}
-		if p2, v2 := decodeMeta(encodeMeta(p, v)); p2 != p || v2 != v {
-			t.Fatalf("meta does not round trip: %d %q -> %d %q", p, v, p2, v2)
+		m.HasGrace = true
+		if m2 := decodeMeta(encodeMeta(m)); m2 != m {
+			t.Fatalf("meta does not round trip: %+v -> %+v", m, m2)
 		}
 	})
 }

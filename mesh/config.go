@@ -5,6 +5,7 @@ package mesh
 
 import (
 	"cmp"
+	"context"
 	"errors"
 	"fmt"
 	"log"
@@ -63,11 +64,15 @@ type Config struct {
 	// restarted host's endpoints from blinking out on every other host.
 	RepairGrace time.Duration
 
-	// Failure detection. With the defaults a dead host is declared dead by
-	// everyone within about 3 s on a LAN of up to ten hosts: it is probed
-	// within a round (ProbeInterval × hosts / (hosts-1)), fails ProbeTimeout
-	// and the indirect probes, then stays suspect for
-	// SuspicionMult × ProbeInterval × max(1, log10(hosts)).
+	// Failure detection. With the defaults a member whose weft stops
+	// answering is found dead by everyone within about 3 s on a LAN of up
+	// to ten hosts: it is probed within a round (ProbeInterval × hosts /
+	// (hosts-1)), fails ProbeTimeout and the indirect probes, then stays
+	// suspect for SuspicionMult × ProbeInterval × max(1, log10(hosts)).
+	// Its host is then probed (HostProbe): a host that does not answer
+	// within HostProbeTimeout is gone, and the member dead; one that
+	// answers is only without weft, and the member is down (see
+	// DownGrace).
 
 	// ProbeInterval is the time between failure probes (default 500 ms).
 	ProbeInterval time.Duration
@@ -78,6 +83,32 @@ type Config struct {
 	// SuspicionMaxTimeoutMult caps the suspicion time when confirmations are
 	// expected (SuspicionMult > 2) (default 3).
 	SuspicionMaxTimeoutMult int
+
+	// DownGrace is how long the other members keep this member's entries
+	// while it is down: found dead, its host still answering HostProbe (its
+	// weft disabled, restarting or being upgraded, its kernel entries and
+	// containers still carrying traffic). Past it, or as soon as its host
+	// stops answering, it is dead and its entries are withdrawn everywhere.
+	// Each member announces its own (node metadata), so a host about to be
+	// down for long can ask for more; members of builds that announce none
+	// get this member's. Default 10 min; negative: none, the others find
+	// this member dead at once.
+	DownGrace time.Duration
+	// HostProbe tells whether the host of a member answers, with nothing
+	// of weft's needed there; addr is the member's gossip address
+	// ("ip:port") and ctx ends after HostProbeTimeout. It returns nil if
+	// the host answered. It is called from the mesh's own goroutine, at
+	// most a few at a time, and must return when ctx ends. Nil: the
+	// transport's ProbeHost if it has one (MemTransport emulates hosts),
+	// else TCPProbe.
+	HostProbe func(ctx context.Context, addr string) error
+	// HostProbeInterval is how often the host of a down member is probed
+	// again (default 1 s): a host lost while its weft is down is found
+	// gone within HostProbeInterval + HostProbeTimeout.
+	HostProbeInterval time.Duration
+	// HostProbeTimeout bounds one probe (default 1 s): on a LAN a live
+	// kernel answers in well under a millisecond.
+	HostProbeTimeout time.Duration
 
 	// Dissemination.
 
@@ -143,6 +174,9 @@ func DefaultConfig() Config {
 		ProbeTimeout:            250 * time.Millisecond,
 		SuspicionMult:           2,
 		SuspicionMaxTimeoutMult: 3,
+		DownGrace:               10 * time.Minute,
+		HostProbeInterval:       time.Second,
+		HostProbeTimeout:        time.Second,
 		GossipInterval:          200 * time.Millisecond,
 		GossipNodes:             3,
 		RetransmitMult:          4,
@@ -188,16 +222,30 @@ func (c Config) withDefaults() (Config, error) {
 			*v = def
 		}
 	}
-	setDur(&c.TombstoneTTL, d.TombstoneTTL)
-	if c.RepairGrace < 0 {
-		c.RepairGrace = 0
-	} else if c.RepairGrace == 0 {
-		c.RepairGrace = d.RepairGrace
+	// Zero takes the default, negative means none.
+	setGrace := func(v *time.Duration, def time.Duration) {
+		if *v < 0 {
+			*v = 0
+		} else if *v == 0 {
+			*v = def
+		}
 	}
+	setDur(&c.TombstoneTTL, d.TombstoneTTL)
+	setGrace(&c.RepairGrace, d.RepairGrace)
 	setDur(&c.ProbeInterval, d.ProbeInterval)
 	setDur(&c.ProbeTimeout, d.ProbeTimeout)
 	setInt(&c.SuspicionMult, d.SuspicionMult)
 	setInt(&c.SuspicionMaxTimeoutMult, d.SuspicionMaxTimeoutMult)
+	setGrace(&c.DownGrace, d.DownGrace)
+	setDur(&c.HostProbeInterval, d.HostProbeInterval)
+	setDur(&c.HostProbeTimeout, d.HostProbeTimeout)
+	if c.HostProbe == nil {
+		if p, ok := c.Transport.(HostProber); ok {
+			c.HostProbe = p.ProbeHost
+		} else {
+			c.HostProbe = TCPProbe
+		}
+	}
 	setDur(&c.GossipInterval, d.GossipInterval)
 	setInt(&c.GossipNodes, d.GossipNodes)
 	setInt(&c.RetransmitMult, d.RetransmitMult)

@@ -35,7 +35,8 @@ var (
 	_ memberlist.EventDelegate = (*delegate)(nil)
 )
 
-// NodeMeta returns our metadata: protocol and version (encodeMeta).
+// NodeMeta returns our metadata: protocol, version and down grace
+// (encodeMeta).
 func (d *delegate) NodeMeta(limit int) []byte {
 	if len(d.m.meta) > limit {
 		return nil
@@ -111,8 +112,11 @@ func (d *delegate) NotifyUpdate(n *memberlist.Node) {
 
 func (d *delegate) up(n *memberlist.Node) {
 	m := d.m
-	protocol, version := decodeMeta(n.Meta)
-	mb := Member{Name: n.Name, Addr: n.Address(), Version: version, Protocol: protocol}
+	meta := decodeMeta(n.Meta)
+	mb := Member{Name: n.Name, Addr: n.Address(), Version: meta.Version, Protocol: meta.Protocol, DownGrace: meta.DownGrace}
+	if !meta.HasGrace {
+		mb.DownGrace = m.cfg.DownGrace
+	}
 	m.mu.Lock()
 	fresh := m.st.memberUp(mb, n.Port, time.Now())
 	m.numAlive.Store(int32(m.st.alive))
@@ -124,19 +128,32 @@ func (d *delegate) up(n *memberlist.Node) {
 	m.notify()
 }
 
-// NotifyLeave records a member as dead or gone and withdraws its entries.
+// NotifyLeave records a member that left, or was found dead: then it is
+// down while its host is probed (liveness.go), its entries still shown,
+// unless it is dead at once (state.memberFailed).
 func (d *delegate) NotifyLeave(n *memberlist.Node) {
 	m := d.m
-	st := StateDead
-	if n.State == memberlist.StateLeft {
-		st = StateLeft
-	}
+	now := time.Now()
 	m.mu.Lock()
-	m.st.memberDown(n.Name, st, time.Now())
+	down := false
+	if n.State == memberlist.StateLeft {
+		m.st.memberDown(n.Name, StateLeft, now)
+	} else {
+		down = m.st.memberFailed(n.Name, now)
+	}
+	st := ""
+	if mb := m.st.members[n.Name]; mb != nil {
+		st = mb.State
+	}
 	m.numAlive.Store(int32(m.st.alive))
 	m.peersDirty = true
 	m.mu.Unlock()
-	if n.Name != m.self {
+	switch {
+	case n.Name == m.self:
+	case down:
+		m.log.Info("mesh member not answering; probing its host, its entries stay meanwhile", "peer", n.Name, "addr", n.Address())
+		m.wakeProber()
+	default:
 		m.log.Info("mesh member "+st, "peer", n.Name, "addr", n.Address())
 	}
 	m.notify()
@@ -237,7 +254,7 @@ func (m *Mesh) leaveReceived(node string) {
 		return
 	}
 	m.mu.Lock()
-	news := m.st.memberLeaving(node)
+	news := m.st.memberLeaving(node, time.Now())
 	if news {
 		// Pass it on, as memberlist does its own leave message.
 		m.control.QueueBroadcast(&broadcast{name: node, msg: encodeLeave(node)})

@@ -4,6 +4,7 @@ package mesh
 // transports for the tests of the mesh and of its users.
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -20,16 +21,64 @@ import (
 // packets to an absent, closed or cut-off address are dropped rather than
 // blocking the sender, a full receive queue drops packets like a full
 // socket buffer, and Partition cuts groups of addresses apart.
+//
+// It emulates hosts too, for Config.HostProbe (MemTransport.ProbeHost):
+// the host of an address answers while a transport is attached at its IP,
+// or while KeepHost says it stays up without one (its weft is down, its
+// kernel alive); a host with neither is gone, as is one cut off by
+// Partition.
 type MemNetwork struct {
 	mu    sync.Mutex
 	nodes map[string]*MemTransport // by "ip:port"; guarded by mu
 	group map[string]int           // address -> partition group; guarded by mu
+	kept  map[string]bool          // host IPs up without a transport; guarded by mu
 	next  int                      // guarded by mu
 }
 
 // NewMemNetwork returns an empty network.
 func NewMemNetwork() *MemNetwork {
-	return &MemNetwork{nodes: make(map[string]*MemTransport), group: make(map[string]int)}
+	return &MemNetwork{nodes: make(map[string]*MemTransport), group: make(map[string]int), kept: make(map[string]bool)}
+}
+
+// KeepHost says whether the host of addr ("ip" or "ip:port") answers
+// probes while no transport is attached at its IP: true emulates a host
+// whose weft is down while its kernel still answers (a disabled plugin);
+// false, the default, a host that is gone once its transports are.
+func (n *MemNetwork) KeepHost(addr string, up bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if up {
+		n.kept[hostOf(addr)] = true
+	} else {
+		delete(n.kept, hostOf(addr))
+	}
+}
+
+// hostOf returns the IP of "ip:port", or addr itself.
+func hostOf(addr string) string {
+	if h, _, err := net.SplitHostPort(addr); err == nil {
+		return h
+	}
+	return addr
+}
+
+// probe reports whether from reaches a host at addr's IP that answers.
+func (n *MemNetwork) probe(from, addr string) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if a, b := n.group[from], n.group[addr]; a != 0 && b != 0 && a != b {
+		return fmt.Errorf("memnet: host of %s is cut off from %s", addr, from)
+	}
+	host := hostOf(addr)
+	if n.kept[host] {
+		return nil
+	}
+	for _, t := range n.nodes {
+		if hostOf(t.key) == host {
+			return nil
+		}
+	}
+	return fmt.Errorf("memnet: no host at %s", host)
 }
 
 // memQueue is a transport's receive queue, in packets.
@@ -186,6 +235,14 @@ func (t *MemTransport) DialTimeout(addr string, timeout time.Duration) (net.Conn
 	remote.Close()
 	return nil, fmt.Errorf("memnet: dial %s: no answer", addr)
 }
+
+// ProbeHost implements HostProber: nil if the host of addr answers this
+// transport (see MemNetwork). It answers at once, whatever ctx.
+func (t *MemTransport) ProbeHost(_ context.Context, addr string) error {
+	return t.net.probe(t.key, addr)
+}
+
+var _ HostProber = (*MemTransport)(nil)
 
 // StreamCh returns accepted streams.
 func (t *MemTransport) StreamCh() <-chan net.Conn { return t.streams }

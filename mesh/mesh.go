@@ -23,12 +23,19 @@
 //     own view under a newer clock: its live entry again, or a tombstone.
 //     After a restart it waits RepairGrace before deleting, so the caller
 //     can put its entries back first and nothing blinks on other hosts.
-//   - Membership decides visibility. Entries of a member declared dead or
-//     gone are dropped at once (withdrawn from Entries) and copies still
+//   - Membership decides visibility. memberlist finds a member dead when
+//     its weft stops answering; that alone does not tell a plugin down (its
+//     host's kernel entries and containers carrying traffic on) from a host
+//     gone. So a member found dead is down while its host answers a probe
+//     that needs no weft process there (liveness.go): its entries stay
+//     shown, for at most DownGrace. A host that stops answering, a member
+//     that left, and a member down past the grace are dead: their entries
+//     are dropped at once (withdrawn from Entries) and copies still
 //     travelling are refused; when the member is alive again its entries
 //     come back through anti-entropy, which starts at once with a member
-//     that returns. Entries of an owner never seen alive are kept hidden for
-//     TombstoneTTL, then dropped.
+//     that returns. A down member that returns is alive again, nothing
+//     shown having changed. Entries of an owner never seen alive are kept
+//     hidden for TombstoneTTL, then dropped.
 //   - Dissemination. Every change is queued in a memberlist
 //     TransmitLimitedQueue, one item per key so a newer change replaces an
 //     older one still queued, and packed many to a packet; a node whose
@@ -65,10 +72,11 @@
 // table and membership rules (no locks, no I/O); delegate.go, what
 // memberlist calls (incoming messages, membership events); broadcast.go,
 // the gossip queue, fan-out and the TCP workers; sync.go, when to run
-// anti-entropy exchanges; watch.go, the event streams; codec.go, the wire
-// format and its compatibility rule; rejoin.go, the peers and rejoining;
-// persist.go, the state files; keyring.go, the gossip keys; memnet.go, an
-// in-memory network for tests.
+// anti-entropy exchanges; liveness.go, probing the hosts of members found
+// dead; watch.go, the event streams; codec.go, the wire format and its
+// compatibility rule; rejoin.go, the peers and rejoining; persist.go, the
+// state files; keyring.go, the gossip keys; memnet.go, an in-memory
+// network (and hosts) for tests.
 //
 // Concurrency: memberlist calls the delegates from its own goroutines; they
 // copy what they receive, hold Mesh.mu briefly, and hand anything slow (TCP
@@ -107,13 +115,17 @@ type Entry struct {
 type Member struct {
 	Name  string
 	Addr  string // gossip address, "ip:port"; empty for this node before Start
-	State string // StateAlive, StateSuspect, StateDead or StateLeft
+	State string // StateAlive, StateSuspect, StateDown, StateDead or StateLeft
 	// Version is the member's weft build (its Config.Version); empty for
 	// builds from before it was announced.
 	Version string
 	// Protocol is the mesh protocol the member speaks (see Protocol); 1 for
 	// builds from before it was announced.
 	Protocol int
+	// DownGrace is how long its entries are kept while it is down: what it
+	// announces (its Config.DownGrace), or this member's own for builds
+	// that announce none. 0: it is dead as soon as it is found dead.
+	DownGrace time.Duration
 }
 
 // Mesh is a member of the mesh: its table and its view of the other
@@ -136,6 +148,10 @@ type Mesh struct {
 	tasks   chan task     // TCP work for the workers; never closed
 	stop    chan struct{} // closed by Close
 	wg      sync.WaitGroup
+
+	// probeNow wakes the liveness loop: a member went down. Capacity 1,
+	// coalesced.
+	probeNow chan struct{}
 
 	stats struct{ received, applied, skipped, digests atomic.Uint64 }
 
@@ -193,7 +209,7 @@ func New(cfg Config) (*Mesh, error) {
 		cfg:     cfg,
 		log:     cfg.Logger.With("node", cfg.NodeName),
 		self:    cfg.NodeName,
-		meta:    encodeMeta(Protocol, cfg.Version),
+		meta:    encodeMeta(nodeMeta{Protocol: Protocol, Version: cfg.Version, DownGrace: cfg.DownGrace}),
 		changes: make(chan struct{}, 1),
 		tasks:   make(chan task, 256),
 		stop:    make(chan struct{}),
@@ -203,6 +219,7 @@ func New(cfg Config) (*Mesh, error) {
 		sync:    syncScheduler{interval: cfg.SyncInterval},
 	}
 	m.st.watch = &m.watch
+	m.probeNow = make(chan struct{}, 1)
 	m.bad = newRateLog(m.log, 30*time.Second)
 	m.queue = &memberlist.TransmitLimitedQueue{
 		NumNodes:       func() int { return int(m.numAlive.Load()) },
@@ -221,7 +238,7 @@ func New(cfg Config) (*Mesh, error) {
 	}
 	m.addPeers(cfg.Peers)
 	// This node is a member from the start; Start fills in its address.
-	m.st.memberUp(Member{Name: m.self, Version: cfg.Version, Protocol: Protocol}, uint16(cfg.Port), now)
+	m.st.memberUp(Member{Name: m.self, Version: cfg.Version, Protocol: Protocol, DownGrace: cfg.DownGrace}, uint16(cfg.Port), now)
 	m.numAlive.Store(int32(m.st.alive))
 	if cfg.StateDir != "" {
 		m.loadState()
@@ -262,19 +279,23 @@ func (m *Mesh) Start(addr string, peers []string) error {
 		m.mu.Unlock()
 		return fmt.Errorf("start mesh member %s: %w", m.self, err)
 	}
+	// Asked before mu is taken: memberlist may already be calling a
+	// delegate, which holds memberlist's node lock and waits for mu.
+	var selfAddr string
+	if n := ml.LocalNode(); n != nil {
+		selfAddr = n.Address()
+	}
 	m.mu.Lock()
 	m.ml = ml
-	if n := ml.LocalNode(); n != nil {
-		m.selfAddr = n.Address()
-	}
+	m.selfAddr = selfAddr
 	m.phase = phaseRunning
-	selfAddr := m.selfAddr
 	m.mu.Unlock()
 	m.log.Info("mesh started", "addr", selfAddr, "peers", npeers, "saved_peers", nboot)
 
 	m.start(m.maintainLoop)
 	m.start(m.syncLoop)
 	m.start(m.rejoinLoop)
+	m.start(m.livenessLoop)
 	for range workers {
 		m.start(m.worker)
 	}
@@ -334,7 +355,7 @@ func (m *Mesh) write(f func(time.Time) *record) {
 }
 
 // Entries returns copies of the live entries of table whose owner is this
-// node or an alive member, sorted by key.
+// node or an alive or down member, sorted by key.
 func (m *Mesh) Entries(table string) []Entry {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -342,7 +363,7 @@ func (m *Mesh) Entries(table string) []Entry {
 }
 
 // Get returns a copy of one entry, if it is live and its owner is this node
-// or an alive member.
+// or an alive or down member.
 func (m *Mesh) Get(table, key string) (Entry, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -412,8 +433,9 @@ func (m *Mesh) notify() {
 }
 
 // Members returns every member this node knows, itself included, sorted by
-// name. Dead and gone members stay listed for a while. Before Start, only
-// this node.
+// name. Down members are listed while they are down (DownGrace at most);
+// dead and gone members stay listed for a while. Before Start, only this
+// node.
 func (m *Mesh) Members() []Member {
 	m.mu.Lock()
 	ml := m.ml
@@ -475,7 +497,7 @@ func (m *Mesh) Leave(timeout time.Duration) error {
 	m.left = true
 	// Our notice first: the others then record memberlist's "dead" news of
 	// us as a departure.
-	m.st.memberLeaving(m.self)
+	m.st.memberLeaving(m.self, time.Now())
 	m.control.QueueBroadcast(&broadcast{name: m.self, msg: encodeLeave(m.self)})
 	ml := m.ml
 	m.mu.Unlock()
@@ -486,9 +508,11 @@ func (m *Mesh) Leave(timeout time.Duration) error {
 }
 
 // Close shuts the member down without a goodbye (the others will find it
-// dead), waits for the mesh's goroutines and saves the peers and clock in
-// StateDir. It works whether or not Start ran, and is safe to call more
-// than once. Subscriptions stay open, with no more events.
+// dead, or down while its host answers), after handing its own entries to
+// a few members (flush); it waits for the mesh's goroutines and saves the
+// peers and clock in StateDir. It works whether or not Start ran, and is
+// safe to call more than once. Subscriptions stay open, with no more
+// events.
 func (m *Mesh) Close() error {
 	m.life.Lock()
 	defer m.life.Unlock()
@@ -497,9 +521,13 @@ func (m *Mesh) Close() error {
 		m.mu.Unlock()
 		return nil
 	}
+	running := m.phase == phaseRunning && !m.left
 	m.phase = phaseClosed
 	ml := m.ml
 	m.mu.Unlock()
+	if running {
+		m.flush()
+	}
 	close(m.stop)
 	var err error
 	if ml != nil {

@@ -313,7 +313,7 @@ func TestMembersVersionAndProtocol(t *testing.T) {
 		t.Fatalf("members = %+v", got)
 	}
 	for _, mb := range got {
-		want := Member{Name: mb.Name, Addr: l.addr(mb.Name), State: StateAlive, Version: "v-" + mb.Name, Protocol: Protocol}
+		want := Member{Name: mb.Name, Addr: l.addr(mb.Name), State: StateAlive, Version: "v-" + mb.Name, Protocol: Protocol, DownGrace: DefaultConfig().DownGrace}
 		if mb != want {
 			t.Errorf("member %+v, want %+v", mb, want)
 		}
@@ -328,35 +328,51 @@ func TestMembersVersionAndProtocol(t *testing.T) {
 
 // TestOlderMemberMeta: a member whose node metadata is empty is a build
 // from before protocols were announced: protocol 1, no version. Metadata
-// a later protocol extends is read for the fields this build knows.
+// a later protocol extends is read for the fields this build knows. A
+// member that announces no down grace (a build from before the down
+// state) gets this member's own.
 func TestOlderMemberMeta(t *testing.T) {
+	old := func(protocol int, version string) []byte {
+		return appendString(binary.AppendUvarint(nil, uint64(protocol)), version)
+	}
 	for _, tc := range []struct {
-		meta     []byte
-		protocol int
-		version  string
+		meta []byte
+		want nodeMeta
 	}{
-		{nil, 1, ""},
-		{[]byte{}, 1, ""},
-		{[]byte("garbage that is not ours"), 1, ""},
-		{encodeMeta(1, "1.2.3"), 1, "1.2.3"},
-		{append(encodeMeta(7, "9.0"), 0xde, 0xad), 7, "9.0"},
+		{nil, nodeMeta{Protocol: 1}},
+		{[]byte{}, nodeMeta{Protocol: 1}},
+		{[]byte("garbage that is not ours"), nodeMeta{Protocol: 1}},
+		{old(1, "1.2.3"), nodeMeta{Protocol: 1, Version: "1.2.3"}},
+		{encodeMeta(nodeMeta{Protocol: 1, Version: "1.2.3", DownGrace: 90 * time.Second}), nodeMeta{Protocol: 1, Version: "1.2.3", DownGrace: 90 * time.Second, HasGrace: true}},
+		{encodeMeta(nodeMeta{Protocol: 1, Version: "1.2.3"}), nodeMeta{Protocol: 1, Version: "1.2.3", HasGrace: true}},
+		{encodeMeta(nodeMeta{Protocol: 1, DownGrace: 1000 * 24 * time.Hour}), nodeMeta{Protocol: 1, DownGrace: maxDownGrace, HasGrace: true}},
+		{append(old(7, "9.0"), 0x80), nodeMeta{Protocol: 7, Version: "9.0"}},
+		{append(encodeMeta(nodeMeta{Protocol: 7, Version: "9.0", DownGrace: time.Second}), 0xde, 0xad), nodeMeta{Protocol: 7, Version: "9.0", DownGrace: time.Second, HasGrace: true}},
 	} {
-		p, v := decodeMeta(tc.meta)
-		if p != tc.protocol || v != tc.version {
-			t.Errorf("decodeMeta(%q) = %d, %q; want %d, %q", tc.meta, p, v, tc.protocol, tc.version)
+		if got := decodeMeta(tc.meta); got != tc.want {
+			t.Errorf("decodeMeta(%q) = %+v; want %+v", tc.meta, got, tc.want)
 		}
 	}
-	if n := len(encodeMeta(Protocol, strings.Repeat("v", maxVersionLen))); n > memberlist.MetaMaxSize {
+	if n := len(encodeMeta(nodeMeta{Protocol: Protocol, Version: strings.Repeat("v", maxVersionLen), DownGrace: maxDownGrace})); n > memberlist.MetaMaxSize {
 		t.Errorf("metadata of %d bytes, over memberlist's %d", n, memberlist.MetaMaxSize)
 	}
 
 	l := newLab(t)
-	m := l.start("n0", nil)
+	m := l.start("n0", func(c *Config) { c.DownGrace = 42 * time.Second })
 	d := &delegate{m}
 	d.NotifyJoin(&memberlist.Node{Name: "old", Addr: net.ParseIP("10.99.9.9"), Port: DefaultPort})
+	d.NotifyJoin(&memberlist.Node{Name: "new", Addr: net.ParseIP("10.99.9.8"), Port: DefaultPort,
+		Meta: encodeMeta(nodeMeta{Protocol: 1, Version: "x", DownGrace: time.Minute})})
 	for _, mb := range m.Members() {
-		if mb.Name == "old" && (mb.Protocol != 1 || mb.Version != "") {
-			t.Errorf("older member shown as %+v", mb)
+		switch mb.Name {
+		case "old":
+			if mb.Protocol != 1 || mb.Version != "" || mb.DownGrace != 42*time.Second {
+				t.Errorf("older member shown as %+v", mb)
+			}
+		case "new":
+			if mb.DownGrace != time.Minute {
+				t.Errorf("member announcing a grace shown as %+v", mb)
+			}
 		}
 	}
 }

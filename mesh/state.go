@@ -2,10 +2,12 @@ package mesh
 
 // This file owns the rules of the replicated table and of membership:
 // which version of a key wins, tombstones and reaping, owner repair, which
-// entries are visible, digests and deltas. It does no locking and no I/O
-// (Mesh.mu guards it), so each rule is tested on its own (state_test.go).
-// Every change of what is visible is reported to the watchers where it
-// happens (store, memberUp, memberDown, memberLeaving).
+// entries are visible, digests and deltas, and the life of a member
+// (alive, down while its host answers, dead). It does no locking and no
+// I/O (Mesh.mu guards it; liveness.go runs the probes it asks for), so
+// each rule is tested on its own (state_test.go). Every change of what is
+// visible is reported to the watchers where it happens (store, memberUp,
+// memberFailed, memberDown, memberLeaving).
 
 import (
 	"bytes"
@@ -76,15 +78,30 @@ type member struct {
 	returned bool
 	// leaving is set by the member's leave notice: when it goes, it left.
 	leaving bool
+	// While the member is down: when it went down (which also names this
+	// spell of it, for the probes' answers), whether a probe of its host
+	// is running, and when the last one started.
+	downSince time.Time
+	probing   bool
+	probedAt  time.Time
 }
 
 // Member states as reported by Members.
 const (
 	StateAlive   = "alive"
 	StateSuspect = "suspect"
-	StateDead    = "dead"
-	StateLeft    = "left"
+	// StateDown: memberlist found the member dead (no goodbye), but its
+	// host still answers (Config.HostProbe): weft is down there (disabled,
+	// restarting, being upgraded) while its kernel entries and containers
+	// carry traffic on. Its entries stay visible for Config.DownGrace, or
+	// until its host stops answering; then it is dead.
+	StateDown = "down"
+	StateDead = "dead"
+	StateLeft = "left"
 )
+
+// isAlive reports whether a member state counts as alive: it gossips.
+func isAlive(st string) bool { return st == StateAlive || st == StateSuspect }
 
 func newState(self string, ttl time.Duration, now time.Time, grace time.Duration) *state {
 	s := &state{
@@ -182,13 +199,27 @@ func hashBytes[T string | []byte](h uint64, b T) uint64 {
 	return h
 }
 
-// memberAlive reports whether entries of owner may be shown.
+// memberShown reports whether entries of owner may be shown: ours, and
+// those of members alive, suspect or down (their hosts still carry their
+// endpoints' traffic).
+func (s *state) memberShown(owner string) bool {
+	if owner == s.self {
+		return true
+	}
+	m := s.members[owner]
+	return m != nil && (isAlive(m.State) || m.State == StateDown)
+}
+
+// memberAlive reports whether owner is ourselves or an alive member: only
+// their entries are compared and exchanged by anti-entropy. Those of a
+// down member do not change while it is down; a member that finds it dead
+// would refuse them at every exchange.
 func (s *state) memberAlive(owner string) bool {
 	if owner == s.self {
 		return true
 	}
 	m := s.members[owner]
-	return m != nil && (m.State == StateAlive || m.State == StateSuspect)
+	return m != nil && isAlive(m.State)
 }
 
 // memberGone reports whether owner is known to be dead or to have left.
@@ -198,7 +229,7 @@ func (s *state) memberGone(owner string) bool {
 }
 
 func (s *state) visible(r *record) bool {
-	return r != nil && !r.Deleted && s.memberAlive(r.Owner)
+	return r != nil && !r.Deleted && s.memberShown(r.Owner)
 }
 
 func (s *state) lookup(table, key string) *record {
@@ -239,7 +270,7 @@ func (s *state) store(old *record, e Entry, reapAt time.Time, now time.Time) *re
 		set = &ownerSet{}
 		s.owners[e.Owner] = set
 	}
-	if !s.memberAlive(e.Owner) && set.hiddenSince.IsZero() {
+	if !s.memberShown(e.Owner) && set.hiddenSince.IsZero() {
 		set.hiddenSince = now
 	}
 	r.idx = len(set.recs)
@@ -439,7 +470,7 @@ func (s *state) reap(now time.Time) (n int) {
 		}
 	}
 	for owner, set := range s.owners {
-		if owner == s.self || s.memberAlive(owner) || set.hiddenSince.IsZero() {
+		if owner == s.self || s.memberShown(owner) || set.hiddenSince.IsZero() {
 			continue
 		}
 		if now.Sub(set.hiddenSince) >= s.orphanTTL {
@@ -464,23 +495,29 @@ func (s *state) dropOwner(owner string) int {
 }
 
 // memberUp records a member as alive (or updated), and shows the entries
-// of it held hidden. It reports whether the member was not alive before.
+// of it held hidden. A member that was down is alive again: its entries
+// were shown all along, so nothing about them changes. A down member whose
+// address the member now holds is dead: weft runs again on its host, under
+// another name (see supersede). It reports whether the member was not
+// alive before.
 func (s *state) memberUp(m Member, port uint16, now time.Time) bool {
 	m.State = StateAlive
 	cur := s.members[m.Name]
-	if cur != nil && (cur.State == StateAlive || cur.State == StateSuspect) {
+	if cur != nil && isAlive(cur.State) {
 		cur.port = port
 		if cur.Member != m {
 			cur.Member = m
 			s.watch.member(cur.Member)
+			s.supersede(m, now)
 		}
 		return false
 	}
-	returned := cur != nil
-	s.members[m.Name] = &member{Member: m, port: port, since: now, returned: returned && m.Name != s.self}
+	wasDown := cur != nil && cur.State == StateDown
+	s.members[m.Name] = &member{Member: m, port: port, since: now, returned: cur != nil && m.Name != s.self}
 	s.alive++
 	s.watch.member(m)
-	if set := s.owners[m.Name]; set != nil {
+	s.supersede(m, now)
+	if set := s.owners[m.Name]; set != nil && !wasDown {
 		set.hiddenSince = time.Time{}
 		if m.Name != s.self {
 			for _, r := range set.recs {
@@ -493,6 +530,116 @@ func (s *state) memberUp(m Member, port uint16, now time.Time) bool {
 	return true
 }
 
+// supersede declares dead the down members at the address of m, which is
+// alive: their host answers because weft runs there again, under another
+// name (a lost state directory gives a new one), so they will not come
+// back, and their endpoints are m's to publish now.
+func (s *state) supersede(m Member, now time.Time) {
+	if m.Addr == "" {
+		return
+	}
+	for name, o := range s.members {
+		if name != m.Name && o.State == StateDown && o.Addr == m.Addr {
+			s.memberDown(name, StateDead, now)
+		}
+	}
+}
+
+// memberFailed records memberlist's news that a member is dead (found
+// dead, not a goodbye). While its host may still answer, the member goes
+// down: its entries stay shown, and its host is probed (probesDue,
+// hostProbed), for its DownGrace at most. It is dead at once instead, its
+// entries withdrawn, without a down grace, for ourselves, for a member that gave notice of its leave
+// or has no address, and when an alive member holds its address (see
+// supersede). It reports whether the member went down.
+func (s *state) memberFailed(name string, now time.Time) (down bool) {
+	cur := s.members[name]
+	switch {
+	case cur == nil || cur.State == StateDown:
+		return false
+	case cur.DownGrace <= 0 || name == s.self || cur.leaving || cur.Addr == "" || !isAlive(cur.State) || s.addrHeld(cur.Addr, name):
+		s.memberDown(name, StateDead, now)
+		return false
+	}
+	s.alive--
+	cur.State, cur.since, cur.returned = StateDown, now, false
+	cur.downSince, cur.probedAt, cur.probing = now, time.Time{}, false
+	s.watch.member(cur.Member)
+	return true
+}
+
+// addrHeld reports whether an alive member other than name has addr.
+func (s *state) addrHeld(addr, name string) bool {
+	for n, m := range s.members {
+		if n != name && isAlive(m.State) && m.Addr == addr {
+			return true
+		}
+	}
+	return false
+}
+
+// probeTarget is the host of a down member, to be probed.
+type probeTarget struct {
+	name, addr string
+	since      time.Time // the member's downSince: which spell of down
+}
+
+// probesDue returns up to limit down members whose host is due a probe
+// (none running, and none started for interval), those waiting longest
+// first, and marks them probing. A member that just went down is due at
+// once.
+func (s *state) probesDue(now time.Time, interval time.Duration, limit int) []probeTarget {
+	var due []*member
+	for _, m := range s.members {
+		if m.State == StateDown && !m.probing && (m.probedAt.IsZero() || now.Sub(m.probedAt) >= interval) {
+			due = append(due, m)
+		}
+	}
+	sort.Slice(due, func(i, j int) bool {
+		if !due[i].probedAt.Equal(due[j].probedAt) {
+			return due[i].probedAt.Before(due[j].probedAt)
+		}
+		return due[i].Name < due[j].Name
+	})
+	out := make([]probeTarget, 0, min(limit, len(due)))
+	for _, m := range due[:min(max(limit, 0), len(due))] {
+		m.probing, m.probedAt = true, now
+		out = append(out, probeTarget{name: m.Name, addr: m.Addr, since: m.downSince})
+	}
+	return out
+}
+
+// hostProbed records whether the host of a probed member answered. One
+// that did not is gone: the member is dead and its entries go. An answer
+// about a member no longer down, or down again since the probe started,
+// changes nothing. It reports whether the member died.
+func (s *state) hostProbed(p probeTarget, answered bool, now time.Time) (dead bool) {
+	cur := s.members[p.name]
+	if cur == nil || cur.State != StateDown || !cur.downSince.Equal(p.since) || cur.Addr != p.addr {
+		return false
+	}
+	cur.probing = false
+	if answered {
+		return false
+	}
+	s.memberDown(p.name, StateDead, now)
+	return true
+}
+
+// expireDown declares dead the members down for their DownGrace or
+// longer, and returns their names.
+func (s *state) expireDown(now time.Time) []string {
+	var out []string
+	for name, m := range s.members {
+		if m.State == StateDown && now.Sub(m.downSince) >= m.DownGrace {
+			s.memberDown(name, StateDead, now)
+			out = append(out, name)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
 // memberDown records a member as dead or left and withdraws its entries.
 // It reports whether any visible entry went away.
 func (s *state) memberDown(name, st string, now time.Time) (visible bool) {
@@ -500,14 +647,14 @@ func (s *state) memberDown(name, st string, now time.Time) (visible bool) {
 	if cur == nil {
 		return false
 	}
-	if cur.State == StateAlive || cur.State == StateSuspect {
+	if isAlive(cur.State) {
 		s.alive--
 	}
 	if cur.leaving {
 		st = StateLeft
 	}
 	was := cur.State
-	cur.State, cur.since, cur.returned = st, now, false
+	cur.State, cur.since, cur.returned, cur.probing = st, now, false, false
 	if st != was {
 		s.watch.member(cur.Member)
 	}
@@ -526,9 +673,10 @@ func (s *state) memberDown(name, st string, now time.Time) (visible bool) {
 	return visible
 }
 
-// memberLeaving records a member's leave notice. It reports whether the
-// notice is news.
-func (s *state) memberLeaving(name string) bool {
+// memberLeaving records a member's leave notice. A member down (its
+// notice late) has left: its entries go. It reports whether the notice
+// is news.
+func (s *state) memberLeaving(name string, now time.Time) bool {
 	cur := s.members[name]
 	switch {
 	case cur == nil || cur.leaving || cur.State == StateLeft:
@@ -536,6 +684,9 @@ func (s *state) memberLeaving(name string) bool {
 	case cur.State == StateDead:
 		cur.State = StateLeft
 		s.watch.member(cur.Member)
+	case cur.State == StateDown:
+		cur.leaving = true
+		s.memberDown(name, StateLeft, now)
 	}
 	cur.leaving = true
 	return true

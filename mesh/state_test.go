@@ -378,7 +378,7 @@ func TestDigestMaxClockAfterRemoval(t *testing.T) {
 func TestLeaveNotice(t *testing.T) {
 	s := newTestState("me", "a", "b")
 	// Notice first, then memberlist's news: the member left.
-	if !s.memberLeaving("a") || s.memberLeaving("a") {
+	if !s.memberLeaving("a", t0) || s.memberLeaving("a", t0) {
 		t.Fatal("leave notice not news exactly once")
 	}
 	s.memberDown("a", StateDead, t0)
@@ -387,7 +387,7 @@ func TestLeaveNotice(t *testing.T) {
 	}
 	// News first, then the notice: upgraded to left.
 	s.memberDown("b", StateDead, t0)
-	if !s.memberLeaving("b") || s.members["b"].State != StateLeft {
+	if !s.memberLeaving("b", t0) || s.members["b"].State != StateLeft {
 		t.Fatalf("b is %s, want left", s.members["b"].State)
 	}
 	// A member that comes back starts afresh: its next failure is a death.
@@ -396,7 +396,7 @@ func TestLeaveNotice(t *testing.T) {
 	if st := s.members["a"].State; st != StateDead {
 		t.Fatalf("returned a is %s after failing, want dead", st)
 	}
-	if s.memberLeaving("stranger") {
+	if s.memberLeaving("stranger", t0) {
 		t.Fatal("notice about an unknown member is news")
 	}
 }

@@ -8,8 +8,9 @@ package mesh
 //
 // Events are produced by state (state.go) under Mesh.mu, at the points
 // where what Entries or Members show changes: a write or delete (store), a
-// member going (memberDown withdraws its entries) or coming back (memberUp
-// shows the entries held hidden), a leave notice. Nothing diffs snapshots:
+// member going down (memberFailed: its entries stay) or dead (memberDown
+// withdraws its entries) or coming back (memberUp shows the entries held
+// hidden), a leave notice. Nothing diffs snapshots:
 // a change of one entry in a table of 10,000 costs one event. Lock order:
 // Mesh.mu, then the feed's and its queues' locks.
 
@@ -34,9 +35,11 @@ const (
 	EntryGone
 	// MemberChanged: a member appeared, or its state, address, version or
 	// protocol changed. Event.Member is the member now. States are alive,
-	// dead and left: memberlist reports no event when a member becomes
-	// suspect (Members shows it). A member dead or gone for a while leaves
-	// Members without an event.
+	// down, dead and left: memberlist reports no event when a member
+	// becomes suspect (Members shows it). A member that goes down keeps its
+	// entries visible (no EntryGone); one that dies or leaves has them
+	// withdrawn right after its event. A member dead or gone for a while
+	// leaves Members without an event.
 	MemberChanged
 )
 

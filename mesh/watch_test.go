@@ -287,7 +287,7 @@ func TestBeforeStart(t *testing.T) {
 	if got := view(n1, "t"); got != "kept=1@n1" {
 		t.Fatalf("before Start: %q", got)
 	}
-	if got := n1.Members(); len(got) != 1 || got[0] != (Member{Name: "n1", State: StateAlive, Version: "v1", Protocol: Protocol}) {
+	if got := n1.Members(); len(got) != 1 || got[0] != (Member{Name: "n1", State: StateAlive, Version: "v1", Protocol: Protocol, DownGrace: DefaultConfig().DownGrace}) {
 		t.Fatalf("members before Start: %+v", got)
 	}
 	if n1.Synced() {
@@ -358,7 +358,7 @@ func TestWatchMembership(t *testing.T) {
 	s.memberUp(Member{Name: "late", Version: "2"}, 0, t0)
 	s.memberDown("late", StateDead, t0)
 	s.memberDown("late", StateDead, t0) // no change
-	s.memberLeaving("late")
+	s.memberLeaving("late", t0)
 	var got []string
 	for _, ev := range sub.Take() {
 		switch ev.Kind {

@@ -62,6 +62,11 @@ type Config struct {
 	// others take its address blocks back (WEFT_IPAM_RECLAIM, a Go
 	// duration); 0 keeps the IPAM's default.
 	IPAMReclaim time.Duration
+	// DownGrace is how long the other hosts keep this host's endpoints
+	// while its plugin is down and the host itself still answers
+	// (WEFT_DOWN_GRACE, a Go duration; 0: not at all, they go as soon as
+	// the mesh finds this host silent).
+	DownGrace time.Duration
 }
 
 // DefaultConfig returns the settings a plugin has with no environment.
@@ -76,6 +81,7 @@ func DefaultConfig() Config {
 		MeshPort:     7950,
 		StatusAddr:   "127.0.0.1:7951",
 		DNSDomain:    "weft.local",
+		DownGrace:    mesh.DefaultConfig().DownGrace,
 	}
 }
 
@@ -200,6 +206,14 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 			bad("WEFT_IPAM_RECLAIM=%q is not a duration of 1s or more", v)
 		} else {
 			c.IPAMReclaim = d
+		}
+	}
+	if v := strings.TrimSpace(getenv("WEFT_DOWN_GRACE")); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 || d > 720*time.Hour {
+			bad("WEFT_DOWN_GRACE=%q is not a duration from 0 to 720h", v)
+		} else {
+			c.DownGrace = d
 		}
 	}
 	if c.VXLANPort == c.MeshPort {

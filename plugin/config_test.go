@@ -3,6 +3,7 @@ package plugin
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
@@ -17,15 +18,21 @@ func TestConfigFromEnv(t *testing.T) {
 			t.Fatalf("default port %d collides with Docker's", p)
 		}
 	}
-	c, err = ConfigFromEnv(env(map[string]string{"WEFT_PEERS": "198.18.0.1, 198.18.0.2:7950", "LOG_LEVEL": "debug", "WEFT_SCOPE": "local"}))
-	if err != nil || len(c.Peers) != 2 || c.Scope != "local" {
+	if c.DownGrace != 10*time.Minute {
+		t.Fatalf("default down grace %s, want 10m", c.DownGrace)
+	}
+	c, err = ConfigFromEnv(env(map[string]string{"WEFT_PEERS": "198.18.0.1, 198.18.0.2:7950", "LOG_LEVEL": "debug", "WEFT_SCOPE": "local", "WEFT_DOWN_GRACE": "1h30m"}))
+	if err != nil || len(c.Peers) != 2 || c.Scope != "local" || c.DownGrace != 90*time.Minute {
 		t.Fatalf("settings: %+v, %v", c, err)
 	}
-	_, err = ConfigFromEnv(env(map[string]string{"WEFT_PEERS": "nohost", "WEFT_MESH_PORT": "99999", "WEFT_STATUS_ADDR": "0.0.0.0:1", "LOG_LEVEL": "loud"}))
+	if c, err = ConfigFromEnv(env(map[string]string{"WEFT_DOWN_GRACE": "0"})); err != nil || c.DownGrace != 0 {
+		t.Fatalf("no down grace: %+v, %v", c, err)
+	}
+	_, err = ConfigFromEnv(env(map[string]string{"WEFT_PEERS": "nohost", "WEFT_MESH_PORT": "99999", "WEFT_STATUS_ADDR": "0.0.0.0:1", "LOG_LEVEL": "loud", "WEFT_DOWN_GRACE": "a while"}))
 	if err == nil {
 		t.Fatal("bad settings accepted")
 	}
-	for _, want := range []string{"WEFT_PEERS", "WEFT_MESH_PORT", "WEFT_STATUS_ADDR", "LOG_LEVEL"} {
+	for _, want := range []string{"WEFT_PEERS", "WEFT_MESH_PORT", "WEFT_STATUS_ADDR", "LOG_LEVEL", "WEFT_DOWN_GRACE"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not name %s", err, want)
 		}

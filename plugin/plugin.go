@@ -119,6 +119,10 @@ func build(cfg Config, log *slog.Logger) (*parts, error) {
 	mcfg.Version = Version
 	mcfg.Logger = log.With("component", "mesh")
 	mcfg.Keyring = p.keys
+	mcfg.DownGrace = cfg.DownGrace
+	if cfg.DownGrace == 0 {
+		mcfg.DownGrace = -1 // none: the mesh's zero is its default
+	}
 	if p.mesh, err = mesh.New(mcfg); err != nil {
 		p.kernel.Close()
 		return nil, err

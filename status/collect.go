@@ -44,7 +44,7 @@ func Collect(s Sources) Report {
 		}
 		for _, r := range remote {
 			if r.VNI == n.VNI {
-				sn.Remote = append(sn.Remote, Endpoint{ID: r.Endpoint, IP: r.IP, MAC: r.MAC, Host: r.Host, VTEP: r.VTEP, Names: r.Names})
+				sn.Remote = append(sn.Remote, Endpoint{ID: r.Endpoint, IP: r.IP, MAC: r.MAC, Host: r.Host, VTEP: r.VTEP, Names: r.Names, Down: r.Down})
 			}
 		}
 		slices.SortFunc(sn.Local, byIP)

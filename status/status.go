@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/engine"
+	"github.com/weftnet/weft/mesh"
 )
 
 // Report is one host's view of weft.
@@ -30,10 +31,20 @@ type Report struct {
 
 // Member is one member of the mesh.
 type Member struct {
-	Name    string `json:"name"`
-	Addr    string `json:"addr"`
+	Name string `json:"name"`
+	Addr string `json:"addr"`
+	// State is the mesh's: alive, suspect, down (its weft stopped, its
+	// host still answers: rendered "plugin down"), dead or left.
 	State   string `json:"state"`
 	Version string `json:"version,omitempty"`
+}
+
+// StateText is how a member state reads for people.
+func StateText(state string) string {
+	if state == mesh.StateDown {
+		return "plugin down"
+	}
+	return state
 }
 
 // Network is one weft network on this host.
@@ -55,6 +66,8 @@ type Endpoint struct {
 	Host      string   `json:"host,omitempty"`
 	VTEP      string   `json:"vtep,omitempty"`
 	Names     []string `json:"names,omitempty"`
+	// Down: its host's weft is down; the endpoint is kept meanwhile.
+	Down bool `json:"down,omitempty"`
 }
 
 // Handler serves the report that get returns at /status, to requests
@@ -123,7 +136,7 @@ func Render(w io.Writer, r Report) error {
 		if v == "" {
 			v = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", m.Name, m.Addr, m.State, v)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", m.Name, m.Addr, StateText(m.State), v)
 	}
 	for _, n := range r.Networks {
 		fmt.Fprintf(tw, "\nNETWORK %s  vni %d  subnet %s  mtu %d\n", engine.ShortID(n.ID), n.VNI, n.Subnet, n.MTU)
@@ -132,7 +145,11 @@ func Render(w io.Writer, r Report) error {
 			fmt.Fprintf(tw, "%s\t%s\t%s\tlocal %s\t%s\n", engine.ShortID(e.ID), e.IP, e.MAC, e.Interface, strings.Join(e.Names, ","))
 		}
 		for _, e := range n.Remote {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", engine.ShortID(e.ID), e.IP, e.MAC, strings.TrimSpace(e.Host+" "+e.VTEP), strings.Join(e.Names, ","))
+			where := strings.TrimSpace(e.Host + " " + e.VTEP)
+			if e.Down {
+				where += " (plugin down)"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", engine.ShortID(e.ID), e.IP, e.MAC, where, strings.Join(e.Names, ","))
 		}
 	}
 	return tw.Flush()

@@ -34,7 +34,17 @@ func Config(name string) mesh.Config {
 	cfg.PushPullInterval = time.Second
 	cfg.SyncInterval = 100 * time.Millisecond
 	cfg.RejoinInterval = 200 * time.Millisecond
+	cfg.HostProbeInterval = 100 * time.Millisecond
 	return cfg
+}
+
+// StopWeft closes member i while its host keeps answering probes, as a
+// plugin disabled on a live host: the others see it down, its entries
+// still shown. Without it, a closed member's host is gone (see
+// mesh.MemNetwork).
+func (c *Cluster) StopWeft(i int) error {
+	c.Net.KeepHost(c.addrs[i], true)
+	return c.Members[i].Close()
 }
 
 // New starts one member per name, each joining the others, and waits until
