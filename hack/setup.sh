@@ -50,4 +50,7 @@ if [ -z "$have" ] || older "$have" "$want"; then
 fi
 go version
 (cd "$here" && go mod download)
+# The container registry the release tests build (distribution's), a module
+# of its own so that its dependencies stay out of weft's go.mod.
+(cd "$here/test/registry" && go mod download)
 echo "setup: done"
