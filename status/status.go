@@ -30,11 +30,17 @@ type Report struct {
 
 // Member is one member of the mesh.
 type Member struct {
-	Name    string `json:"name"`
-	Addr    string `json:"addr"`
-	State   string `json:"state"`
+	Name  string `json:"name"`
+	Addr  string `json:"addr"`
+	State string `json:"state"`
+	// Version is the member's weft version; empty for a build older than
+	// 0.2.0, which does not announce it (Render says "older build").
 	Version string `json:"version,omitempty"`
 }
+
+// olderBuild is how Render names the version of a member that announces
+// none.
+const olderBuild = "older build"
 
 // Network is one weft network on this host.
 type Network struct {
@@ -121,7 +127,7 @@ func Render(w io.Writer, r Report) error {
 	for _, m := range members {
 		v := m.Version
 		if v == "" {
-			v = "-"
+			v = olderBuild
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", m.Name, m.Addr, m.State, v)
 	}

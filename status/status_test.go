@@ -11,7 +11,7 @@ import (
 )
 
 func TestServeFetchRender(t *testing.T) {
-	want := Report{Node: "h1", VTEP: "198.18.0.1", Scope: "global", Members: []Member{{Name: "h2", Addr: "198.18.0.2", State: "alive", Version: "v9"}},
+	want := Report{Node: "h1", VTEP: "198.18.0.1", Scope: "global", Members: []Member{{Name: "h2", Addr: "198.18.0.2", State: "alive", Version: "v9"}, {Name: "h3", Addr: "198.18.0.3", State: "alive"}},
 		Networks: []Network{{ID: "0123456789abcdef", VNI: 4242, Subnet: "10.1.0.0/24", MTU: 1450,
 			Local:  []Endpoint{{ID: "e1", IP: "10.1.0.2", MAC: "02:77:0a:01:00:02", Interface: "wve1"}},
 			Remote: []Endpoint{{ID: "e2", IP: "10.1.0.3", MAC: "02:77:0a:01:00:03", Host: "h2", VTEP: "198.18.0.2"}}}}}
@@ -33,7 +33,7 @@ func TestServeFetchRender(t *testing.T) {
 	if err := Render(&b, got); err != nil {
 		t.Fatal(err)
 	}
-	for _, s := range []string{"NETWORK 0123456789ab", "vni 4242", "10.1.0.3", "h2 198.18.0.2", "local wve1", "h2      198.18.0.2  alive  v9"} {
+	for _, s := range []string{"NETWORK 0123456789ab", "vni 4242", "10.1.0.3", "h2 198.18.0.2", "local wve1", "h2      198.18.0.2  alive  v9", "h3      198.18.0.3  alive  older build"} {
 		if !strings.Contains(b.String(), s) {
 			t.Errorf("rendered status lacks %q:\n%s", s, b.String())
 		}
