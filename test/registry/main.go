@@ -15,6 +15,7 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"flag"
 	"fmt"
 	"net"
@@ -57,6 +58,9 @@ func run(addr, dir, logLevel string) error {
 	cfg.Log.AccessLog.Disabled = logLevel != "debug"
 	cfg.HTTP.Addr = addr
 	cfg.HTTP.Net = "tcp"
+	// One registry, so any secret will do (upload state is signed with
+	// it); set, so that it does not warn about making one up.
+	cfg.HTTP.Secret = rand.Text()
 	// Graceful stop on SIGTERM or SIGINT (ListenAndServe handles them).
 	cfg.HTTP.DrainTimeout = 2 * time.Second
 	if dir == "" {
