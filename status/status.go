@@ -111,8 +111,18 @@ func Fetch(ctx context.Context, addr string) (Report, error) {
 	if resp.StatusCode != http.StatusOK {
 		return rep, fmt.Errorf("weft status on %s: %s", addr, resp.Status)
 	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(&rep); err != nil {
+	var doc struct {
+		Report
+		// Peers are the members in the report of a plugin older than
+		// 0.2.0, met on a host not yet upgraded during a roll.
+		Peers []Member `json:"peers"`
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(&doc); err != nil {
 		return rep, fmt.Errorf("weft status on %s: %w", addr, err)
+	}
+	rep = doc.Report
+	if rep.Members == nil {
+		rep.Members = doc.Peers
 	}
 	return rep, nil
 }

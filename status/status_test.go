@@ -60,3 +60,24 @@ func TestLocalOnly(t *testing.T) {
 		}
 	}
 }
+
+// TestFetchOlderReport: the report of a plugin older than 0.2.0 names its
+// members "peers"; Fetch reads them as members, without a version.
+func TestFetchOlderReport(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := `{"node":"h1-1a2b3c4d","vtep":"198.18.0.1","version":"0.1.0","scope":"global",` +
+		`"peers":[{"name":"h2-5e6f7a8b","addr":"198.18.0.2:7950","state":"alive"}],"networks":[]}`
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte(old)) })}
+	go srv.Serve(l)
+	defer srv.Close()
+	got, err := Fetch(context.Background(), l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Version != "0.1.0" || len(got.Members) != 1 || got.Members[0].Name != "h2-5e6f7a8b" || got.Members[0].State != "alive" || got.Members[0].Version != "" {
+		t.Fatalf("Fetch of a 0.1.0 report = %+v", got)
+	}
+}
