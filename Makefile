@@ -52,12 +52,14 @@ plugin: plugin-dir ## build and (re)install the plugin as $(PLUGIN_NAME) on the 
 	$(if $(strip $(PLUGIN_SET)),$(DOCKER) plugin set $(PLUGIN_NAME) $(PLUGIN_SET))
 	$(DOCKER) plugin enable $(PLUGIN_NAME)
 
+# A copy of the release left on the engine by an interrupted run is removed
+# first, unless it is enabled (a node running it under that name).
 .PHONY: release
 release: release-args ## build weft VERSION=x.y.z and push it to REGISTRY=host[:port] as $(REGISTRY)/weft:$(VERSION) (through DOCKER_HOST's engine)
 	rm -rf $(RELEASE_DIR)
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(RELEASE_DIR)/plugin/rootfs/weft ./cmd/weft
 	$(call lay-out-plugin,$(RELEASE_DIR)/plugin)
-	-@$(DOCKER) plugin rm -f $(RELEASE_REF) >/dev/null 2>&1
+	-@$(DOCKER) plugin rm $(RELEASE_REF) >/dev/null 2>&1
 	$(DOCKER) plugin create $(RELEASE_REF) $(RELEASE_DIR)/plugin
 	$(DOCKER) plugin push $(RELEASE_REF)
 	$(DOCKER) plugin rm $(RELEASE_REF)
