@@ -3,9 +3,26 @@ SHELL := /bin/bash
 GO ?= go
 DOCKER ?= $(shell test -x /usr/bin/docker && echo /usr/bin/docker || echo docker)
 PLUGIN_NAME ?= weft:latest
-VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+# The version built into the binary (`weft version`, `weft status`, the mesh).
+# Releases set it (make release VERSION=x.y.z); other builds are named after
+# the last release tag: 0.2.0, or 0.2.0-3-gabc1234[-dirty] three commits on.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null | sed 's/^v//' || echo dev)
 BUILD := build
 LDFLAGS := -s -w -X main.version=$(VERSION)
+# Where `make release` pushes: $(REGISTRY)/$(RELEASE_REPO):$(VERSION).
+REGISTRY ?=
+RELEASE_REPO ?= weft
+RELEASE_REF = $(REGISTRY)/$(RELEASE_REPO):$(VERSION)
+RELEASE_DIR = $(BUILD)/release/$(VERSION)
+
+# lay-out-plugin DIR: a managed plugin directory in DIR (config.json and
+# rootfs/ with the directories the plugin's mounts and sockets need) around
+# the binary already built as DIR/rootfs/weft.
+define lay-out-plugin
+mkdir -p $(1)/rootfs/run/docker/plugins $(1)/rootfs/var/lib/weft $(1)/rootfs/tmp
+chmod 1777 $(1)/rootfs/tmp
+cp config.json $(1)/config.json
+endef
 # Settings passed to `docker plugin set` by `make plugin`, e.g. PLUGIN_SET="LOG_LEVEL=debug".
 PLUGIN_SET ?=
 
@@ -23,10 +40,8 @@ build: ## build the static weft and weftlab binaries into build/
 .PHONY: plugin-dir
 plugin-dir: build ## lay the managed plugin out in build/plugin (config.json + rootfs/)
 	rm -rf $(BUILD)/plugin
-	mkdir -p $(BUILD)/plugin/rootfs/run/docker/plugins $(BUILD)/plugin/rootfs/var/lib/weft $(BUILD)/plugin/rootfs/tmp
-	chmod 1777 $(BUILD)/plugin/rootfs/tmp
+	$(call lay-out-plugin,$(BUILD)/plugin)
 	cp $(BUILD)/weft $(BUILD)/plugin/rootfs/weft
-	cp config.json $(BUILD)/plugin/config.json
 
 .PHONY: plugin
 plugin: plugin-dir ## build and (re)install the plugin as $(PLUGIN_NAME) on the engine at DOCKER_HOST, then enable it
@@ -37,13 +52,40 @@ plugin: plugin-dir ## build and (re)install the plugin as $(PLUGIN_NAME) on the 
 	$(if $(strip $(PLUGIN_SET)),$(DOCKER) plugin set $(PLUGIN_NAME) $(PLUGIN_SET))
 	$(DOCKER) plugin enable $(PLUGIN_NAME)
 
+# A copy of the release left on the engine by an interrupted run is removed
+# first, unless it is enabled (a node running it under that name).
+.PHONY: release
+release: release-args ## build weft VERSION=x.y.z and push it to REGISTRY=host[:port] as $(REGISTRY)/weft:$(VERSION) (through DOCKER_HOST's engine)
+	rm -rf $(RELEASE_DIR)
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(RELEASE_DIR)/plugin/rootfs/weft ./cmd/weft
+	$(call lay-out-plugin,$(RELEASE_DIR)/plugin)
+	-@$(DOCKER) plugin rm $(RELEASE_REF) >/dev/null 2>&1
+	$(DOCKER) plugin create $(RELEASE_REF) $(RELEASE_DIR)/plugin
+	$(DOCKER) plugin push $(RELEASE_REF)
+	$(DOCKER) plugin rm $(RELEASE_REF)
+	@echo "released $(RELEASE_REF): docker plugin install --grant-all-permissions --alias weft:latest $(RELEASE_REF)"
+
+# release-args refuses a release without an explicit version and registry,
+# before anything is built or pushed.
+.PHONY: release-args
+release-args:
+	@if [ "$(origin VERSION)" != "command line" ] && [ "$(origin VERSION)" != "environment" ]; then \
+	  echo "make release: set VERSION, the version to release (e.g. make release VERSION=0.2.0 REGISTRY=registry.example.com:5000)" >&2; exit 2; fi
+	@if ! [[ "$(VERSION)" =~ ^[0-9]+\.[0-9]+\.[0-9]+([-.][0-9A-Za-z.-]+)?$$ ]]; then \
+	  echo "make release: VERSION=$(VERSION) is not a version: want x.y.z or x.y.z-suffix (letters, digits, dots, dashes)" >&2; exit 2; fi
+	@if [ -z "$(REGISTRY)" ]; then \
+	  echo "make release: set REGISTRY, the registry to push to as host[:port][/path] (e.g. REGISTRY=registry.example.com:5000)" >&2; exit 2; fi
+	@if [[ "$(REGISTRY)" == *://* || "$(REGISTRY)" == */ ]]; then \
+	  echo "make release: REGISTRY=$(REGISTRY): want host[:port][/path], without a scheme or a trailing slash" >&2; exit 2; fi
+
 .PHONY: check
-check: ## go vet, gofmt and go.mod tidiness
+check: ## go vet, gofmt and go.mod tidiness (weft's module and test/registry's)
 	$(GO) vet ./...
+	cd test/registry && $(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
-	@cp go.mod /tmp/weft-go.mod.bak; cp go.sum /tmp/weft-go.sum.bak; $(GO) mod tidy; \
+	@for m in . test/registry; do ( cd $$m && cp go.mod /tmp/weft-go.mod.bak && cp go.sum /tmp/weft-go.sum.bak && $(GO) mod tidy && \
 	  if ! cmp -s go.mod /tmp/weft-go.mod.bak || ! cmp -s go.sum /tmp/weft-go.sum.bak; then \
-	    cp /tmp/weft-go.mod.bak go.mod; cp /tmp/weft-go.sum.bak go.sum; echo "go.mod/go.sum are not tidy: run go mod tidy"; exit 1; fi
+	    cp /tmp/weft-go.mod.bak go.mod; cp /tmp/weft-go.sum.bak go.sum; echo "$$m: go.mod/go.sum are not tidy: run go mod tidy there"; exit 1; fi ) || exit 1; done
 
 .PHONY: test-unit
 test-unit: ## unit and root (namespace) tests with the race detector
@@ -64,10 +106,8 @@ test: check test-unit fuzz test-e2e ## everything CI runs
 .PHONY: bench-build
 bench-build: ## build weftbench (harness and in-lab load tools) and its own plugin directory in build/bench
 	rm -rf $(BUILD)/bench/plugin
-	mkdir -p $(BUILD)/bench/plugin/rootfs/run/docker/plugins $(BUILD)/bench/plugin/rootfs/var/lib/weft $(BUILD)/bench/plugin/rootfs/tmp
-	chmod 1777 $(BUILD)/bench/plugin/rootfs/tmp
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BUILD)/bench/plugin/rootfs/weft ./cmd/weft
-	cp config.json $(BUILD)/bench/plugin/config.json
+	$(call lay-out-plugin,$(BUILD)/bench/plugin)
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BUILD)/bench/weftbench ./cmd/weftbench
 
 .PHONY: bench

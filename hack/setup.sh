@@ -22,9 +22,10 @@ if [ ${#missing[@]} -gt 0 ]; then
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# Go: the version go.mod asks for, or newer.
+# Go: the newest version weft's go.mod or the test registry's asks for, or
+# newer.
 here="$(cd "$(dirname "$0")/.." && pwd)"
-want="$(awk '/^go [0-9]/ {print $2}' "$here/go.mod")"
+want="$(awk '/^go [0-9]/ {print $2}' "$here/go.mod" "$here/test/registry/go.mod" | sort -V | tail -1)"
 export PATH="/usr/local/go/bin:$PATH"
 have=""
 if command -v go >/dev/null; then
@@ -50,4 +51,7 @@ if [ -z "$have" ] || older "$have" "$want"; then
 fi
 go version
 (cd "$here" && go mod download)
+# The container registry the release tests build (distribution's), a module
+# of its own so that its dependencies stay out of weft's go.mod.
+(cd "$here/test/registry" && go mod download)
 echo "setup: done"

@@ -35,7 +35,9 @@ type Member struct {
 	Addr string `json:"addr"`
 	// State is the mesh's: alive, suspect, down (its weft stopped, its
 	// host still answers: rendered "plugin down"), dead or left.
-	State   string `json:"state"`
+	State string `json:"state"`
+	// Version is the member's weft version; empty for a build older than
+	// 0.2.0, which does not announce it (Render says "older build").
 	Version string `json:"version,omitempty"`
 }
 
@@ -46,6 +48,10 @@ func StateText(state string) string {
 	}
 	return state
 }
+
+// olderBuild is how Render names the version of a member that announces
+// none.
+const olderBuild = "older build"
 
 // Network is one weft network on this host.
 type Network struct {
@@ -118,8 +124,18 @@ func Fetch(ctx context.Context, addr string) (Report, error) {
 	if resp.StatusCode != http.StatusOK {
 		return rep, fmt.Errorf("weft status on %s: %s", addr, resp.Status)
 	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(&rep); err != nil {
+	var doc struct {
+		Report
+		// Peers are the members in the report of a plugin older than
+		// 0.2.0, met on a host not yet upgraded during a roll.
+		Peers []Member `json:"peers"`
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(&doc); err != nil {
 		return rep, fmt.Errorf("weft status on %s: %w", addr, err)
+	}
+	rep = doc.Report
+	if rep.Members == nil {
+		rep.Members = doc.Peers
 	}
 	return rep, nil
 }
@@ -134,7 +150,7 @@ func Render(w io.Writer, r Report) error {
 	for _, m := range members {
 		v := m.Version
 		if v == "" {
-			v = "-"
+			v = olderBuild
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", m.Name, m.Addr, StateText(m.State), v)
 	}

@@ -123,7 +123,7 @@ var daemonNames = map[string]bool{
 	"dockerd": true, "containerd": true, "containerd-shim": true,
 	"containerd-shim-runc-v1": true, "containerd-shim-runc-v2": true,
 	"runc": true, "docker-proxy": true, "docker-init": true,
-	"nsenter": true, "unshare": true,
+	"nsenter": true, "unshare": true, RegistryProgram: true,
 }
 
 // labProcesses finds the lab's processes: its daemons and shims (by the lab

@@ -104,6 +104,12 @@ type Config struct {
 	// DockerdArgs are extra arguments for every dockerd.
 	DockerdArgs []string `json:"dockerd_args"`
 
+	// RegistryPort is the port of the lab's registry on the underlay
+	// bridge's address (see StartRegistry); every engine trusts that
+	// address and port as an insecure (plain HTTP) registry. 5000 by
+	// default.
+	RegistryPort int `json:"registry_port"`
+
 	// DockerCLI is the docker client used for every command. It must be
 	// the 20.10 client that matches the engine.
 	DockerCLI string `json:"docker_cli"`
@@ -136,6 +142,7 @@ func DefaultConfig() Config {
 		StateRoot:       "/var/lib/weftlab",
 		RunRoot:         "/run/weftlab",
 		Managers:        1,
+		RegistryPort:    5000,
 		PluginName:      "weft:latest",
 		LogLevel:        "info",
 		ShutdownTimeout: 5 * time.Second,
@@ -183,6 +190,9 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Managers == 0 {
 		c.Managers = d.Managers
 	}
+	if c.RegistryPort == 0 {
+		c.RegistryPort = d.RegistryPort
+	}
 	if c.PluginName == "" {
 		c.PluginName = d.PluginName
 	}
@@ -222,6 +232,8 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("lab %s: bridge %q or veth prefix %q too long for an interface name", c.Name, c.Bridge, c.VethPrefix)
 	case !c.Underlay.Addr().Is4():
 		return c, fmt.Errorf("lab %s: underlay %s is not IPv4", c.Name, c.Underlay)
+	case c.RegistryPort < 1 || c.RegistryPort > 65535:
+		return c, fmt.Errorf("lab %s: registry port %d out of range", c.Name, c.RegistryPort)
 	case c.MTU < 1280 || c.MTU > 65535:
 		return c, fmt.Errorf("lab %s: MTU %d out of range", c.Name, c.MTU)
 	case c.Outside.IsValid() && (!c.Outside.Addr().Is4() || c.Outside.Masked().Overlaps(c.Underlay.Masked())):

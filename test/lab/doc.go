@@ -10,7 +10,10 @@
 // default route. Each host runs its own containerd and dockerd, entered with
 // nsenter (never "ip netns exec", which remounts /sys and breaks dockerd's
 // cgroup handling) and detached in their own session, so a lab outlives the
-// process that started it (the weftlab CLI relies on that).
+// process that started it (the weftlab CLI relies on that). A registry
+// program of the caller's may run in the root namespace on the bridge's
+// address (StartRegistry), which every engine trusts as an insecure
+// registry.
 //
 // Everything a lab makes is named from Config.Name and lives under
 // Config.StateRoot and Config.RunRoot. Cleanup never relies on memory: it

@@ -94,6 +94,8 @@ func newHost(c Config, i int) (*Host, error) {
 		"--cgroup-parent", c.cgroupParent(i),
 		"--log-level", c.LogLevel,
 		"--shutdown-timeout", fmt.Sprint(int(c.ShutdownTimeout.Round(time.Second) / time.Second)),
+		// The lab's registry (StartRegistry) speaks plain HTTP.
+		"--insecure-registry", c.registryAddr(),
 	}
 	h.dockerd = &daemon{
 		name:    name + " dockerd",

@@ -24,6 +24,19 @@ func TestConfigDefaults(t *testing.T) {
 	if a, _ := c.hostAddr(2); a != netip.MustParseAddr("10.9.0.12") {
 		t.Errorf("host 2 address = %s, want 10.9.0.12", a)
 	}
+	if c.RegistryPort != 5000 || c.registryAddr() != "10.9.0.1:5000" {
+		t.Errorf("registry at %s (port %d), want 10.9.0.1:5000", c.registryAddr(), c.RegistryPort)
+	}
+	h, err := newHost(c, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(strings.Join(h.dockerd.argv, " ")+" ", " --insecure-registry 10.9.0.1:5000 ") {
+		t.Errorf("dockerd does not trust the lab's registry: %v", h.dockerd.argv)
+	}
+	if _, err := (Config{RegistryPort: 70000}).withDefaults(); err == nil {
+		t.Error("registry port 70000 accepted")
+	}
 	if _, err := (Config{Hosts: 300}).withDefaults(); err == nil {
 		t.Error("300 hosts accepted")
 	}

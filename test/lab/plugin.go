@@ -8,9 +8,11 @@ import (
 	"strings"
 )
 
-// A managed plugin is created from a directory (config.json and rootfs/)
-// because no registry is reachable; for the same reason "docker plugin
-// upgrade" cannot be used, and an upgrade is a remove and a fresh create.
+// The lab's plugin is created from a directory (config.json and rootfs/),
+// with no registry in between, and replaced by a remove and a fresh
+// create. Plugins pushed to the lab's own registry (StartRegistry) are
+// installed and upgraded with "docker plugin install" and "upgrade" by
+// the tests themselves.
 
 // InstallPlugin installs and enables the plugin in dir as name on every
 // host, in parallel. See Host.InstallPlugin.

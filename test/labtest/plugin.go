@@ -127,10 +127,6 @@ func WaitPluginAnswers(t testing.TB, h *lab.Host, oldPID int, within time.Durati
 // plugin-dir`, with the config.json of the lab's plugin.
 func BuildPluginDir(t testing.TB, l *lab.Lab, version string) string {
 	t.Helper()
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		goBin = "/usr/local/go/bin/go"
-	}
 	dir := filepath.Join(t.TempDir(), "plugin")
 	for _, d := range []string{"rootfs/run/docker/plugins", "rootfs/var/lib/weft", "rootfs/tmp"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
@@ -140,7 +136,7 @@ func BuildPluginDir(t testing.TB, l *lab.Lab, version string) string {
 	if err := os.Chmod(filepath.Join(dir, "rootfs/tmp"), 0o1777); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(goBin, "build", "-trimpath", "-ldflags", "-s -w -X main.version="+version,
+	cmd := exec.Command(GoBinary(), "build", "-trimpath", "-ldflags", "-s -w -X main.version="+version,
 		"-o", filepath.Join(dir, "rootfs", "weft"), "github.com/weftnet/weft/cmd/weft")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
