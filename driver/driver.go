@@ -30,6 +30,7 @@ import (
 	"time"
 
 	"github.com/docker/go-plugins-helpers/network"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/weftnet/weft/catalog"
 	"github.com/weftnet/weft/dataplane"
@@ -89,6 +90,9 @@ type Config struct {
 	RepairInterval time.Duration
 	// Logger receives the driver's log; nil discards it.
 	Logger *slog.Logger
+	// Registry receives the driver's metrics (repair passes and the drift
+	// they fixed); nil keeps them unregistered.
+	Registry prometheus.Registerer
 }
 
 // DefaultConfig returns the settings weft runs with unless told otherwise.
@@ -131,6 +135,7 @@ type Driver struct {
 	store    store
 	sub      *feed.Sub[catalog.Event]
 	kick     chan struct{} // capacity 1: repair soon
+	metrics  *repairMetrics
 
 	// mu guards the fields below.
 	mu       sync.Mutex
@@ -200,6 +205,7 @@ func New(cfg Config, dp Dataplane, cat Catalog, ul Underlay) (*Driver, error) {
 		underlay: ul,
 		store:    store{dir: cfg.StateDir},
 		kick:     make(chan struct{}, 1),
+		metrics:  newRepairMetrics(cfg.Registry),
 		networks: map[string]*Network{},
 		remotes:  map[uint32]*remoteSet{},
 	}

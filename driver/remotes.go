@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"net"
 	"slices"
+	"time"
 
 	"github.com/weftnet/weft/catalog"
 	"github.com/weftnet/weft/dataplane"
@@ -261,9 +262,15 @@ func (d *Driver) repair(periodic bool) {
 	}
 	d.mu.Unlock()
 	complete := d.cat.Synced()
+	if periodic {
+		d.metrics.pass()
+	}
 	for _, j := range jobs {
 		if err := d.dp.EnsureSegment(j.seg); err != nil {
 			d.log.Error("ensure network device", "vni", j.seg.VNI, "err", err)
+			if periodic {
+				d.metrics.failed()
+			}
 			continue
 		}
 		want := j.want
@@ -278,6 +285,12 @@ func (d *Driver) repair(periodic bool) {
 		rep, err := d.dp.SetRemotes(j.seg.VNI, want)
 		if err != nil {
 			d.log.Error("program entries", "vni", j.seg.VNI, "err", err)
+			if periodic {
+				d.metrics.failed()
+			}
+		}
+		if periodic {
+			d.metrics.repaired(rep, time.Now())
 		}
 		if periodic && rep != (dataplane.Repair{}) {
 			d.log.Warn("kernel entries drifted from the catalog; repaired", "vni", j.seg.VNI,
