@@ -17,15 +17,15 @@ func TestConfigFromEnv(t *testing.T) {
 			t.Fatalf("default port %d collides with Docker's", p)
 		}
 	}
-	c, err = ConfigFromEnv(env(map[string]string{"WEFT_PEERS": "198.18.0.1, 198.18.0.2:7950", "LOG_LEVEL": "debug", "WEFT_SCOPE": "local"}))
-	if err != nil || len(c.Peers) != 2 || c.Scope != "local" {
+	c, err = ConfigFromEnv(env(map[string]string{"WEFT_PEERS": "198.18.0.1, 198.18.0.2:7950", "LOG_LEVEL": "debug", "WEFT_SCOPE": "local", "WEFT_METRICS_ADDR": "0.0.0.0:9795"}))
+	if err != nil || len(c.Peers) != 2 || c.Scope != "local" || c.MetricsAddr != "0.0.0.0:9795" {
 		t.Fatalf("settings: %+v, %v", c, err)
 	}
-	_, err = ConfigFromEnv(env(map[string]string{"WEFT_PEERS": "nohost", "WEFT_MESH_PORT": "99999", "WEFT_STATUS_ADDR": "0.0.0.0:1", "LOG_LEVEL": "loud"}))
+	_, err = ConfigFromEnv(env(map[string]string{"WEFT_PEERS": "nohost", "WEFT_MESH_PORT": "99999", "WEFT_STATUS_ADDR": "0.0.0.0:1", "LOG_LEVEL": "loud", "WEFT_METRICS_ADDR": "nohost:x"}))
 	if err == nil {
 		t.Fatal("bad settings accepted")
 	}
-	for _, want := range []string{"WEFT_PEERS", "WEFT_MESH_PORT", "WEFT_STATUS_ADDR", "LOG_LEVEL"} {
+	for _, want := range []string{"WEFT_PEERS", "WEFT_MESH_PORT", "WEFT_STATUS_ADDR", "LOG_LEVEL", "WEFT_METRICS_ADDR"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not name %s", err, want)
 		}
