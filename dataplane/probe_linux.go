@@ -27,8 +27,10 @@ import (
 // -> probe MAC), the MAC derived from the VTEP (ProbeMAC).
 //
 // A UDP socket bound to the VTEP address in that namespace carries the
-// probes; it sets DF and never fragments (IP_PMTUDISC_PROBE), so that a
-// probe larger than the path is lost instead of cut.
+// probes; it sets DF and never fragments them (IP_PMTUDISC_PROBE), so that
+// a probe larger than the path is lost instead of cut. The VXLAN packet
+// around it is treated as the networks' are (the kernel's default, no DF
+// outside): what the probe finds is what the containers' packets meet.
 
 // ProbeVNI is the VNI of the probe's segment. No weft network may use it.
 const ProbeVNI = MaxVNI
