@@ -232,4 +232,14 @@ func renderProbe(tw *tabwriter.Writer, r Report) {
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d/%d\n", pp.Name, pp.VTEP, state, rtt, largest, pp.Answered, pp.Sent)
 	}
+	probed := map[string]bool{}
+	for _, pp := range p.Peers {
+		probed[pp.Name] = true
+	}
+	for _, m := range r.Members {
+		if m.Name != r.Node && m.State == "alive" && !probed[m.Name] {
+			host, _, _ := net.SplitHostPort(m.Addr)
+			fmt.Fprintf(tw, "%s\t%s\tnot probed (it announces no probe: an older build?)\t-\t-\t-\n", m.Name, host)
+		}
+	}
 }

@@ -72,7 +72,7 @@ func TestProblems(t *testing.T) {
 // The rendered status leads with the problems, then the tables, the data
 // path among them.
 func TestRenderLeadsWithProblems(t *testing.T) {
-	r := Report{Node: "h1", VXLANPort: 4790, Members: []Member{{Name: "h1", State: "alive"}, {Name: "h2", Addr: "198.18.0.2:7950", State: "alive"}},
+	r := Report{Node: "h1", VXLANPort: 4790, Members: []Member{{Name: "h1", State: "alive"}, {Name: "h2", Addr: "198.18.0.2:7950", State: "alive"}, {Name: "old", Addr: "198.18.0.9:7950", State: "alive"}},
 		Probe: &Probe{Running: true, Target: 1450, Peers: []ProbePeer{{Name: "h2", VTEP: "198.18.0.2", State: "unreachable", Unanswered: 12, Sent: 20, Answered: 8}}}}
 	r.Problems = Problems(r)
 	var b bytes.Buffer
@@ -83,7 +83,7 @@ func TestRenderLeadsWithProblems(t *testing.T) {
 	if !strings.HasPrefix(out, "PROBLEMS\n  h2: mesh alive, but VXLAN to 198.18.0.2:4790 unanswered for 12 s") {
 		t.Fatalf("status does not lead with the problem:\n%s", out)
 	}
-	for _, s := range []string{"DATA PATH (probed through VXLAN port 4790, up to 1450 bytes)", "h2    198.18.0.2  unreachable for 12 s", "8/20"} {
+	for _, s := range []string{"DATA PATH (probed through VXLAN port 4790, up to 1450 bytes)", "h2    198.18.0.2  unreachable for 12 s", "8/20", "old   198.18.0.9  not probed"} {
 		if !strings.Contains(out, s) {
 			t.Errorf("status lacks %q:\n%s", s, out)
 		}
