@@ -3,15 +3,11 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"regexp"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/vishvananda/netns"
 
 	"github.com/weftnet/weft/dataplane"
 	"github.com/weftnet/weft/status"
@@ -322,9 +318,25 @@ func TestPluginLogLevels(t *testing.T) {
 	l := need(t)
 	h := l.Hosts[2]
 	offset := labtest.LogSize(t, h)
-	squat := listenIn(t, h, metricsAddr)
-	oldPID := labtest.PluginPID(t, h)
 	ctx := context.Background()
+	// Another process holds the metrics address in h3's namespace.
+	squat := h.ExecCmd(ctx, "busybox", "httpd", "-f", "-p", metricsAddr, "-h", t.TempDir())
+	if err := squat.Start(); err != nil {
+		t.Fatal(err)
+	}
+	stopSquat := func() { _ = squat.Process.Kill(); _ = squat.Wait() }
+	defer stopSquat()
+	err := lab.WaitFor(ctx, 10*time.Second, 50*time.Millisecond, func() error {
+		_, err := h.Exec(ctx, "wget", "-qO", "/dev/null", "http://"+metricsAddr+"/")
+		if err != nil && strings.Contains(err.Error(), "refused") {
+			return err
+		}
+		return nil // anything but a refusal: it listens
+	})
+	if err != nil {
+		t.Fatalf("nothing listens on %s in %s: %v", metricsAddr, h.Name, err)
+	}
+	oldPID := labtest.PluginPID(t, h)
 	if err := h.DisablePlugin(ctx, pluginName); err != nil {
 		t.Fatal(err)
 	}
@@ -333,7 +345,7 @@ func TestPluginLogLevels(t *testing.T) {
 	}
 	labtest.WaitPluginAnswers(t, h, oldPID, time.Minute)
 	const failed = "metrics endpoint unavailable; retrying"
-	err := lab.WaitFor(ctx, 20*time.Second, 100*time.Millisecond, func() error {
+	err = lab.WaitFor(ctx, 20*time.Second, 100*time.Millisecond, func() error {
 		if b, _ := os.ReadFile(h.DockerdLog); !strings.Contains(string(b[offset:]), failed) {
 			return fmt.Errorf("no %q in %s's engine log yet", failed, h.Name)
 		}
@@ -342,7 +354,7 @@ func TestPluginLogLevels(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	squat.Close()
+	stopSquat()
 	// The address free, the plugin serves metrics there.
 	err = lab.WaitFor(ctx, 20*time.Second, 200*time.Millisecond, func() error {
 		_, err := h.Exec(ctx, "wget", "-qO", "/dev/null", "http://"+metricsAddr+"/metrics")
@@ -376,49 +388,4 @@ func TestPluginLogLevels(t *testing.T) {
 		t.Fatalf("plugin lines by level in %s's engine log since the restart: %v; want INFO and ERROR lines", h.Name, count)
 	}
 	t.Logf("plugin lines since the restart, by the plugin's level: %v", count)
-}
-
-// listenIn listens on TCP addr in h's network namespace, from this
-// process, until the test ends or the listener is closed.
-func listenIn(t *testing.T, h *lab.Host, addr string) net.Listener {
-	t.Helper()
-	ns, err := netns.GetFromPath(h.NetNSPath())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ns.Close()
-	type result struct {
-		l   net.Listener
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			done <- result{err: err}
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(ns); err != nil {
-			runtime.UnlockOSThread()
-			done <- result{err: err}
-			return
-		}
-		l, lerr := net.Listen("tcp", addr)
-		if err := netns.Set(orig); err != nil {
-			// Left locked: the thread ends with this goroutine.
-			done <- result{l, fmt.Errorf("back to the test's namespace: %w", err)}
-			return
-		}
-		runtime.UnlockOSThread()
-		done <- result{l, lerr}
-	}()
-	r := <-done
-	if r.err != nil {
-		t.Fatalf("listen on %s in %s: %v", addr, h.Name, r.err)
-	}
-	t.Cleanup(func() { r.l.Close() })
-	return r.l
 }
