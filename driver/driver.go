@@ -147,6 +147,9 @@ type Driver struct {
 	// remotes are the remote endpoints the catalog holds, by VNI, whether
 	// or not this host has the network.
 	remotes map[uint32]*remoteSet
+	// passed holds the VNIs of the networks the last repair pass saw, so
+	// that a network's first pass (programming) is not taken for drift.
+	passed map[uint32]bool
 	// netEvents tells subscribers (the name server) of networks coming and
 	// going; published under mu.
 	netEvents feed.Feed[NetworkEvent]

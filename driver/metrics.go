@@ -9,13 +9,12 @@ import (
 	"github.com/weftnet/weft/dataplane"
 )
 
-// repairMetrics counts the periodic repair passes and the drift they
-// fixed, in the registry given in Config.Registry, and keeps the last
-// hour's repairs for the status report. Drift is what a timer's pass had
-// to change: kernel entries that something other than the per-change path
-// added, removed or altered (a hand-deleted entry, a device flushed, a
-// write that failed). Passes run on a network's arrival or an underlay
-// change are not drift and are not counted.
+// repairMetrics counts the periodic repair passes and the drift the
+// passes fixed, in the registry given in Config.Registry, and keeps the
+// last hour's repairs for the status report. Drift is what a pass had to
+// change, except in a network's first pass (which programs its entries):
+// kernel entries that something other than weft added, removed or altered
+// (a hand-deleted entry, a device flushed), or a write that failed.
 type repairMetrics struct {
 	passes  prometheus.Counter
 	fixed   *prometheus.CounterVec
@@ -34,11 +33,11 @@ func newRepairMetrics(reg prometheus.Registerer) *repairMetrics {
 		}),
 		fixed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "weft_repair_fixed_entries_total",
-			Help: "Kernel entries the periodic repair found drifted and fixed, by table (fdb, neighbour) and action (added: missing or wrong, removed: not wanted).",
+			Help: "Kernel entries the repair found drifted and fixed, by table (fdb, neighbour) and action (added: missing or wrong, removed: not wanted).",
 		}, []string{"table", "action"}),
 		errors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "weft_repair_errors_total",
-			Help: "Networks whose device or entries a periodic repair pass could not bring in line.",
+			Help: "Networks whose device or entries a repair pass could not bring in line.",
 		}),
 	}
 	// Every series exists from the start, at 0, so that rate() sees the
@@ -57,10 +56,10 @@ func newRepairMetrics(reg prometheus.Registerer) *repairMetrics {
 // pass counts one periodic pass.
 func (m *repairMetrics) pass() { m.passes.Inc() }
 
-// failed counts a network a periodic pass could not repair.
+// failed counts a network a pass could not repair.
 func (m *repairMetrics) failed() { m.errors.Inc() }
 
-// repaired counts the drift one periodic pass fixed on one device.
+// repaired counts the drift one pass fixed on one device.
 func (m *repairMetrics) repaired(rep dataplane.Repair, now time.Time) {
 	if rep == (dataplane.Repair{}) {
 		return
@@ -114,7 +113,7 @@ func (h *repairHistory) since(now time.Time) dataplane.Repair {
 	return sum
 }
 
-// RecentRepairs returns the drift the periodic repair fixed in the last
+// RecentRepairs returns the drift the repair fixed in the last
 // RepairWindow, summed over the networks.
 func (d *Driver) RecentRepairs() dataplane.Repair {
 	return d.metrics.history.since(time.Now())

@@ -232,16 +232,24 @@ func toRemote(r catalog.Record) (dataplane.RemoteEndpoint, error) {
 // underlay's, its entries with the catalog. Until the catalog is complete
 // (just after a start, before the mesh has exchanged state), it only adds
 // and updates entries, since deleting what the catalog does not hold yet
-// would cut endpoints that are alive. periodic marks the timer's pass,
-// whose repairs are drift worth reporting.
+// would cut endpoints that are alive. Except in a network's first pass,
+// which programs its entries, what a pass has to change is drift (entries
+// changed behind weft's back, or writes that failed): logged and counted.
+// periodic marks the timer's pass.
 func (d *Driver) repair(periodic bool) {
 	type job struct {
 		seg  dataplane.Segment
 		want []dataplane.RemoteEndpoint
+		// first marks a network's first pass since it came here (or
+		// since the start) with the catalog complete: it programs the
+		// entries, it repairs nothing.
+		first bool
 	}
+	complete := d.cat.Synced()
 	d.mu.Lock()
 	jobs := make([]job, 0, len(d.networks))
 	changed := false
+	passed := make(map[uint32]bool, len(d.networks))
 	for _, n := range d.networks {
 		before := n.MTU
 		seg := d.segmentLocked(n)
@@ -253,24 +261,25 @@ func (d *Driver) repair(periodic bool) {
 		if s := d.remotes[n.VNI]; s != nil {
 			want = s.list()
 		}
-		jobs = append(jobs, job{seg: seg, want: want})
+		jobs = append(jobs, job{seg: seg, want: want, first: !d.passed[n.VNI]})
+		// Until the catalog is complete a pass only adds: the first
+		// complete one may still remove what the last run left.
+		passed[n.VNI] = d.passed[n.VNI] || complete
 	}
+	d.passed = passed
 	if changed {
 		if err := d.saveLocked(); err != nil {
 			d.log.Error("persist state", "err", err)
 		}
 	}
 	d.mu.Unlock()
-	complete := d.cat.Synced()
 	if periodic {
 		d.metrics.pass()
 	}
 	for _, j := range jobs {
 		if err := d.dp.EnsureSegment(j.seg); err != nil {
 			d.log.Error("ensure network device", "vni", j.seg.VNI, "err", err)
-			if periodic {
-				d.metrics.failed()
-			}
+			d.metrics.failed()
 			continue
 		}
 		want := j.want
@@ -285,14 +294,13 @@ func (d *Driver) repair(periodic bool) {
 		rep, err := d.dp.SetRemotes(j.seg.VNI, want)
 		if err != nil {
 			d.log.Error("program entries", "vni", j.seg.VNI, "err", err)
-			if periodic {
-				d.metrics.failed()
-			}
+			d.metrics.failed()
 		}
-		if periodic {
-			d.metrics.repaired(rep, time.Now())
+		if j.first {
+			continue
 		}
-		if periodic && rep != (dataplane.Repair{}) {
+		d.metrics.repaired(rep, time.Now())
+		if rep != (dataplane.Repair{}) {
 			d.log.Warn("kernel entries drifted from the catalog; repaired", "vni", j.seg.VNI,
 				"fdb_added", rep.FDBAdded, "fdb_removed", rep.FDBRemoved, "neigh_added", rep.NeighAdded, "neigh_removed", rep.NeighRemoved)
 		}
