@@ -319,30 +319,50 @@ func TestPluginLogLevels(t *testing.T) {
 	h := l.Hosts[2]
 	offset := labtest.LogSize(t, h)
 	ctx := context.Background()
-	// Another process holds the metrics address in h3's namespace.
-	squat := h.ExecCmd(ctx, "busybox", "httpd", "-f", "-p", metricsAddr, "-h", t.TempDir())
-	if err := squat.Start(); err != nil {
-		t.Fatal(err)
-	}
-	stopSquat := func() { _ = squat.Process.Kill(); _ = squat.Wait() }
-	defer stopSquat()
-	err := lab.WaitFor(ctx, 10*time.Second, 50*time.Millisecond, func() error {
-		_, err := h.Exec(ctx, "wget", "-qO", "/dev/null", "http://"+metricsAddr+"/")
-		if err != nil && strings.Contains(err.Error(), "refused") {
-			return err
-		}
-		return nil // anything but a refusal: it listens
-	})
-	if err != nil {
-		t.Fatalf("nothing listens on %s in %s: %v", metricsAddr, h.Name, err)
-	}
 	oldPID := labtest.PluginPID(t, h)
 	if err := h.DisablePlugin(ctx, pluginName); err != nil {
 		t.Fatal(err)
 	}
+	enabled := false
+	defer func() {
+		if !enabled {
+			_ = h.EnablePlugin(ctx, pluginName)
+		}
+	}()
+	// While the plugin is off, another process takes its metrics address
+	// in h3's namespace.
+	squat := h.ExecCmd(ctx, "busybox", "httpd", "-f", "-p", metricsAddr, "-h", t.TempDir())
+	if err := squat.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- squat.Wait() }()
+	stopSquat := func() {
+		if squat.Process.Kill() == nil {
+			<-exited
+		}
+	}
+	defer stopSquat()
+	err := lab.WaitFor(ctx, 10*time.Second, 50*time.Millisecond, func() error {
+		select {
+		case err := <-exited:
+			exited <- err
+			return lab.Permanent(fmt.Errorf("busybox httpd on %s exited: %v", metricsAddr, err))
+		default:
+		}
+		_, err := h.Exec(ctx, "wget", "-qO", "/dev/null", "http://"+metricsAddr+"/")
+		if err != nil && strings.Contains(err.Error(), "refused") {
+			return err
+		}
+		return nil // answered, if only with an error page: it listens
+	})
+	if err != nil {
+		t.Fatalf("nothing listens on %s in %s: %v", metricsAddr, h.Name, err)
+	}
 	if err := h.EnablePlugin(ctx, pluginName); err != nil {
 		t.Fatal(err)
 	}
+	enabled = true
 	labtest.WaitPluginAnswers(t, h, oldPID, time.Minute)
 	const failed = "metrics endpoint unavailable; retrying"
 	err = lab.WaitFor(ctx, 20*time.Second, 100*time.Millisecond, func() error {
