@@ -196,7 +196,7 @@ type peer struct {
 
 // pending is one probe awaiting its answer.
 type pending struct {
-	vtep  netip.Addr
+	peer  *peer
 	size  int
 	sent  time.Time
 	small bool
@@ -212,7 +212,7 @@ type Prober struct {
 	mu      sync.Mutex
 	port    Port
 	openErr string
-	peers   map[netip.Addr]*peer
+	peers   map[string]*peer // by mesh name
 	pending map[uint32]pending
 	seq     uint32
 	next    int // round robin position among the peers, by name
@@ -227,7 +227,7 @@ func New(cfg Config) *Prober {
 	return &Prober{
 		cfg:     cfg,
 		log:     cfg.Logger,
-		peers:   map[netip.Addr]*peer{},
+		peers:   map[string]*peer{},
 		pending: map[uint32]pending{},
 		smallSz: 100,
 		buf:     make([]byte, maxPayload),
@@ -346,22 +346,18 @@ func (p *Prober) apply(evs []mesh.Event) {
 		if err := json.Unmarshal(e.Value, &a); err == nil {
 			vtep, _ = netip.ParseAddr(a.VTEP)
 		}
-		// Whatever address an owner announced before goes.
-		for v, pr := range p.peers {
-			if pr.name == e.Owner && (ev.Kind == mesh.EntryGone || v != vtep) {
-				delete(p.peers, v)
+		pr, had := p.peers[e.Owner]
+		switch {
+		case ev.Kind != mesh.EntryPut:
+			if had {
+				delete(p.peers, e.Owner)
 				changed = true
 			}
-		}
-		if ev.Kind != mesh.EntryPut {
-			continue
-		}
-		if !vtep.Is4() {
+		case !vtep.Is4():
 			p.log.Warn("ignoring a malformed probe announcement", "peer", e.Owner)
-			continue
-		}
-		if _, ok := p.peers[vtep]; !ok {
-			p.peers[vtep] = &peer{name: e.Owner, vtep: vtep, added: time.Now()}
+		case !had || pr.vtep != vtep:
+			// New, or moved: a peer anew.
+			p.peers[e.Owner] = &peer{name: e.Owner, vtep: vtep, added: time.Now()}
 			changed = true
 		}
 	}
@@ -374,11 +370,11 @@ func (p *Prober) apply(evs []mesh.Event) {
 
 func (p *Prober) vtepsLocked() []netip.Addr {
 	out := make([]netip.Addr, 0, len(p.peers))
-	for v := range p.peers {
-		out = append(out, v)
+	for _, pr := range p.peers {
+		out = append(out, pr.vtep)
 	}
 	slices.SortFunc(out, netip.Addr.Compare)
-	return out
+	return slices.Compact(out)
 }
 
 // round expires the probes whose answer is late, then sends this turn's.
@@ -424,7 +420,7 @@ func (p *Prober) nextSizeLocked(pr *peer, now time.Time) int {
 		pr.searching, pr.lo, pr.hi, pr.lostOnce = true, 0, 0, 0
 	}
 	for _, q := range p.pending {
-		if q.vtep == pr.vtep && !q.small {
+		if q.peer == pr && !q.small {
 			return 0 // one sized probe at a time
 		}
 	}
@@ -450,7 +446,7 @@ func (p *Prober) sendLocked(pr *peer, size int, small bool, now time.Time) {
 		p.log.Debug("probe send", "peer", pr.name, "size", size, "err", err)
 	}
 	pr.sent++
-	p.pending[p.seq] = pending{vtep: pr.vtep, size: size, sent: now, small: small}
+	p.pending[p.seq] = pending{peer: pr, size: size, sent: now, small: small}
 }
 
 // expireLocked counts the probes whose answer did not come in time.
@@ -460,9 +456,9 @@ func (p *Prober) expireLocked(now time.Time) {
 			continue
 		}
 		delete(p.pending, seq)
-		pr := p.peers[q.vtep]
-		if pr == nil {
-			continue
+		pr := q.peer
+		if p.peers[pr.name] != pr {
+			continue // gone meanwhile
 		}
 		if q.small {
 			if pr.unanswered == 0 {
@@ -531,13 +527,13 @@ func (p *Prober) answered(m msg, from netip.Addr, now time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	q, ok := p.pending[m.seq]
-	if !ok || q.vtep != from || q.size != m.size {
+	if !ok || q.peer.vtep != from || q.size != m.size {
 		return // late, or not ours
 	}
 	delete(p.pending, m.seq)
-	pr := p.peers[from]
-	if pr == nil {
-		return
+	pr := q.peer
+	if p.peers[pr.name] != pr {
+		return // gone meanwhile
 	}
 	pr.answered++
 	pr.lastReply = now

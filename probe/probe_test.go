@@ -6,10 +6,13 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/weftnet/weft/internal/feed"
+	"github.com/weftnet/weft/mesh"
 	"github.com/weftnet/weft/mesh/meshtest"
 	"github.com/weftnet/weft/underlay"
 )
@@ -215,7 +218,8 @@ func TestProbeRateBound(t *testing.T) {
 	p.port = rec
 	for i := range 120 {
 		v := netip.AddrFrom4([4]byte{10, 0, byte(i / 250), byte(1 + i%250)})
-		p.peers[v] = &peer{name: fmt.Sprintf("p%03d", i), vtep: v}
+		name := fmt.Sprintf("p%03d", i)
+		p.peers[name] = &peer{name: name, vtep: v}
 	}
 	now := time.Now()
 	for r := range 12 {
@@ -236,13 +240,50 @@ func TestProbeRateBound(t *testing.T) {
 	}
 }
 
-// recPort records what is sent.
-type recPort struct {
-	sent map[netip.Addr]int
-	n    int
+// A host that comes back under a new name at the same address (its state
+// directory lost) is probed under its new name, whichever of the two
+// announcements goes or comes first.
+func TestNewIdentitySameAddress(t *testing.T) {
+	rec := &recPort{sent: map[netip.Addr]int{}}
+	p := New(Config{Store: selfStore("h1")})
+	p.port = rec
+	v := netip.MustParseAddr("198.18.0.2")
+	ann := []byte(`{"vtep":"198.18.0.2"}`)
+	p.apply([]mesh.Event{
+		{Kind: mesh.EntryPut, Entry: mesh.Entry{Table: Table, Owner: "h2-old", Value: ann}},
+		{Kind: mesh.EntryPut, Entry: mesh.Entry{Table: Table, Owner: "h2-new", Value: ann}},
+		{Kind: mesh.EntryPut, Entry: mesh.Entry{Table: Table, Owner: "h1", Value: []byte(`{"vtep":"198.18.0.1"}`)}},
+		{Kind: mesh.EntryGone, Entry: mesh.Entry{Table: Table, Owner: "h2-old", Value: ann}},
+		{Kind: mesh.EntryPut, Entry: mesh.Entry{Table: Table, Owner: "bad", Value: []byte(`{"vtep":"nope"}`)}},
+	})
+	ps := p.Peers()
+	if len(ps) != 1 || ps[0].Name != "h2-new" || ps[0].VTEP != v {
+		t.Fatalf("peers %v, want h2-new at %s only", ps, v)
+	}
+	if !slices.Equal(rec.peers, []netip.Addr{v}) {
+		t.Fatalf("entries for %v", rec.peers)
+	}
+	p.round(time.Now())
+	if rec.sent[v] != 1 {
+		t.Fatalf("%d probes to %s", rec.sent[v], v)
+	}
 }
 
-func (r *recPort) SetPeers([]netip.Addr) error { return nil }
+// selfStore is a Store that only knows its own name.
+type selfStore string
+
+func (s selfStore) LocalNode() string                      { return string(s) }
+func (selfStore) Put(string, string, []byte)               {}
+func (selfStore) Watch(string, bool) *feed.Sub[mesh.Event] { return nil }
+
+// recPort records what is sent.
+type recPort struct {
+	sent  map[netip.Addr]int
+	n     int
+	peers []netip.Addr
+}
+
+func (r *recPort) SetPeers(v []netip.Addr) error { r.peers = v; return nil }
 func (r *recPort) WriteTo(b []byte, v netip.Addr) error {
 	r.n++
 	r.sent[v]++
