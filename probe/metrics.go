@@ -15,12 +15,12 @@ var (
 	descTarget = prometheus.NewDesc("weft_probe_target_packet_bytes",
 		"Size the probe checks the paths carry: the underlay path MTU less VXLAN's overhead (the networks' MTU).", nil, nil)
 	peerLabels     = []string{"peer", "vtep"}
-	descReachable  = prometheus.NewDesc("weft_probe_reachable", "1 when the peer answers the data-path probe through VXLAN, 0 when its last probes went unanswered (absent until known).", peerLabels, nil)
-	descUnanswered = prometheus.NewDesc("weft_probe_unanswered_seconds", "Seconds since the first data-path probe to the peer that is still unanswered; 0 while it answers.", peerLabels, nil)
+	descReachable  = prometheus.NewDesc("weft_probe_reachable", "1 when the peer tells back the data-path probe's messages through VXLAN, 0 when its last ones were not (absent until known).", peerLabels, nil)
+	descUnanswered = prometheus.NewDesc("weft_probe_unanswered_seconds", "Seconds since the first data-path probe message to the peer that is still not told back; 0 while it answers.", peerLabels, nil)
 	descRTT        = prometheus.NewDesc("weft_probe_rtt_seconds", "Round-trip time of the data-path probe to the peer, smoothed.", peerLabels, nil)
 	descLargest    = prometheus.NewDesc("weft_probe_largest_packet_bytes", "Largest packet (IP length) the path to the peer carries, up to the target size, as last measured.", peerLabels, nil)
-	descSent       = prometheus.NewDesc("weft_probe_sent_total", "Data-path probes sent to the peer.", peerLabels, nil)
-	descAnswered   = prometheus.NewDesc("weft_probe_answered_total", "Data-path probes the peer answered.", peerLabels, nil)
+	descSent       = prometheus.NewDesc("weft_probe_sent_total", "Data-path probe messages sent to the peer.", peerLabels, nil)
+	descAnswered   = prometheus.NewDesc("weft_probe_answered_total", "Data-path probe messages the peer told back (answered).", peerLabels, nil)
 )
 
 var _ prometheus.Collector = (*Prober)(nil)

@@ -10,22 +10,26 @@
 // announce one (so hosts of older builds, which have none, are never
 // taken for unreachable), and answers every probe it receives.
 //
-// Each peer gets a small probe every Interval (spread so that at most
-// MaxRate probes leave per second: with many hosts a peer's turn comes
-// less often), answered by a small reply: reachability and RTT. Probes of
-// the size the networks use (the underlay path's MTU less VXLAN's
-// overhead: the target) check that the path carries it: one every
-// SizeInterval while it passes; when it is lost while the small probes
-// are answered, a search by halves, one probe per turn, finds the largest
-// size that passes. A probe is sent with DF and never fragmented, so a size
-// the path cannot carry is lost rather than cut.
+// Each peer gets a small message every Interval (spread so that at most
+// MaxRate leave per second: with many hosts a peer's turn comes less
+// often). Messages are never answered: each tells the peer which of its
+// messages arrived last, and how long ago, so one message each way per
+// turn gives both hosts reachability and RTT (see wire.go). A message not
+// told back within its turn and Timeout is unanswered; Lost of them in a
+// row make the peer unreachable (about 5 s with the defaults). Size
+// probes, messages of the size the networks use (the underlay path's MTU
+// less VXLAN's overhead: the target), check that the path carries it: one
+// every SizeInterval while it does; when one is lost while the peer tells
+// back later messages, a search by halves, one size probe per turn, finds
+// the largest size that passes. Every message is sent with DF and never
+// fragmented, so a size the path cannot carry is lost rather than cut.
 //
-// Cost, per host, with P other hosts and the defaults: P small probes and
-// P small replies out, as many in, every second (about 100 bytes each, 4P
-// packets a second), plus one target-size probe per peer every 30 s and, only
-// while a path carries less than the target, about a dozen more; at most
-// 50 probes a second leave a host (above 50 peers each is probed less
-// often, every P/50 s, and found unreachable that much later).
+// Cost, per host, with P other hosts and the defaults: P small messages
+// out and P in every second (about 100 bytes each), plus one target-size
+// message per peer every 30 s and, only while a path carries less than the
+// target, about a dozen more; at most 50 messages a second leave a host
+// (above 50 peers each gets one every P/50 s, and is found unreachable
+// that much later).
 package probe
 
 import (
@@ -87,18 +91,18 @@ type Config struct {
 	// Overhead is what the underlay path's MTU is reduced by to make the
 	// target size (VXLAN's, dataplane.Overhead).
 	Overhead int
-	// Interval is the time between two small probes of one peer (default
+	// Interval is the time between two messages to one peer (default
 	// 1 s).
 	Interval time.Duration
-	// MaxRate bounds the probes a host sends per second (default 50).
+	// MaxRate bounds the messages a host sends per second (default 50).
 	MaxRate int
 	// SizeInterval is how often a path found to carry the target is
 	// checked again, and a smaller one searched again (default 30 s).
 	SizeInterval time.Duration
-	// Timeout is how long a probe's answer is waited for (default 0.9 s:
-	// under Interval, so that the next turn judges it).
+	// Timeout is how long a message and the news of it may take on the
+	// way, on top of the peer's wait for its own turn (default 0.9 s).
 	Timeout time.Duration
-	// Lost small probes in a row, unanswered, make a peer unreachable
+	// Lost messages in a row, not told back, make a peer unreachable
 	// (default 3).
 	Lost int
 	// RetryInterval is how often a port that failed to open is tried
@@ -140,11 +144,12 @@ type announcement struct {
 
 // Peer states, as Status reports them.
 const (
-	// StateWaiting: probed fewer than Lost times, nothing answered yet.
+	// StateWaiting: nothing told back yet, and fewer than Lost messages
+	// judged.
 	StateWaiting = "waiting"
-	// StateOK: the last small probes are answered.
+	// StateOK: the peer tells back this host's messages.
 	StateOK = "ok"
-	// StateUnreachable: Lost small probes in a row went unanswered.
+	// StateUnreachable: Lost messages in a row were not told back.
 	StateUnreachable = "unreachable"
 )
 
@@ -155,8 +160,8 @@ type PeerStatus struct {
 	VTEP netip.Addr
 	// State is StateWaiting, StateOK or StateUnreachable.
 	State string
-	// Since is when the first probe went out that is unanswered now (when
-	// unreachable, or waiting), else zero.
+	// Since is, when unreachable, when the first message went out that is
+	// not told back; when waiting, when the peer appeared; else zero.
 	Since time.Time
 	// RTT is the round-trip time, smoothed; 0 before any answer.
 	RTT time.Duration
@@ -166,7 +171,8 @@ type PeerStatus struct {
 	Largest int
 	// Target is the size the path should carry (the networks' MTU).
 	Target int
-	// Sent and Answered count the probes, small and sized.
+	// Sent and Answered count the messages sent to the peer, small and
+	// sized, and those it told back.
 	Sent, Answered uint64
 }
 
@@ -176,10 +182,18 @@ type peer struct {
 	vtep  netip.Addr
 	added time.Time
 
+	// What this host got from the peer last: its seq, when, and its last
+	// size probe; told back in the next message to it.
+	rxSeq          uint32
+	rxAt           time.Time
+	rxSizedSeq     uint32
+	rxSizedSize    int
 	sent, answered uint64
-	lastReply      time.Time
-	// unanswered counts the small probes expired without an answer since
-	// the last one answered; since is when the first of them was sent.
+	lastAnswer     time.Time
+	lastEcho       uint32
+	// unanswered counts the messages whose turn to be told back passed
+	// without it since the last one told back; since is when the first of
+	// them was sent.
 	unanswered int
 	since      time.Time
 	rtt        time.Duration
@@ -194,16 +208,18 @@ type peer struct {
 	searchedAt       time.Time
 }
 
-// pending is one probe awaiting its answer.
+// pending is one message sent, until the peer tells it back or its time
+// to be told back passes.
 type pending struct {
 	peer  *peer
+	seq   uint32
 	size  int
 	sent  time.Time
-	small bool
+	sized bool
 }
 
-// Prober runs this host's probes and answers the others'. Its methods are
-// safe for concurrent use.
+// Prober runs this host's probe. Its methods are safe for concurrent
+// use.
 type Prober struct {
 	cfg Config
 	log *slog.Logger
@@ -235,7 +251,7 @@ func New(cfg Config) *Prober {
 }
 
 // Run opens the probe port once this host's VTEP is known, announces it,
-// and probes and answers until ctx ends.
+// and probes until ctx ends.
 func (p *Prober) Run(ctx context.Context) {
 	changed := p.cfg.Underlay.Changed()
 	watch := p.cfg.Store.Watch(Table, false)
@@ -377,7 +393,9 @@ func (p *Prober) vtepsLocked() []netip.Addr {
 	return slices.Compact(out)
 }
 
-// round expires the probes whose answer is late, then sends this turn's.
+// round expires the messages not told back in time, then sends this
+// turn's: to each peer whose turn it is, its message, and a size probe
+// when one is due.
 func (p *Prober) round(now time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -390,15 +408,31 @@ func (p *Prober) round(now time.Time) {
 		all = append(all, pr)
 	}
 	slices.SortFunc(all, func(a, b *peer) int { return strings.Compare(a.name, b.name) })
-	n := min(len(all), max(1, int(float64(p.cfg.MaxRate)*p.cfg.Interval.Seconds())))
+	n := p.perTurn(len(all))
 	for i := range n {
 		pr := all[(p.next+i)%len(all)]
-		p.sendLocked(pr, p.smallSz, true, now)
+		p.sendLocked(pr, p.smallSz, false, now)
 		if size := p.nextSizeLocked(pr, now); size > 0 {
-			p.sendLocked(pr, size, false, now)
+			p.sendLocked(pr, size, true, now)
 		}
 	}
 	p.next = (p.next + n) % len(all)
+}
+
+// perTurn is how many of n peers get a message each turn.
+func (p *Prober) perTurn(n int) int {
+	return min(n, max(1, int(float64(p.cfg.MaxRate)*p.cfg.Interval.Seconds())))
+}
+
+// period is how often one peer gets a message, and so the longest a
+// peer waits to tell back what it got (all hosts probe as many peers).
+func (p *Prober) periodLocked() time.Duration {
+	n := len(p.peers)
+	if n == 0 {
+		return p.cfg.Interval
+	}
+	k := p.perTurn(n)
+	return p.cfg.Interval * time.Duration((n+k-1)/k)
 }
 
 // nextSizeLocked returns the size of the sized probe to send pr this
@@ -420,8 +454,8 @@ func (p *Prober) nextSizeLocked(pr *peer, now time.Time) int {
 		pr.searching, pr.lo, pr.hi, pr.lostOnce = true, 0, 0, 0
 	}
 	for _, q := range p.pending {
-		if q.peer == pr && !q.small {
-			return 0 // one sized probe at a time
+		if q.peer == pr && q.sized {
+			return 0 // one size probe at a time
 		}
 	}
 	if pr.lo >= pr.target || (pr.hi > 0 && pr.hi-pr.lo <= 1) {
@@ -437,22 +471,34 @@ func (p *Prober) nextSizeLocked(pr *peer, now time.Time) int {
 	return max(minSize, (max(pr.lo, minSize)+pr.hi)/2)
 }
 
-func (p *Prober) sendLocked(pr *peer, size int, small bool, now time.Time) {
+func (p *Prober) sendLocked(pr *peer, size int, sized bool, now time.Time) {
 	p.seq++
-	b := encode(p.buf, msg{kind: kindReq, size: size, seq: p.seq, sent: now})
-	if err := p.port.WriteTo(b, pr.vtep); err != nil {
+	if p.seq == 0 {
+		p.seq++ // 0 means none
+	}
+	m := msg{sized: sized, size: size, seq: p.seq}
+	if pr.rxSeq != 0 && now.Sub(pr.rxAt) < p.cfg.Timeout+p.periodLocked() {
+		m.echo, m.held = pr.rxSeq, now.Sub(pr.rxAt)
+	}
+	if pr.rxSizedSeq != 0 {
+		m.sizedSeq, m.sizedSize = pr.rxSizedSeq, pr.rxSizedSize
+	}
+	if err := p.port.WriteTo(encode(p.buf, m), pr.vtep); err != nil {
 		// Counted as sent: an error here (no route, EMSGSIZE) is the
 		// path's fault as much as a loss on the way.
 		p.log.Debug("probe send", "peer", pr.name, "size", size, "err", err)
 	}
 	pr.sent++
-	p.pending[p.seq] = pending{peer: pr, size: size, sent: now, small: small}
+	p.pending[p.seq] = pending{peer: pr, seq: p.seq, size: size, sent: now, sized: sized}
 }
 
-// expireLocked counts the probes whose answer did not come in time.
+// expireLocked counts the messages not told back in time: the peer tells
+// back within its period, the message's way there and the answer's way
+// back within Timeout.
 func (p *Prober) expireLocked(now time.Time) {
+	late := p.cfg.Timeout + p.periodLocked()
 	for seq, q := range p.pending {
-		if now.Sub(q.sent) < p.cfg.Timeout {
+		if now.Sub(q.sent) < late {
 			continue
 		}
 		delete(p.pending, seq)
@@ -460,17 +506,17 @@ func (p *Prober) expireLocked(now time.Time) {
 		if p.peers[pr.name] != pr {
 			continue // gone meanwhile
 		}
-		if q.small {
+		if !q.sized {
 			if pr.unanswered == 0 {
 				pr.since = q.sent
 			}
 			pr.unanswered++
 			continue
 		}
-		// A sized probe lost while the peer answered a small one sent
-		// with it: the path does not carry that size. Otherwise nothing
-		// is learnt.
-		if pr.searching && pr.lastReply.After(q.sent) && q.size > pr.lo {
+		// A size probe lost while the peer told back a message sent after
+		// it: the path does not carry that size. Otherwise nothing is
+		// learnt.
+		if pr.searching && pr.lastEcho > q.seq && q.size > pr.lo {
 			if pr.lostOnce == q.size {
 				pr.lostOnce = 0
 				if pr.hi == 0 || q.size < pr.hi {
@@ -483,10 +529,9 @@ func (p *Prober) expireLocked(now time.Time) {
 	}
 }
 
-// read answers requests and takes replies until the port closes.
+// read takes the peers' messages until the port closes.
 func (p *Prober) read(port Port) {
 	buf := make([]byte, maxPayload)
-	out := make([]byte, headerLen)
 	for {
 		n, from, err := port.ReadFrom(buf)
 		if err != nil {
@@ -499,18 +544,8 @@ func (p *Prober) read(port Port) {
 			time.Sleep(10 * time.Millisecond)
 			continue
 		}
-		m, err := decode(buf[:n])
-		if err != nil {
-			continue
-		}
-		switch m.kind {
-		case kindReq:
-			m.kind = kindReply
-			if err := port.WriteTo(encode(out, m), from); err != nil {
-				p.log.Debug("probe reply", "to", from.String(), "err", err)
-			}
-		case kindReply:
-			p.answered(m, from, time.Now())
+		if m, err := decode(buf[:n]); err == nil {
+			p.received(m, from, time.Now())
 		}
 	}
 }
@@ -523,37 +558,62 @@ func (p *Prober) portIs(port Port) bool {
 	return p.port == port
 }
 
-func (p *Prober) answered(m msg, from netip.Addr, now time.Time) {
+// received takes one message from a peer: what it says of this host's
+// messages, and what to tell back.
+func (p *Prober) received(m msg, from netip.Addr, now time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	q, ok := p.pending[m.seq]
-	if !ok || q.peer.vtep != from || q.size != m.size {
-		return // late, or not ours
+	var pr *peer
+	for _, c := range p.peers {
+		if c.vtep == from {
+			pr = c
+			break
+		}
 	}
-	delete(p.pending, m.seq)
-	pr := q.peer
-	if p.peers[pr.name] != pr {
-		return // gone meanwhile
+	if pr == nil {
+		return // not (yet) a peer
 	}
-	pr.answered++
-	pr.lastReply = now
-	if q.small {
-		rtt := now.Sub(q.sent)
-		if pr.rtt == 0 {
-			pr.rtt = rtt
-		} else {
-			pr.rtt = (7*pr.rtt + rtt) / 8
+	pr.rxSeq, pr.rxAt = m.seq, now
+	if m.sized {
+		pr.rxSizedSeq, pr.rxSizedSize = m.seq, m.size
+	}
+	if q, ok := p.pending[m.echo]; ok && q.peer == pr {
+		// Told back: this message arrived; the earlier small ones are
+		// judged with it (arrived or lost, the path works now).
+		pr.answered++
+		pr.lastAnswer, pr.lastEcho = now, m.echo
+		if rtt := now.Sub(q.sent) - m.held; rtt > 0 {
+			if pr.rtt == 0 {
+				pr.rtt = rtt
+			} else {
+				pr.rtt = (7*pr.rtt + rtt) / 8
+			}
 		}
 		pr.unanswered, pr.since = 0, time.Time{}
+		for seq, o := range p.pending {
+			if o.peer == pr && (seq == m.echo || !o.sized && seq < m.echo) {
+				delete(p.pending, seq)
+			}
+		}
+		p.sizeAnswered(pr, q.size)
 	}
+	if q, ok := p.pending[m.sizedSeq]; ok && q.peer == pr && q.sized && q.size == m.sizedSize {
+		delete(p.pending, m.sizedSeq)
+		pr.answered++
+		p.sizeAnswered(pr, q.size)
+	}
+}
+
+// sizeAnswered records that a message of size reached pr.
+func (p *Prober) sizeAnswered(pr *peer, size int) {
 	if !pr.searching {
 		return
 	}
-	pr.lo = max(pr.lo, q.size)
-	if pr.hi > 0 && q.size >= pr.hi {
+	pr.lo = max(pr.lo, size)
+	if pr.hi > 0 && size >= pr.hi {
 		pr.hi = 0 // it passes now
 	}
-	if pr.lostOnce > 0 && q.size >= pr.lostOnce {
+	if pr.lostOnce > 0 && size >= pr.lostOnce {
 		pr.lostOnce = 0
 	}
 }
@@ -571,7 +631,7 @@ func (p *Prober) Peers() []PeerStatus {
 		switch {
 		case pr.unanswered >= p.cfg.Lost:
 			st.State, st.Since = StateUnreachable, pr.since
-		case pr.lastReply.IsZero():
+		case pr.lastAnswer.IsZero():
 			st.State, st.Since = StateWaiting, pr.added
 		default:
 			st.State = StateOK
