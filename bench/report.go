@@ -55,6 +55,7 @@ func Report(r *Results, analysis string) string {
 	scaleTable(&b, r)
 	dnsTable(&b, r)
 	kernelTable(&b, r)
+	idleTable(&b, r)
 	method(&b)
 	notes(&b, r)
 	return b.String()
@@ -64,7 +65,7 @@ func Report(r *Results, analysis string) string {
 // part.
 func notes(b *strings.Builder, r *Results) {
 	p := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
-	parts := []string{PartData, PartControl, PartScale, PartDNS, PartKernel}
+	parts := []string{PartData, PartControl, PartScale, PartDNS, PartKernel, PartIdle}
 	n := len(r.Notes)
 	for _, part := range parts {
 		n += len(r.PartNotes[part])
@@ -129,9 +130,16 @@ func verdict(ok, known bool) string {
 // targets writes the issue's targets against this run.
 func targets(b *strings.Builder, r *Results) {
 	p := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
-	issues := "issue 6"
+	nums := []string{"6"}
 	if r.Kernel != nil {
-		issues = "issues 6 and 12"
+		nums = append(nums, "12")
+	}
+	if r.Idle != nil {
+		nums = append(nums, "17")
+	}
+	issues := "issue " + nums[0]
+	if len(nums) > 1 {
+		issues = "issues " + strings.Join(nums[:len(nums)-1], ", ") + " and " + nums[len(nums)-1]
 	}
 	p("## Targets (%s)\n\n| target | measured (median, min–max) | |\n|---|---|---|\n", issues)
 	for _, d := range r.Data {
@@ -185,6 +193,15 @@ func targets(b *strings.Builder, r *Results) {
 		add, del := Summarize(k.OneAdd), Summarize(k.OneRemove)
 		p("| one endpoint changed at %s remote endpoints: a few ms (≤ 5 ms) | added %s ms, removed %s ms | %s |\n",
 			thousands(k.Entries), fmtS(add, 2), fmtS(del, 2), verdict(add.Max <= 5 && del.Max <= 5, add.N > 0 && del.N > 0))
+	}
+	if ir := r.Idle; ir != nil && len(ir.Hosts) > 0 {
+		var worst Summary
+		for _, h := range ir.Hosts {
+			if s := Summarize(h.IdleCPU); s.N > 0 && (worst.N == 0 || s.Median > worst.Median) {
+				worst = s
+			}
+		}
+		p("| plugin idle CPU ≤ 0.3 %% of a core per host, 3-host lab | %s %% (the busiest host) | %s |\n", fmtS(worst, 2), verdict(worst.Median <= 0.3, worst.N > 0))
 	}
 	weftDNS := false
 	for _, d := range r.DNS {
@@ -435,4 +452,22 @@ func thousands(n int) string {
 		s = s[:i] + "," + s[i:]
 	}
 	return s
+}
+
+func idleTable(b *strings.Builder, r *Results) {
+	ir := r.Idle
+	if ir == nil || len(ir.Hosts) == 0 {
+		return
+	}
+	p := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
+	p("## The plugin's own cost, idle and under churn\n\n")
+	p("The plugin's process on each host of the 1500-MTU lab, read from `/proc` (CPU time of every thread, user and system, over %.0f s; resident memory at the end): "+
+		"idle, with the data-plane part's networks and containers in place (a weft network and an overlay network, two containers on each) and nothing happening; "+
+		"then under churn, a container on the weft network started and removed again and again on every host at once (%s per minute per host). "+
+		"CPU in percent of one core, memory in MiB, median (min–max) over the repetitions.\n\n", ir.Window, fmtS(Summarize(ir.ChurnPerMin), 0))
+	p("| host | idle CPU %% | idle memory MiB | churn CPU %% | churn memory MiB |\n|---|---|---|---|---|\n")
+	for _, h := range ir.Hosts {
+		p("| %s | %s | %s | %s | %s |\n", h.Host, fmtS(Summarize(h.IdleCPU), 2), fmtS(Summarize(h.IdleRSS), 1), fmtS(Summarize(h.ChurnCPU), 2), fmtS(Summarize(h.ChurnRSS), 1))
+	}
+	p("\n")
 }

@@ -22,12 +22,14 @@ const (
 	PartControl = "control"
 	PartDNS     = "dns"
 	PartKernel  = "kernel"
+	PartIdle    = "idle"
 )
 
 // Options configure a run. DefaultOptions and SmokeOptions give complete
 // sets.
 type Options struct {
-	// Parts to run (PartScale, PartData, PartControl, PartDNS, PartKernel).
+	// Parts to run (PartScale, PartData, PartControl, PartDNS, PartKernel,
+	// PartIdle).
 	Parts []string
 	// Reps is the number of repetitions of every figure (at least 3 for a
 	// report worth reading).
@@ -65,6 +67,10 @@ type Options struct {
 	// KernelReps how many times one of them changes each way.
 	KernelEntries int
 	KernelReps    int
+	// IdleWindow is the length of one idle and one churn measurement;
+	// IdleSettle how long the lab rests before the first.
+	IdleWindow time.Duration
+	IdleSettle time.Duration
 	// PluginDir is the managed plugin directory (make plugin-dir).
 	PluginDir string
 	// Self is the static weftbench binary, mounted into containers.
@@ -86,7 +92,7 @@ type Options struct {
 // DefaultOptions is the full run of make bench.
 func DefaultOptions() *Options {
 	return &Options{
-		Parts:        []string{PartScale, PartData, PartControl, PartDNS, PartKernel},
+		Parts:        []string{PartScale, PartData, PartControl, PartDNS, PartKernel, PartIdle},
 		Reps:         3,
 		DataReps:     5,
 		MTUs:         []int{1500, 9000},
@@ -104,6 +110,9 @@ func DefaultOptions() *Options {
 
 		KernelEntries: 10_000,
 		KernelReps:    30,
+
+		IdleWindow: time.Minute,
+		IdleSettle: 30 * time.Second,
 	}
 }
 
@@ -124,6 +133,8 @@ func SmokeOptions() *Options {
 	o.ScaleEntries = []int{1000}
 	o.ScaleTimeout = time.Minute
 	o.KernelReps = 5
+	o.IdleWindow = 10 * time.Second
+	o.IdleSettle = 5 * time.Second
 	return o
 }
 
@@ -185,7 +196,7 @@ func Run(ctx context.Context, o *Options) (*Results, error) {
 		return WriteOutputs(out, o.OutDir)
 	}
 
-	labParts := o.has(PartData) || o.has(PartControl) || o.has(PartDNS)
+	labParts := o.has(PartData) || o.has(PartControl) || o.has(PartDNS) || o.has(PartIdle)
 	if labParts {
 		if o.PluginDir == "" || o.Self == "" {
 			return res, errors.New("the lab parts need the plugin directory and the static weftbench binary")
@@ -222,6 +233,13 @@ func Run(ctx context.Context, o *Options) (*Results, error) {
 					res.DNS = rows
 					if err != nil {
 						errs = append(errs, fmt.Errorf("dns: %w", err))
+					}
+				}
+				if first && o.has(PartIdle) {
+					ir, err := e.idlePart(ctx)
+					res.Idle = ir
+					if err != nil {
+						errs = append(errs, fmt.Errorf("idle: %w", err))
 					}
 				}
 				return nil
@@ -329,6 +347,10 @@ func merged(r, prev *Results, o *Options) *Results {
 	if !o.has(PartKernel) && prev.Kernel != nil {
 		m.Kernel = prev.Kernel
 		take(PartKernel)
+	}
+	if !o.has(PartIdle) && prev.Idle != nil {
+		m.Idle = prev.Idle
+		take(PartIdle)
 	}
 	if len(m.Origins) > 0 && prev.Machine != "" && prev.Machine != r.Machine {
 		m.Notes = append(slices.Clone(r.Notes), fmt.Sprintf("The machine named above is this run's; the parts merged in were measured on %s.", prev.Machine))

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	mdns "github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Config holds the name server's settings.
@@ -30,6 +31,9 @@ type Config struct {
 	MaxForwards int
 	// Logger receives the server's log; nil discards it.
 	Logger *slog.Logger
+	// Registry receives the server's metrics (queries, answers, NXDOMAIN,
+	// forwards, latency); nil keeps them unregistered.
+	Registry prometheus.Registerer
 }
 
 // DefaultConfig returns the settings weft runs with unless told otherwise.
@@ -40,9 +44,10 @@ func DefaultConfig() Config {
 // Server answers queries from a Table. One Server serves every network;
 // Handler gives the handler of one.
 type Server struct {
-	cfg   Config
-	log   *slog.Logger
-	table *Table
+	cfg     Config
+	log     *slog.Logger
+	table   *Table
+	metrics *serverMetrics
 
 	// warned limits the log to one line per kind of bad input.
 	warned sync.Map
@@ -63,7 +68,7 @@ func NewServer(cfg Config, table *Table) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{cfg: cfg, log: log, table: table}
+	return &Server{cfg: cfg, log: log, table: table, metrics: newServerMetrics(cfg.Registry)}
 }
 
 // network is what the server knows of one network it answers for.
@@ -82,7 +87,9 @@ type network struct {
 func (s *Server) Handler(vni uint32, subnet netip.Prefix) mdns.Handler {
 	n := &network{vni: vni, subnet: subnet.Masked(), forwards: make(chan struct{}, s.cfg.MaxForwards)}
 	return mdns.HandlerFunc(func(w mdns.ResponseWriter, r *mdns.Msg) {
+		start := time.Now()
 		resp := s.answer(n, r, w.RemoteAddr())
+		defer s.metrics.answered(start)
 		if resp == nil {
 			return // dropped
 		}
@@ -119,6 +126,7 @@ func (s *Server) answer(n *network, r *mdns.Msg, from net.Addr) *mdns.Msg {
 				m.SetReply(r)
 				m.Authoritative = true
 				m.Answer = append(m.Answer, &mdns.PTR{Hdr: s.hdr(q.Name, mdns.TypePTR), Ptr: target})
+				s.metrics.answers.Inc()
 				return s.fit(m, r, from)
 			}
 		}
@@ -136,10 +144,12 @@ func (s *Server) answer(n *network, r *mdns.Msg, from net.Addr) *mdns.Msg {
 			}
 		}
 		// Other types of a weft name: NOERROR with no answer.
+		s.metrics.answers.Inc()
 		return s.fit(m, r, from)
 	case s.table.InDomain(name):
 		m.SetRcode(r, mdns.RcodeNameError)
 		m.Authoritative = true
+		s.metrics.nxdomain.Inc()
 		return m
 	default:
 		return s.forward(n, r, from)
@@ -173,9 +183,11 @@ func (s *Server) forward(n *network, r *mdns.Msg, from net.Addr) *mdns.Msg {
 	m := new(mdns.Msg)
 	if a, ok := clientAddr(from); !ok || !n.subnet.Contains(a) {
 		s.warnOnce("refused", "query for a name outside weft from outside the network refused", "from", addrString(from), "vni", n.vni)
+		s.metrics.forwarded(forwardRefused)
 		return m.SetRcode(r, mdns.RcodeRefused)
 	}
 	if len(s.cfg.Upstreams) == 0 {
+		s.metrics.forwarded(forwardFailed)
 		return m.SetRcode(r, mdns.RcodeServerFailure)
 	}
 	select {
@@ -183,6 +195,7 @@ func (s *Server) forward(n *network, r *mdns.Msg, from net.Addr) *mdns.Msg {
 		defer func() { <-n.forwards }()
 	default:
 		s.warnOnce("forwards", "too many queries forwarded at once; answering SERVFAIL", "vni", n.vni, "max", s.cfg.MaxForwards)
+		s.metrics.forwarded(forwardFailed)
 		return m.SetRcode(r, mdns.RcodeServerFailure)
 	}
 	network := "udp"
@@ -196,10 +209,12 @@ func (s *Server) forward(n *network, r *mdns.Msg, from net.Addr) *mdns.Msg {
 		cancel()
 		if err == nil && resp != nil {
 			resp.Id = r.Id
+			s.metrics.forwarded(forwardAnswered)
 			return resp
 		}
 		s.warnOnce("upstream "+up, "upstream resolver failed", "upstream", up, "err", err)
 	}
+	s.metrics.forwarded(forwardFailed)
 	return m.SetRcode(r, mdns.RcodeServerFailure)
 }
 

@@ -30,6 +30,7 @@ import (
 	"time"
 
 	"github.com/docker/go-plugins-helpers/network"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/weftnet/weft/catalog"
 	"github.com/weftnet/weft/dataplane"
@@ -89,6 +90,9 @@ type Config struct {
 	RepairInterval time.Duration
 	// Logger receives the driver's log; nil discards it.
 	Logger *slog.Logger
+	// Registry receives the driver's metrics (repair passes and the drift
+	// they fixed); nil keeps them unregistered.
+	Registry prometheus.Registerer
 }
 
 // DefaultConfig returns the settings weft runs with unless told otherwise.
@@ -131,6 +135,7 @@ type Driver struct {
 	store    store
 	sub      *feed.Sub[catalog.Event]
 	kick     chan struct{} // capacity 1: repair soon
+	metrics  *repairMetrics
 
 	// mu guards the fields below.
 	mu       sync.Mutex
@@ -142,6 +147,9 @@ type Driver struct {
 	// remotes are the remote endpoints the catalog holds, by VNI, whether
 	// or not this host has the network.
 	remotes map[uint32]*remoteSet
+	// passed holds the VNIs of the networks the last repair pass saw, so
+	// that a network's first pass (programming) is not taken for drift.
+	passed map[uint32]bool
 	// netEvents tells subscribers (the name server) of networks coming and
 	// going; published under mu.
 	netEvents feed.Feed[NetworkEvent]
@@ -200,6 +208,7 @@ func New(cfg Config, dp Dataplane, cat Catalog, ul Underlay) (*Driver, error) {
 		underlay: ul,
 		store:    store{dir: cfg.StateDir},
 		kick:     make(chan struct{}, 1),
+		metrics:  newRepairMetrics(cfg.Registry),
 		networks: map[string]*Network{},
 		remotes:  map[uint32]*remoteSet{},
 	}

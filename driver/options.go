@@ -56,6 +56,9 @@ func parseOptions(opts map[string]string) (netOptions, error) {
 			if err != nil || n == 0 || n > dataplane.MaxVNI {
 				return o, fmt.Errorf("option %s=%q is not a VNI between 1 and %d", k, opts[k], dataplane.MaxVNI)
 			}
+			if n == dataplane.ProbeVNI {
+				return o, fmt.Errorf("option %s=%q: VNI %d is reserved for weft's data-path probe; choose another", k, opts[k], n)
+			}
 			o.VNI = uint32(n)
 		default:
 			if strings.HasPrefix(k, "com.docker.") {
@@ -103,7 +106,7 @@ func autoVNI(networkID string, taken func(uint32) bool) (uint32, error) {
 	start := h.Sum32() % span
 	for i := uint32(0); i < 1024; i++ {
 		vni := MinAutoVNI + (start+i)%span
-		if !taken(vni) {
+		if !taken(vni) && vni != dataplane.ProbeVNI {
 			return vni, nil
 		}
 	}
@@ -122,5 +125,9 @@ func subnetVNI(subnet string) uint32 {
 	h := fnv.New32a()
 	h.Write([]byte("subnet:" + key))
 	span := uint32(dataplane.MaxVNI - MinAutoVNI + 1)
-	return MinAutoVNI + h.Sum32()%span
+	vni := MinAutoVNI + h.Sum32()%span
+	if vni == dataplane.ProbeVNI {
+		vni-- // reserved: one subnet in 16 million takes its neighbour
+	}
+	return vni
 }

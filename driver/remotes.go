@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"net"
 	"slices"
+	"time"
 
 	"github.com/weftnet/weft/catalog"
 	"github.com/weftnet/weft/dataplane"
@@ -279,12 +280,18 @@ func toRemote(r catalog.Record) (dataplane.RemoteEndpoint, error) {
 // underlay's, its entries with the catalog. Until the catalog is complete
 // (just after a start, before the mesh has exchanged state), it only adds
 // and updates entries, since deleting what the catalog does not hold yet
-// would cut endpoints that are alive. periodic marks the timer's pass,
-// whose repairs are drift worth reporting. It runs in Run's goroutine.
+// would cut endpoints that are alive. Except in a network's first pass,
+// which programs its entries, what a pass has to change is drift (entries
+// changed behind weft's back, or writes that failed): logged and counted.
+// periodic marks the timer's pass. It runs in Run's goroutine.
 func (d *Driver) repair(periodic bool) {
 	type job struct {
 		seg  dataplane.Segment
 		want []dataplane.RemoteEndpoint
+		// first marks a network's first pass since it came here (or
+		// since the start) with the catalog complete: it programs the
+		// entries, it repairs nothing.
+		first bool
 	}
 	// Whether the catalog is complete first, then what it published up to
 	// then: once it says so, every record it holds is in d.sub. The other
@@ -296,6 +303,7 @@ func (d *Driver) repair(periodic bool) {
 	d.mu.Lock()
 	jobs := make([]job, 0, len(d.networks))
 	changed := false
+	passed := make(map[uint32]bool, len(d.networks))
 	for _, n := range d.networks {
 		before := n.MTU
 		seg := d.segmentLocked(n)
@@ -307,17 +315,25 @@ func (d *Driver) repair(periodic bool) {
 		if s := d.remotes[n.VNI]; s != nil {
 			want = s.list()
 		}
-		jobs = append(jobs, job{seg: seg, want: want})
+		jobs = append(jobs, job{seg: seg, want: want, first: !d.passed[n.VNI]})
+		// Until the catalog is complete a pass only adds: the first
+		// complete one may still remove what the last run left.
+		passed[n.VNI] = d.passed[n.VNI] || complete
 	}
+	d.passed = passed
 	if changed {
 		if err := d.saveLocked(); err != nil {
 			d.log.Error("persist state", "err", err)
 		}
 	}
 	d.mu.Unlock()
+	if periodic {
+		d.metrics.pass()
+	}
 	for _, j := range jobs {
 		if err := d.dp.EnsureSegment(j.seg); err != nil {
 			d.log.Error("ensure network device", "vni", j.seg.VNI, "err", err)
+			d.metrics.failed()
 			continue
 		}
 		want := j.want
@@ -332,8 +348,13 @@ func (d *Driver) repair(periodic bool) {
 		rep, err := d.dp.SetRemotes(j.seg.VNI, want)
 		if err != nil {
 			d.log.Error("program entries", "vni", j.seg.VNI, "err", err)
+			d.metrics.failed()
 		}
-		if periodic && rep != (dataplane.Repair{}) {
+		if j.first {
+			continue
+		}
+		d.metrics.repaired(rep, time.Now())
+		if rep != (dataplane.Repair{}) {
 			d.log.Warn("kernel entries drifted from the catalog; repaired", "vni", j.seg.VNI,
 				"fdb_added", rep.FDBAdded, "fdb_removed", rep.FDBRemoved, "neigh_added", rep.NeighAdded, "neigh_removed", rep.NeighRemoved)
 		}

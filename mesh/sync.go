@@ -26,6 +26,11 @@ const (
 	// syncWait, in SyncIntervals, is how long an exchange waits for its
 	// answer before the next one may start.
 	syncWait = 5
+	// idleTicks, in SyncIntervals, is how often syncLoop looks for
+	// members that came back while the scheduler has nothing to do: an
+	// idle mesh wakes once a second here, not five times (a change wakes
+	// it at once).
+	idleTicks = 5
 	// syncChunk bounds one TCP message of entries, well under memberlist's
 	// 20 MiB limit; large enough that an answer is one message in all but
 	// the largest exchanges (about 17,000 endpoint records).
@@ -61,13 +66,29 @@ type syncScheduler struct {
 	// arrives or syncWait ticks pass.
 	peer  string
 	since time.Time
+	// wake, when set, receives a value (coalesced) whenever there is
+	// something to do: syncLoop waits on it while idle.
+	wake chan struct{}
 }
 
 // changed counts n changes of the table.
-func (s *syncScheduler) changed(n int) { s.dirty += n }
+func (s *syncScheduler) changed(n int) { s.dirty += n; s.notify() }
 
 // overflowed records that the broadcast queue dropped changes.
-func (s *syncScheduler) overflowed() { s.pruned = true }
+func (s *syncScheduler) overflowed() { s.pruned = true; s.notify() }
+
+func (s *syncScheduler) notify() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// idle reports whether nothing is due but looking for members that came
+// back: no change since the last tick, no rounds, no checks left.
+func (s *syncScheduler) idle() bool {
+	return s.dirty == 0 && !s.pruned && !s.differs && s.tailLeft == 0
+}
 
 // compared records the outcome of comparing a peer's digest with ours:
 // syncing goes on while comparisons differ.
@@ -89,6 +110,7 @@ func (s *syncScheduler) compared(differs bool, now time.Time) {
 
 func (s *syncScheduler) startSyncing() {
 	s.differs, s.equalRuns, s.tailLeft = true, 0, 0
+	s.notify()
 }
 
 // answered records the answer of a peer to our exchange.
@@ -124,14 +146,28 @@ func (s *syncScheduler) started(peer string, now time.Time) {
 
 // syncLoop starts extra anti-entropy exchanges: with members that came
 // back (their entries were dropped here when they went), and with a random
-// member when the scheduler says so.
+// member when the scheduler says so. It ticks every SyncInterval while the
+// scheduler has work, every idleTicks intervals while it has none.
 func (m *Mesh) syncLoop() {
+	wake := make(chan struct{}, 1)
+	m.mu.Lock()
+	m.sync.wake = wake
+	m.mu.Unlock()
 	t := time.NewTicker(m.cfg.SyncInterval)
 	defer t.Stop()
+	idle := false
 	for {
 		select {
 		case <-m.stop:
 			return
+		case <-wake:
+			if idle {
+				// Work: ticks every interval again, the first one an
+				// interval from now, so that a burst's changes add up.
+				idle = false
+				t.Reset(m.cfg.SyncInterval)
+			}
+			continue
 		case <-t.C:
 		}
 		var targets []string
@@ -147,6 +183,14 @@ func (m *Mesh) syncLoop() {
 			if to := m.randomMembersLocked(1); len(to) > 0 {
 				targets = append(targets, to[0])
 				m.sync.started(to[0], now)
+			}
+		}
+		if nowIdle := m.sync.idle() && len(targets) == 0; nowIdle != idle {
+			idle = nowIdle
+			if idle {
+				t.Reset(m.cfg.SyncInterval * idleTicks)
+			} else {
+				t.Reset(m.cfg.SyncInterval)
 			}
 		}
 		m.mu.Unlock()

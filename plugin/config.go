@@ -41,9 +41,12 @@ type Config struct {
 	// AdvertiseAddr is this host's underlay address; empty asks the
 	// engine (swarm's node address) (WEFT_ADVERTISE_ADDR).
 	AdvertiseAddr netip.Addr
-	// StatusAddr is the loopback address of the status endpoint
-	// (WEFT_STATUS_ADDR).
+	// StatusAddr is the loopback address of the status endpoint, which
+	// serves /status and /metrics (WEFT_STATUS_ADDR).
 	StatusAddr string
+	// MetricsAddr, if set, is one more address serving /metrics alone,
+	// any address, for a Prometheus elsewhere (WEFT_METRICS_ADDR).
+	MetricsAddr string
 	// MeshKey seeds the mesh's keyring when the state directory has none
 	// (WEFT_MESH_KEY, base64; the file mesh.key in the state directory
 	// takes precedence and keeps the key out of `docker plugin inspect`).
@@ -159,6 +162,16 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 			bad("WEFT_STATUS_ADDR=%q must be a loopback address", v)
 		} else {
 			c.StatusAddr = v
+		}
+	}
+	if v := getenv("WEFT_METRICS_ADDR"); v != "" {
+		h, p, err := net.SplitHostPort(v)
+		if _, perr := strconv.Atoi(p); err != nil || perr != nil {
+			bad("WEFT_METRICS_ADDR=%q is not host:port", v)
+		} else if _, err := netip.ParseAddr(h); err != nil && h != "" {
+			bad("WEFT_METRICS_ADDR=%q: %q is not an IP address", v, h)
+		} else {
+			c.MetricsAddr = v
 		}
 	}
 	if v := strings.TrimSpace(getenv("WEFT_MESH_KEY")); v != "" {

@@ -23,6 +23,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/weftnet/weft/catalog"
 	"github.com/weftnet/weft/dataplane"
 	"github.com/weftnet/weft/dns"
@@ -30,6 +32,8 @@ import (
 	"github.com/weftnet/weft/engine"
 	"github.com/weftnet/weft/ipam"
 	"github.com/weftnet/weft/mesh"
+	"github.com/weftnet/weft/metrics"
+	"github.com/weftnet/weft/probe"
 	"github.com/weftnet/weft/status"
 	"github.com/weftnet/weft/underlay"
 )
@@ -55,6 +59,8 @@ type parts struct {
 	table    *ipam.MeshTable
 	ipam     *ipam.Allocator
 	engine   *engine.Client
+	probe    *probe.Prober
+	registry *prometheus.Registry
 	// meshOff keeps the mesh off the network (an unusable keyring).
 	meshOff bool
 }
@@ -86,6 +92,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	run(p.learner.Run)
 	run(p.table.Run)
 	run(p.ipam.Run)
+	run(p.probe.Run)
+	run(func(ctx context.Context) { serveMetrics(ctx, cfg, p, log.With("component", "metrics")) })
 	run(func(ctx context.Context) {
 		p.driver.FollowEngine(ctx, p.engine, entrypoint, log.With("component", "engine"))
 	})
@@ -104,7 +112,7 @@ func build(cfg Config, log *slog.Logger) (*parts, error) {
 	if err != nil {
 		log.Warn("node identity", "err", err)
 	}
-	p := &parts{engine: engine.New(cfg.DockerSocket)}
+	p := &parts{engine: engine.New(cfg.DockerSocket), registry: metrics.New(Version)}
 	p.keys, p.meshOff = openKeyring(cfg, log)
 
 	p.kernel, err = dataplane.NewKernel(log.With("component", "dataplane"))
@@ -139,6 +147,7 @@ func build(cfg Config, log *slog.Logger) (*parts, error) {
 	dcfg.StateDir = cfg.StateDir
 	dcfg.VXLANPort = cfg.VXLANPort
 	dcfg.Logger = log.With("component", "driver")
+	dcfg.Registry = p.registry
 	if p.driver, err = driver.New(dcfg, p.kernel, p.catalog, p.underlay); err != nil {
 		p.mesh.Close()
 		p.kernel.Close()
@@ -147,6 +156,7 @@ func build(cfg Config, log *slog.Logger) (*parts, error) {
 	scfg := dns.DefaultConfig()
 	scfg.Domain = cfg.DNSDomain
 	scfg.Upstreams = cfg.DNSUpstreams
+	scfg.Registry = p.registry
 	p.names = dns.NewService(dns.ServiceConfig{
 		Server: scfg, Open: dns.KernelGateways(p.kernel),
 		Catalog: p.catalog.Subscribe(), Networks: p.driver.SubscribeNetworks(),
@@ -170,6 +180,7 @@ func build(cfg Config, log *slog.Logger) (*parts, error) {
 		p.kernel.Close()
 		return nil, err
 	}
+	observe(cfg, p, log)
 	return p, nil
 }
 
@@ -272,12 +283,15 @@ func serve(ctx context.Context, cfg Config, p *parts, log *slog.Logger) error {
 		return status.Collect(status.Sources{
 			Version: Version, Scope: cfg.Scope, VTEP: p.underlay.State().Addr,
 			Mesh: p.mesh, Driver: p.driver, Catalog: p.catalog,
+			Probe: p.probe, VXLANPort: cfg.VXLANPort, MeshPort: cfg.MeshPort,
 		})
 	}
 	if sl, err := net.Listen("tcp", cfg.StatusAddr); err != nil {
 		log.Error("status endpoint unavailable", "addr", cfg.StatusAddr, "err", err)
 	} else {
-		ssrv := &http.Server{Handler: status.LocalOnly(status.Handler(report)), ReadHeaderTimeout: 5 * time.Second}
+		mux := status.Handler(report)
+		mux.Handle("/metrics", metrics.Handler(p.registry))
+		ssrv := &http.Server{Handler: status.LocalOnly(mux), ReadHeaderTimeout: 5 * time.Second}
 		go func() { _ = ssrv.Serve(sl) }()
 		defer ssrv.Close()
 	}

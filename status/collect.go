@@ -3,6 +3,7 @@ package status
 import (
 	"net/netip"
 	"slices"
+	"time"
 
 	"github.com/weftnet/weft/catalog"
 	"github.com/weftnet/weft/driver"
@@ -17,11 +18,17 @@ type Sources struct {
 	Mesh    *mesh.Mesh
 	Driver  *driver.Driver
 	Catalog *catalog.Catalog
+	// Probe is the data-path probe; nil leaves it out of the report.
+	Probe ProbeSource
+	// VXLANPort and MeshPort are named in the problems.
+	VXLANPort, MeshPort int
 }
 
 // Collect reads this host's report from its parts.
 func Collect(s Sources) Report {
-	rep := Report{Node: s.Mesh.LocalNode(), Version: s.Version, Scope: s.Scope}
+	rep := Report{Node: s.Mesh.LocalNode(), Version: s.Version, Scope: s.Scope, VXLANPort: s.VXLANPort, MeshPort: s.MeshPort}
+	rep.Probe = probeView(s.Probe, time.Now())
+	rep.Repairs = repairsOf(s.Driver.RecentRepairs())
 	if s.VTEP.IsValid() {
 		rep.VTEP = s.VTEP.String()
 	}
@@ -51,6 +58,7 @@ func Collect(s Sources) Report {
 		slices.SortFunc(sn.Remote, byIP)
 		rep.Networks = append(rep.Networks, sn)
 	}
+	rep.Problems = Problems(rep)
 	return rep
 }
 

@@ -27,6 +27,17 @@ type Report struct {
 	Scope    string    `json:"scope"`
 	Members  []Member  `json:"members"`
 	Networks []Network `json:"networks"`
+
+	// Problems are what this host finds wrong (Problems), worst first.
+	Problems []string `json:"problems,omitempty"`
+	// VXLANPort and MeshPort are the ports the hosts must reach each other
+	// on, named in the problems.
+	VXLANPort int `json:"vxlan_port,omitempty"`
+	MeshPort  int `json:"mesh_port,omitempty"`
+	// Probe is the data-path probe's view; nil from builds without one.
+	Probe *Probe `json:"probe,omitempty"`
+	// Repairs is the drift the periodic repair fixed in the last hour.
+	Repairs Repairs `json:"repairs_last_hour"`
 }
 
 // Member is one member of the mesh.
@@ -142,6 +153,7 @@ func Fetch(ctx context.Context, addr string) (Report, error) {
 
 // Render writes the report for people.
 func Render(w io.Writer, r Report) error {
+	renderHealth(w, r)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "node %s  vtep %s  scope %s  version %s\n\n", r.Node, r.VTEP, r.Scope, r.Version)
 	fmt.Fprintln(tw, "MEMBER\tADDRESS\tSTATE\tVERSION")
@@ -154,6 +166,7 @@ func Render(w io.Writer, r Report) error {
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", m.Name, m.Addr, StateText(m.State), v)
 	}
+	renderProbe(tw, r)
 	for _, n := range r.Networks {
 		fmt.Fprintf(tw, "\nNETWORK %s  vni %d  subnet %s  mtu %d\n", engine.ShortID(n.ID), n.VNI, n.Subnet, n.MTU)
 		fmt.Fprintln(tw, "ENDPOINT\tIP\tMAC\tWHERE\tNAMES")

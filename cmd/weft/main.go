@@ -37,7 +37,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	switch args[0] {
 	case "plugin":
-		return servePlugin(stderr)
+		return servePlugin(stdout, stderr)
 	case "status":
 		return runStatus(args[1:], stdout, stderr)
 	case "key":
@@ -54,13 +54,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 }
 
-func servePlugin(stderr io.Writer) int {
+func servePlugin(stdout, stderr io.Writer) int {
 	cfg, err := plugin.EnvConfig()
 	if err != nil {
 		fmt.Fprintln(stderr, "weft:", err)
 		return 1
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	log := slog.New(newSplitHandler(stdout, stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
 	plugin.Version = version
 	log.Info("weft starting", "version", version)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)

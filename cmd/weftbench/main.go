@@ -2,7 +2,7 @@
 // Docker's overlay (package github.com/weftnet/weft/bench), and carries the
 // small load tools the measurement runs inside the lab's containers.
 //
-//	weftbench run [-smoke] [-reps 3] [-parts scale,data,control,dns,kernel] [-mtus 1500,9000]
+//	weftbench run [-smoke] [-reps 3] [-parts scale,data,control,dns,kernel,idle] [-mtus 1500,9000]
 //	              [-containers 20] [-weft-dns gateway|IP[:port]] [-plugin build/plugin] [-out bench] [-keep] [-merge]
 //	weftbench report [-out bench]      # RESULTS.md and results.png again from results.json
 //	weftbench down                     # remove a bench lab left up (-keep, or an interrupted run)
@@ -89,7 +89,7 @@ func main() {
 
 func usage() {
 	fmt.Fprintln(os.Stderr, `usage:
-  weftbench run [-smoke] [-reps N] [-parts scale,data,control,dns,kernel] [-mtus 1500,9000]
+  weftbench run [-smoke] [-reps N] [-parts scale,data,control,dns,kernel,idle] [-mtus 1500,9000]
                 [-containers N] [-weft-dns gateway|IP[:port]] [-plugin DIR] [-out DIR] [-keep]
   weftbench report [-out DIR]
   weftbench down
@@ -105,7 +105,7 @@ func run(args []string) error {
 	fs := flag.NewFlagSet("run", flag.ExitOnError)
 	smoke := fs.Bool("smoke", false, "a short run: one repetition of everything, small sizes")
 	reps := fs.Int("reps", 0, "repetitions of every figure (default 3, smoke 1)")
-	parts := fs.String("parts", "", "comma-separated parts: scale,data,control,dns,kernel (default all)")
+	parts := fs.String("parts", "", "comma-separated parts: scale,data,control,dns,kernel,idle (default all)")
 	mtus := fs.String("mtus", "", "comma-separated underlay MTUs (default 1500,9000; smoke 1500)")
 	containers := fs.Int("containers", 0, "containers per network and repetition for run-to-reachable (default 20)")
 	weftDNS := fs.String("weft-dns", "gateway", `weft's DNS to load: "gateway" (the weft network's gateway), IP[:port], or "" to leave it out`)

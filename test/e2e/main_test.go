@@ -22,6 +22,10 @@ var theLab *lab.Lab
 
 const pluginName = "weft:latest"
 
+// metricsAddr is where the lab's plugins serve /metrics alone, besides
+// their status endpoint (WEFT_METRICS_ADDR).
+const metricsAddr = "127.0.0.1:7952"
+
 // testMeshKey is the lab's cluster key (32 bytes, base64).
 const testMeshKey = "d2VmdC1sYWItY2x1c3Rlci1rZXktMzItYnl0ZXMhISE="
 
@@ -38,7 +42,7 @@ func TestMain(m *testing.M) {
 		cfg.PluginName = pluginName
 		// No upstream resolver: the lab must never send queries off this
 		// machine. A keyed mesh, as README asks of production.
-		cfg.PluginSettings = []string{"LOG_LEVEL=debug", "WEFT_DNS_UPSTREAM=none", "WEFT_MESH_KEY=" + testMeshKey}
+		cfg.PluginSettings = []string{"LOG_LEVEL=debug", "WEFT_DNS_UPSTREAM=none", "WEFT_MESH_KEY=" + testMeshKey, "WEFT_METRICS_ADDR=" + metricsAddr}
 		return cfg, nil
 	}))
 }
