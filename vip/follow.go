@@ -1,0 +1,141 @@
+package vip
+
+import (
+	"context"
+	"time"
+
+	"github.com/weftnet/weft/engine"
+)
+
+// events are the engine events the balancer follows: containers that
+// start or die, attachments to networks, and (on managers) services that
+// change.
+var events = map[string][]string{
+	"type":  {"container", "network", "service"},
+	"event": {"start", "die", "connect", "disconnect", "create", "update", "remove"},
+}
+
+// followUps are when the engine is read again after a service changed:
+// the orchestrator acts on the change a moment after the event.
+var followUps = []time.Duration{250 * time.Millisecond, time.Second, 2500 * time.Millisecond}
+
+// followEngine reads the engine for Run until ctx ends: in full when its
+// event stream (re)starts, every Resync and after events that may change
+// services or tasks (coalesced), and one container at a time as it
+// starts or is attached.
+func (b *Balancer) followEngine(ctx context.Context) {
+	kick := make(chan struct{}, 1)
+	kickNow := func() {
+		select {
+		case kick <- struct{}{}:
+		default:
+		}
+	}
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-kick:
+				b.readFull(ctx)
+			}
+		}
+	}()
+	b.cfg.Engine.Follow(ctx, engine.Follower{
+		Filters:  events,
+		Interval: b.cfg.Resync,
+		Logger:   b.log,
+		Resync:   b.readFull,
+		Handle: func(ev engine.Event) {
+			attrs := ev.Actor.Attributes
+			switch {
+			case ev.Type == "network" && (ev.Action == "connect" || ev.Action == "disconnect"):
+				if b.reader.isWeft(ev.Actor.ID, attrs["type"]) {
+					b.watchSandbox(ctx, attrs["container"])
+					kickNow()
+				}
+			case ev.Type == "container" && ev.Action == "start":
+				b.watchSandbox(ctx, ev.Actor.ID)
+			case ev.Type == "container" && ev.Action == "die":
+				b.updates.Publish(update{gone: ev.Actor.ID})
+				kickNow()
+			case ev.Type == "service":
+				kickNow()
+				for _, d := range followUps {
+					time.AfterFunc(d, kickNow)
+				}
+			}
+		},
+	})
+}
+
+// readFull reads the engine in full and hands the view to Run.
+func (b *Balancer) readFull(ctx context.Context) {
+	v, err := b.reader.full(ctx)
+	if err != nil {
+		b.log.Debug("engine not read", "err", err)
+		return
+	}
+	if v != nil {
+		b.updates.Publish(update{view: v})
+	}
+}
+
+// watchSandbox finds a container's sandbox and, once the engine has
+// mounted its namespace, hands it to Run, from a goroutine of its own: a
+// container being started gets its namespace a moment after it is
+// attached, and its process right after that.
+func (b *Balancer) watchSandbox(ctx context.Context, id string) {
+	if id == "" {
+		return
+	}
+	b.watchMu.Lock()
+	if b.watching[id] {
+		b.watchMu.Unlock()
+		return
+	}
+	b.watching[id] = true
+	b.watchMu.Unlock()
+	go func() {
+		defer func() {
+			b.watchMu.Lock()
+			delete(b.watching, id)
+			b.watchMu.Unlock()
+		}()
+		deadline := time.Now().Add(b.cfg.MountWait)
+		for pause := time.Millisecond; ; pause = min(2*pause, 20*time.Millisecond) {
+			sb, ok, err := b.reader.sandbox(ctx, id)
+			if err != nil {
+				b.log.Debug("inspect container", "container", engine.ShortID(id), "err", err)
+				return
+			}
+			if ok && (len(sb.Networks) == 0 || b.waitMounted(ctx, sb.Path, deadline)) {
+				b.updates.Publish(update{sandbox: &sb, seen: time.Now()})
+				return
+			}
+			// Not running yet (attached, being started): ask again.
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(pause):
+			}
+			if time.Now().After(deadline) {
+				return
+			}
+		}
+	}()
+}
+
+// waitMounted polls until a namespace is mounted at path, the deadline
+// passes or ctx ends, and reports whether it is.
+func (b *Balancer) waitMounted(ctx context.Context, path string, deadline time.Time) bool {
+	for {
+		if b.cfg.Kernel.Mounted(path) {
+			return true
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return false
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
