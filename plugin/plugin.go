@@ -32,6 +32,7 @@ import (
 	"github.com/weftnet/weft/mesh"
 	"github.com/weftnet/weft/status"
 	"github.com/weftnet/weft/underlay"
+	"github.com/weftnet/weft/vip"
 )
 
 // Version is reported in the status and to the mesh; set by the main
@@ -54,6 +55,7 @@ type parts struct {
 	learner  *dns.Learner
 	table    *ipam.MeshTable
 	ipam     *ipam.Allocator
+	vips     *vip.Balancer
 	engine   *engine.Client
 	// meshOff keeps the mesh off the network (an unusable keyring).
 	meshOff bool
@@ -86,6 +88,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	run(p.learner.Run)
 	run(p.table.Run)
 	run(p.ipam.Run)
+	run(p.vips.Run)
 	run(func(ctx context.Context) {
 		p.driver.FollowEngine(ctx, p.engine, entrypoint, log.With("component", "engine"))
 	})
@@ -166,6 +169,11 @@ func build(cfg Config, log *slog.Logger) (*parts, error) {
 		p.kernel.Close()
 		return nil, err
 	}
+	vcfg := vip.DefaultConfig()
+	vcfg.Engine, vcfg.Entrypoint, vcfg.Store = p.engine, entrypoint, p.mesh
+	vcfg.Catalog, vcfg.Kernel = p.catalog.Subscribe(), vip.NetfilterKernel{}
+	vcfg.Logger = log.With("component", "vip")
+	p.vips = vip.New(vcfg)
 	return p, nil
 }
 
