@@ -55,6 +55,7 @@ func Report(r *Results, analysis string) string {
 	scaleTable(&b, r)
 	dnsTable(&b, r)
 	kernelTable(&b, r)
+	vipTable(&b, r)
 	method(&b)
 	notes(&b, r)
 	return b.String()
@@ -64,7 +65,7 @@ func Report(r *Results, analysis string) string {
 // part.
 func notes(b *strings.Builder, r *Results) {
 	p := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
-	parts := []string{PartData, PartControl, PartScale, PartDNS, PartKernel}
+	parts := []string{PartData, PartControl, PartScale, PartDNS, PartKernel, PartVIP}
 	n := len(r.Notes)
 	for _, part := range parts {
 		n += len(r.PartNotes[part])
@@ -129,9 +130,16 @@ func verdict(ok, known bool) string {
 // targets writes the issue's targets against this run.
 func targets(b *strings.Builder, r *Results) {
 	p := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
-	issues := "issue 6"
+	nums := []string{"6"}
 	if r.Kernel != nil {
-		issues = "issues 6 and 12"
+		nums = append(nums, "12")
+	}
+	if r.VIP != nil {
+		nums = append(nums, "14")
+	}
+	issues := "issue " + strings.Join(nums, ", ")
+	if len(nums) > 1 {
+		issues = "issues " + strings.Join(nums[:len(nums)-1], ", ") + " and " + nums[len(nums)-1]
 	}
 	p("## Targets (%s)\n\n| target | measured (median, min–max) | |\n|---|---|---|\n", issues)
 	for _, d := range r.Data {
@@ -219,6 +227,7 @@ func targets(b *strings.Builder, r *Results) {
 			}
 		}
 	}
+	vipTargets(b, r)
 	p("\n")
 }
 

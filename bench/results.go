@@ -41,6 +41,7 @@ type Results struct {
 	Scale   []ScaleResult  `json:"scale,omitempty"`
 	DNS     []DNSRow       `json:"dns,omitempty"`
 	Kernel  *KernelResult  `json:"kernel,omitempty"`
+	VIP     *VIPResult     `json:"vip,omitempty"`
 }
 
 // Data-plane metric names, the keys of NetData.Metrics.

@@ -22,12 +22,14 @@ const (
 	PartControl = "control"
 	PartDNS     = "dns"
 	PartKernel  = "kernel"
+	PartVIP     = "vip"
 )
 
 // Options configure a run. DefaultOptions and SmokeOptions give complete
 // sets.
 type Options struct {
-	// Parts to run (PartScale, PartData, PartControl, PartDNS, PartKernel).
+	// Parts to run (PartScale, PartData, PartControl, PartDNS, PartKernel,
+	// PartVIP).
 	Parts []string
 	// Reps is the number of repetitions of every figure (at least 3 for a
 	// report worth reading).
@@ -86,7 +88,7 @@ type Options struct {
 // DefaultOptions is the full run of make bench.
 func DefaultOptions() *Options {
 	return &Options{
-		Parts:        []string{PartScale, PartData, PartControl, PartDNS, PartKernel},
+		Parts:        []string{PartScale, PartData, PartControl, PartDNS, PartKernel, PartVIP},
 		Reps:         3,
 		DataReps:     5,
 		MTUs:         []int{1500, 9000},
@@ -185,7 +187,7 @@ func Run(ctx context.Context, o *Options) (*Results, error) {
 		return WriteOutputs(out, o.OutDir)
 	}
 
-	labParts := o.has(PartData) || o.has(PartControl) || o.has(PartDNS)
+	labParts := o.has(PartData) || o.has(PartControl) || o.has(PartDNS) || o.has(PartVIP)
 	if labParts {
 		if o.PluginDir == "" || o.Self == "" {
 			return res, errors.New("the lab parts need the plugin directory and the static weftbench binary")
@@ -222,6 +224,13 @@ func Run(ctx context.Context, o *Options) (*Results, error) {
 					res.DNS = rows
 					if err != nil {
 						errs = append(errs, fmt.Errorf("dns: %w", err))
+					}
+				}
+				if first && o.has(PartVIP) {
+					vr, err := e.vip(ctx)
+					res.VIP = vr
+					if err != nil {
+						errs = append(errs, fmt.Errorf("vip: %w", err))
 					}
 				}
 				return nil
@@ -329,6 +338,10 @@ func merged(r, prev *Results, o *Options) *Results {
 	if !o.has(PartKernel) && prev.Kernel != nil {
 		m.Kernel = prev.Kernel
 		take(PartKernel)
+	}
+	if !o.has(PartVIP) && prev.VIP != nil {
+		m.VIP = prev.VIP
+		take(PartVIP)
 	}
 	if len(m.Origins) > 0 && prev.Machine != "" && prev.Machine != r.Machine {
 		m.Notes = append(slices.Clone(r.Notes), fmt.Sprintf("The machine named above is this run's; the parts merged in were measured on %s.", prev.Machine))
