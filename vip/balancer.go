@@ -84,13 +84,16 @@ type Balancer struct {
 	updates feed.Feed[update]
 	self    string
 
-	// watching guards the containers whose namespace is being waited for.
+	// wg counts the engine goroutines, which end with Run's context.
+	wg sync.WaitGroup
+	// watchMu guards the containers whose namespace is being waited for.
 	watchMu  sync.Mutex
 	watching map[string]bool
 
 	// Owned by Run's goroutine.
 	model     *model
 	local     map[string]bool // this host's endpoint IDs
+	last      *view           // the engine's last full read
 	subnets   map[string]netip.Prefix
 	sandboxes map[string]*sandbox
 	published map[string]string // this host's claims in the mesh, by key
@@ -165,12 +168,11 @@ func (b *Balancer) Run(ctx context.Context) {
 	defer ups.Close()
 
 	ctx, cancel := context.WithCancel(ctx)
+	defer b.wg.Wait()
 	defer cancel()
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	wg.Add(1)
+	b.wg.Add(1)
 	go func() {
-		defer wg.Done()
+		defer b.wg.Done()
 		b.followEngine(ctx)
 	}()
 
@@ -184,11 +186,20 @@ func (b *Balancer) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-b.cfg.Catalog.Ready():
+			localChanged := false
 			for _, ev := range b.cfg.Catalog.Take() {
-				if ev.Local {
-					b.local[ev.Record.Endpoint] = ev.Kind != catalog.Removed
+				if ev.Local && (ev.Kind == catalog.Removed) == b.local[ev.Record.Endpoint] {
+					if ev.Kind == catalog.Removed {
+						delete(b.local, ev.Record.Endpoint)
+					} else {
+						b.local[ev.Record.Endpoint] = true
+					}
+					localChanged = true
 				}
 				dirty[b.model.record(ev)] = true
+			}
+			if localChanged && b.last != nil {
+				b.setOwn(b.ownClaims(b.last), dirty)
 			}
 		case <-claims.Ready():
 			for _, ev := range claims.Take() {
@@ -297,19 +308,8 @@ func (b *Balancer) applyView(v *view, dirty map[string]bool) {
 	}
 	b.model.tasks = tasks
 
-	own := b.ownClaims(v)
-	for k, c := range own {
-		if old, ok := b.model.own[k]; !ok || !equalClaims(old, c) {
-			dirty[c.Network] = true
-		}
-	}
-	for k, c := range b.model.own {
-		if _, ok := own[k]; !ok {
-			dirty[c.Network] = true
-		}
-	}
-	b.model.own = own
-	b.publish(own)
+	b.last = v
+	b.setOwn(b.ownClaims(v), dirty)
 
 	for id, sb := range v.sandboxes {
 		cur := b.sandboxes[id]
@@ -380,6 +380,22 @@ func (b *Balancer) ownClaims(v *view) map[string]Claim {
 		}
 	}
 	return out
+}
+
+// setOwn makes own this host's claims, in the model and in the mesh.
+func (b *Balancer) setOwn(own map[string]Claim, dirty map[string]bool) {
+	for k, c := range own {
+		if old, ok := b.model.own[k]; !ok || !equalClaims(old, c) {
+			dirty[c.Network] = true
+		}
+	}
+	for k, c := range b.model.own {
+		if _, ok := own[k]; !ok {
+			dirty[c.Network] = true
+		}
+	}
+	b.model.own = own
+	b.publish(own)
 }
 
 func equalClaims(a, b Claim) bool {

@@ -270,14 +270,17 @@ func TestBalancerAcrossHosts(t *testing.T) {
 	})
 	waitTable(t, h2.k, "/ns/c2", map[string][]netip.Addr{"10.0.0.2": addrs("10.0.0.4")})
 
-	// Both tasks go: the VIP stays known (h1 has not read its engine
-	// again) with no backend; then h1's engine forgets the service and
-	// nobody claims the VIP: the table goes.
+	// Both tasks go: the manager still says the service has its VIP, with
+	// no backend (connections refused); then the service goes and nobody
+	// claims the VIP: the table goes.
 	h1.cat.RemoveLocal("e1")
 	h2.cat.RemoveLocal("e2")
-	h2.eng.set(func(f *fakeEngine) { f.services, f.swarm, f.tasks, f.manager = nil, nil, nil, false })
+	h2.eng.set(func(f *fakeEngine) {
+		f.services, f.tasks = nil, nil
+		f.swarm[0].Endpoint.VirtualIPs = append(f.swarm[0].Endpoint.VirtualIPs, struct{ NetworkID, Addr string }{"n1", "10.0.0.2/24"})
+	})
 	waitTable(t, h2.k, "/ns/c2", map[string][]netip.Addr{"10.0.0.2": nil})
-	h1.eng.set(func(f *fakeEngine) { f.services = nil })
+	h2.eng.set(func(f *fakeEngine) { f.swarm = nil })
 	waitTable(t, h2.k, "/ns/c2", map[string][]netip.Addr{})
 }
 

@@ -31,7 +31,9 @@ func (b *Balancer) followEngine(ctx context.Context) {
 		default:
 		}
 	}
+	b.wg.Add(1)
 	go func() {
+		defer b.wg.Done()
 		for {
 			select {
 			case <-ctx.Done():
@@ -96,7 +98,9 @@ func (b *Balancer) watchSandbox(ctx context.Context, id string) {
 	}
 	b.watching[id] = true
 	b.watchMu.Unlock()
+	b.wg.Add(1)
 	go func() {
+		defer b.wg.Done()
 		defer func() {
 			b.watchMu.Lock()
 			delete(b.watching, id)
