@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/weftnet/weft/catalog"
@@ -89,6 +90,11 @@ type Balancer struct {
 	// watchMu guards the containers whose namespace is being waited for.
 	watchMu  sync.Mutex
 	watching map[string]bool
+	// keysWatched is set once the sandbox keys' directory is watched.
+	keysWatched atomic.Bool
+	// macMu guards macs: this host's endpoints' networks by MAC.
+	macMu sync.Mutex
+	macs  map[string]string
 
 	// Owned by Run's goroutine.
 	model     *model
@@ -148,6 +154,7 @@ func New(cfg Config) *Balancer {
 		reader:    newReader(cfg.Engine, cfg.Entrypoint),
 		self:      cfg.Store.LocalNode(),
 		watching:  map[string]bool{},
+		macs:      map[string]string{},
 		model:     newModel(),
 		local:     map[string]bool{},
 		subnets:   map[string]netip.Prefix{},
@@ -188,6 +195,9 @@ func (b *Balancer) Run(ctx context.Context) {
 		case <-b.cfg.Catalog.Ready():
 			localChanged := false
 			for _, ev := range b.cfg.Catalog.Take() {
+				if ev.Local {
+					b.setMAC(ev.Record.MAC, ev.Record.Network, ev.Kind != catalog.Removed)
+				}
 				if ev.Local && (ev.Kind == catalog.Removed) == b.local[ev.Record.Endpoint] {
 					if ev.Kind == catalog.Removed {
 						delete(b.local, ev.Record.Endpoint)
@@ -260,10 +270,22 @@ func (b *Balancer) apply(u update, dirty map[string]bool) {
 	case u.view != nil:
 		b.applyView(u.view, dirty)
 	case u.sandbox != nil:
-		sb := b.sandboxes[u.sandbox.Container]
+		key, early := u.sandbox.Container, "early:"+u.sandbox.Path
+		if key == "" {
+			// Found by its key before its start is over (early_linux.go).
+			if slices.ContainsFunc(b.sortedSandboxes(), func(sb *sandbox) bool { return sb.Path == u.sandbox.Path }) {
+				return
+			}
+			key = early
+		}
+		sb := b.sandboxes[key]
 		if sb == nil {
 			sb = &sandbox{}
-			b.sandboxes[u.sandbox.Container] = sb
+			if e := b.sandboxes[early]; e != nil && key != early {
+				sb.applied = e.applied // the same namespace, found early
+				delete(b.sandboxes, early)
+			}
+			b.sandboxes[key] = sb
 		}
 		if sb.Path != u.sandbox.Path {
 			sb.applied = "" // another namespace: read its marker
@@ -273,7 +295,7 @@ func (b *Balancer) apply(u update, dirty map[string]bool) {
 			b.writeSandbox(sb, false)
 		}
 		if len(sb.Networks) == 0 {
-			delete(b.sandboxes, sb.Container) // its table is gone with its last weft network
+			delete(b.sandboxes, key) // its table is gone with its last weft network
 		}
 	case u.gone != "":
 		delete(b.sandboxes, u.gone)
@@ -315,6 +337,10 @@ func (b *Balancer) applyView(v *view, dirty map[string]bool) {
 		cur := b.sandboxes[id]
 		if cur == nil {
 			cur = &sandbox{}
+			if e := b.sandboxes["early:"+sb.Path]; e != nil {
+				*cur = *e // the same namespace, found early
+				delete(b.sandboxes, "early:"+sb.Path)
+			}
 			b.sandboxes[id] = cur
 		}
 		if cur.Path != sb.Path || !slices.Equal(cur.Networks, sb.Networks) {
@@ -458,7 +484,11 @@ func (b *Balancer) writeSandbox(sb *sandbox, sweep bool) {
 	wrote, swept, err := b.cfg.Kernel.Apply(sb.Path, spec, sweep)
 	if err != nil {
 		if errors.Is(err, ErrGone) {
-			delete(b.sandboxes, sb.Container)
+			for k, s := range b.sandboxes {
+				if s == sb {
+					delete(b.sandboxes, k)
+				}
+			}
 			return
 		}
 		sb.applied = ""

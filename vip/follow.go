@@ -78,8 +78,20 @@ func (b *Balancer) readFull(ctx context.Context) {
 		b.log.Debug("engine not read", "err", err)
 		return
 	}
-	if v != nil {
-		b.updates.Publish(update{view: v})
+	if v == nil {
+		return
+	}
+	b.updates.Publish(update{view: v})
+	if b.keysWatched.CompareAndSwap(false, true) {
+		dir := b.reader.keysDir()
+		b.wg.Add(1)
+		go func() {
+			defer b.wg.Done()
+			if err := b.watchKeys(ctx, dir); err != nil {
+				b.log.Debug("sandbox keys not watched; containers are found by their start event only", "dir", dir, "err", err)
+				b.keysWatched.Store(false) // tried again at the next read
+			}
+		}()
 	}
 }
 

@@ -1,6 +1,7 @@
 package vip
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -17,6 +18,8 @@ import (
 	"time"
 
 	"github.com/vishvananda/netns"
+	"github.com/weftnet/weft/internal/feed"
+	"github.com/weftnet/weft/mesh"
 )
 
 // These tests need root: they work in fresh network namespaces made with
@@ -394,3 +397,75 @@ func TestApplyToAFileThatIsNoNamespace(t *testing.T) {
 		t.Fatal("a plain file taken for a mounted namespace")
 	}
 }
+
+// TestEarlySandbox: a namespace mounted at a new key in the watched
+// directory, holding an interface with the MAC of one of this host's
+// endpoints, is handed over with that endpoint's network; one holding no
+// such interface is not.
+func TestEarlySandbox(t *testing.T) {
+	needRoot(t)
+	dir := t.TempDir()
+	b := New(Config{Store: nopStore{}, Catalog: nil, Kernel: NetfilterKernel{}})
+	b.setMAC("02:42:0a:4d:00:09", "n1", true)
+	ups := b.updates.Subscribe()
+	defer ups.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer func() { cancel(); b.wg.Wait() }()
+	watching := make(chan error, 1)
+	b.wg.Add(1)
+	go func() { defer b.wg.Done(); watching <- b.watchKeys(ctx, dir) }()
+
+	mount := func(name, nsPath string) string {
+		key := filepath.Join(dir, name)
+		if err := os.WriteFile(key, nil, 0o444); err != nil {
+			t.Fatal(err)
+		}
+		run(t, "mount", "--bind", nsPath, key)
+		t.Cleanup(func() { _ = exec.Command("umount", key).Run() })
+		return key
+	}
+	// A namespace with an endpoint's interface, and one without.
+	name, nsPath := newNS(t, "wve")
+	run(t, "ip", "-n", name, "link", "add", "eth0", "address", "02:42:0a:4d:00:09", "type", "veth", "peer", "name", "p0")
+	_, other := newNS(t, "wvo")
+	mount("other", other)
+	key := mount("ctr", nsPath)
+	var got []update
+	err := func() error {
+		deadline := time.After(10 * time.Second)
+		for {
+			select {
+			case err := <-watching:
+				return fmt.Errorf("watch ended: %v", err)
+			case <-deadline:
+				return fmt.Errorf("no sandbox handed over")
+			case <-ups.Ready():
+				got = append(got, ups.Take()...)
+				for _, u := range got {
+					if u.sandbox != nil && u.sandbox.Path == key {
+						return nil
+					}
+				}
+			}
+		}
+	}()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range got {
+		if u.sandbox == nil || u.sandbox.Path != key || u.sandbox.Container != "" || !slices.Equal(u.sandbox.Networks, []string{"n1"}) {
+			t.Fatalf("handed over %+v, want only %s on n1", u.sandbox, key)
+		}
+	}
+}
+
+// nopStore is a mesh that holds nothing.
+type nopStore struct{}
+
+func (nopStore) LocalNode() string          { return "h1" }
+func (nopStore) Put(string, string, []byte) {}
+func (nopStore) Delete(string, string)      {}
+func (nopStore) Watch(string, bool) *feed.Sub[mesh.Event] {
+	return (&feed.Feed[mesh.Event]{}).Subscribe()
+}
+func (nopStore) Synced() bool { return true }
