@@ -19,20 +19,9 @@ import (
 	"github.com/weftnet/weft/mesh"
 )
 
-// Store is the mesh, where the claims travel; *mesh.Mesh implements it.
-type Store interface {
-	// LocalNode is this host's name; it owns the claims it writes.
-	LocalNode() string
-	// Put writes one of this host's entries; Delete tombstones it.
-	Put(table, key string, value []byte)
-	Delete(table, key string)
-	// Watch streams the visible entries of table and their changes.
-	Watch(table string, members bool) *feed.Sub[mesh.Event]
-	// Synced reports whether the entries seen are complete.
-	Synced() bool
-}
-
-var _ Store = (*mesh.Mesh)(nil)
+// Store is the mesh, where the claims travel (as the catalog's records
+// do); *mesh.Mesh implements it.
+type Store = catalog.Store
 
 // Config configures a Balancer.
 type Config struct {
