@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/weftnet/weft/catalog"
@@ -79,8 +78,11 @@ type Balancer struct {
 	// watchMu guards the containers whose namespace is being waited for.
 	watchMu  sync.Mutex
 	watching map[string]bool
-	// keysWatched is set once the sandbox keys' directory is watched.
-	keysWatched atomic.Bool
+	// keysMu guards keysDir, the sandbox keys' directory being watched
+	// (early_linux.go), and stopKeys, which ends that watch.
+	keysMu   sync.Mutex
+	keysDir  string
+	stopKeys context.CancelFunc
 	// macMu guards macs: this host's endpoints' networks by MAC.
 	macMu sync.Mutex
 	macs  map[string]string
@@ -483,13 +485,13 @@ func (b *Balancer) writeSandbox(sb *sandbox, sweep bool) {
 		sb.applied = ""
 		if msg := err.Error(); msg != sb.failed {
 			sb.failed = msg
-			b.log.Warn("VIP table not written; retried on the next change or repair", "container", engine.ShortID(sb.Container), "err", err)
+			b.log.Warn("VIP table not written; retried on the next change or repair", "container", engine.ShortID(sb.Container), "sandbox", sb.Path, "err", err)
 		}
 		return
 	}
 	sb.applied, sb.failed = want, ""
 	if wrote || swept > 0 {
-		b.log.Debug("VIP table written", "container", engine.ShortID(sb.Container), "vips", len(spec.VIPs),
+		b.log.Debug("VIP table written", "container", engine.ShortID(sb.Container), "sandbox", sb.Path, "vips", len(spec.VIPs),
 			"wrote", wrote, "flows_swept", swept, "took", time.Since(start).Round(time.Microsecond))
 	}
 }

@@ -61,12 +61,13 @@
 //     decision is made, as Docker's own balancing does, while swarm waits
 //     (about 2 s) before it signals them.
 //   - Sandboxes: the engine's containers on weft networks, found on network
-//     connect and container start events (and a periodic full read). A
-//     container's namespace is reached through the engine's mount of it
-//     (its SandboxKey, opened under /proc/<engine's pid>/root, which needs
-//     the host's PID namespace: the plugin's "pidhost"); from the connect
-//     event on, it is written as soon as the engine has mounted it, most
-//     often before the container's process starts.
+//     connect and container start events (and a periodic full read), and
+//     earlier still by their sandbox keys (early_linux.go). A container's
+//     namespace is reached through the engine's mount of it (its
+//     SandboxKey, opened under /proc/<engine's pid>/root, which needs the
+//     host's PID namespace, the plugin's "pidhost", and CAP_SYS_PTRACE,
+//     without which the kernel refuses a process the /proc entries of one
+//     with more capabilities), so the plugin's own mounts do not matter.
 //
 // Until its first full read of the engine and the mesh's first state
 // exchange, a starting plugin writes nothing: the tables the previous

@@ -8,10 +8,10 @@ import (
 )
 
 // events are the engine events the balancer follows: containers that
-// start or die, attachments to networks, and (on managers) services that
-// change.
+// start or die, attachments to networks, and (on managers) services and
+// nodes that change (a node drained stops its tasks).
 var events = map[string][]string{
-	"type":  {"container", "network", "service"},
+	"type":  {"container", "network", "service", "node"},
 	"event": {"start", "die", "connect", "disconnect", "create", "update", "remove"},
 }
 
@@ -61,7 +61,7 @@ func (b *Balancer) followEngine(ctx context.Context) {
 			case ev.Type == "container" && ev.Action == "die":
 				b.updates.Publish(update{gone: ev.Actor.ID})
 				kickNow()
-			case ev.Type == "service":
+			case ev.Type == "service" || ev.Type == "node":
 				kickNow()
 				for _, d := range followUps {
 					time.AfterFunc(d, kickNow)
@@ -82,17 +82,36 @@ func (b *Balancer) readFull(ctx context.Context) {
 		return
 	}
 	b.updates.Publish(update{view: v})
-	if b.keysWatched.CompareAndSwap(false, true) {
-		dir := b.reader.keysDir()
-		b.wg.Add(1)
-		go func() {
-			defer b.wg.Done()
-			if err := b.watchKeys(ctx, dir); err != nil {
-				b.log.Debug("sandbox keys not watched; containers are found by their start event only", "dir", dir, "err", err)
-				b.keysWatched.Store(false) // tried again at the next read
-			}
-		}()
+	b.followKeys(ctx, b.reader.keysDir())
+}
+
+// followKeys makes sure the sandbox keys' directory dir is watched: once
+// it is known, and again when it moves (the engine restarted with another
+// process ID) or a watch failed.
+func (b *Balancer) followKeys(ctx context.Context, dir string) {
+	b.keysMu.Lock()
+	defer b.keysMu.Unlock()
+	if b.keysDir == dir {
+		return
 	}
+	if b.stopKeys != nil {
+		b.stopKeys()
+	}
+	wctx, stop := context.WithCancel(ctx)
+	b.keysDir, b.stopKeys = dir, stop
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		err := b.watchKeys(wctx, dir)
+		if err != nil {
+			b.log.Debug("sandbox keys not watched; containers are found by their start event only", "dir", dir, "err", err)
+		}
+		b.keysMu.Lock()
+		if b.keysDir == dir {
+			b.keysDir = "" // watched again after the next read
+		}
+		b.keysMu.Unlock()
+	}()
 }
 
 // watchSandbox finds a container's sandbox and, once the engine has
