@@ -103,9 +103,14 @@ type Balancer struct {
 // sandbox is a Sandbox and what was last written to it.
 type sandbox struct {
 	Sandbox
-	seen    time.Time
-	applied string // marker of the spec last written or found
-	failed  string // last error, logged once
+	seen time.Time
+	// applied is what this process knows the table says (nil: unknown,
+	// the table is read at the next write).
+	applied *Spec
+	// clean is set once this process has swept the sandbox's flows
+	// against applied.
+	clean  bool
+	failed string // last error, logged once
 }
 
 // update is what an engine goroutine hands to Run: a full read, a
@@ -273,17 +278,17 @@ func (b *Balancer) apply(u update, dirty map[string]bool) {
 		if sb == nil {
 			sb = &sandbox{}
 			if e := b.sandboxes[early]; e != nil && key != early {
-				sb.applied = e.applied // the same namespace, found early
+				*sb = *e // the same namespace, found early
 				delete(b.sandboxes, early)
 			}
 			b.sandboxes[key] = sb
 		}
 		if sb.Path != u.sandbox.Path {
-			sb.applied = "" // another namespace: read its marker
+			sb.applied, sb.clean = nil, false // another namespace
 		}
 		sb.Sandbox, sb.seen = *u.sandbox, u.seen
-		if b.ready {
-			b.writeSandbox(sb, false)
+		if b.ready && b.writeSandbox(sb, false) {
+			b.sweep(sb)
 		}
 		if len(sb.Networks) == 0 {
 			delete(b.sandboxes, key) // its table is gone with its last weft network
@@ -334,8 +339,10 @@ func (b *Balancer) applyView(v *view, dirty map[string]bool) {
 			}
 			b.sandboxes[id] = cur
 		}
-		if cur.Path != sb.Path || !slices.Equal(cur.Networks, sb.Networks) {
-			cur.applied = "" // another namespace, or other networks: check it
+		if cur.Path != sb.Path {
+			cur.applied, cur.clean = nil, false // another namespace
+		}
+		if cur.applied == nil || !slices.Equal(cur.Networks, sb.Networks) {
 			for _, n := range sb.Networks {
 				dirty[n] = true
 			}
@@ -439,60 +446,98 @@ func (b *Balancer) publish(own map[string]Claim) {
 	}
 }
 
-// write brings the sandboxes attached to a dirty network in line.
+// write brings the sandboxes attached to a dirty network in line: every
+// table first, so that no new connection anywhere goes where it should
+// not, then the flows that must end.
 func (b *Balancer) write(dirty map[string]bool) {
 	if len(dirty) == 0 {
 		return
 	}
+	var sweeps []*sandbox
 	for _, sb := range b.sortedSandboxes() {
-		if slices.ContainsFunc(sb.Networks, func(n string) bool { return dirty[n] }) {
-			b.writeSandbox(sb, false)
+		if slices.ContainsFunc(sb.Networks, func(n string) bool { return dirty[n] }) && b.writeSandbox(sb, false) {
+			sweeps = append(sweeps, sb)
 		}
 	}
+	for _, sb := range sweeps {
+		b.sweep(sb)
+	}
 }
 
-// repair checks every sandbox's table against what it should say, and
-// sweeps its stale flows.
+// repair checks every sandbox's table against what it should say
+// (rewriting any that drifted), then sweeps the flows of those whose
+// history this process does not know or whose table drifted.
 func (b *Balancer) repair() {
+	var sweeps []*sandbox
 	for _, sb := range b.sortedSandboxes() {
-		sb.applied = ""
-		b.writeSandbox(sb, true)
+		if b.writeSandbox(sb, true) {
+			sweeps = append(sweeps, sb)
+		}
+	}
+	for _, sb := range sweeps {
+		b.sweep(sb)
 	}
 }
 
-// writeSandbox brings one sandbox's table in line unless it already says
-// its spec as far as this process knows.
-func (b *Balancer) writeSandbox(sb *sandbox, sweep bool) {
+// writeSandbox brings one sandbox's table in line: unless it already says
+// its spec as far as this process knows, or always when check is set. It
+// reports whether the sandbox's flows must be swept: its history is not
+// known (never swept by this process), or its table dropped a VIP or a
+// backend, or a check found it drifted.
+func (b *Balancer) writeSandbox(sb *sandbox, check bool) bool {
 	spec := b.model.spec(sb.Networks, b.subnets)
-	want := ""
-	if !spec.Empty() {
-		want = spec.Marker()
-	}
-	if sb.applied == want && !sweep {
-		return
+	if !check && sb.applied != nil && sb.applied.Marker() == spec.Marker() {
+		return false
 	}
 	start := time.Now()
-	wrote, swept, err := b.cfg.Kernel.Apply(sb.Path, spec, sweep)
+	wrote, err := b.cfg.Kernel.Apply(sb.Path, spec)
 	if err != nil {
-		if errors.Is(err, ErrGone) {
-			for k, s := range b.sandboxes {
-				if s == sb {
-					delete(b.sandboxes, k)
-				}
+		b.failed(sb, err)
+		return false
+	}
+	need := !sb.clean || wrote && (sb.applied == nil || check || sb.applied.drops(spec))
+	sb.applied, sb.failed = &spec, ""
+	if wrote {
+		b.log.Debug("VIP table written", "container", engine.ShortID(sb.Container), "sandbox", sb.Path, "vips", len(spec.VIPs),
+			"took", time.Since(start).Round(time.Microsecond))
+	}
+	return need
+}
+
+// sweep ends the sandbox's flows its table no longer allows.
+func (b *Balancer) sweep(sb *sandbox) {
+	if b.sandboxes[sb.Container] != sb && b.sandboxes["early:"+sb.Path] != sb {
+		return // gone meanwhile
+	}
+	start := time.Now()
+	n, err := b.cfg.Kernel.Sweep(sb.Path, *sb.applied)
+	if err != nil {
+		b.failed(sb, err)
+		return
+	}
+	sb.clean = true
+	if n > 0 {
+		b.log.Debug("VIP flows swept", "container", engine.ShortID(sb.Container), "sandbox", sb.Path, "flows", n,
+			"took", time.Since(start).Round(time.Microsecond))
+	}
+}
+
+// failed handles a sandbox the kernel could not write or sweep: one whose
+// namespace is gone is forgotten; another is tried again at the next
+// change or repair (the error logged once).
+func (b *Balancer) failed(sb *sandbox, err error) {
+	if errors.Is(err, ErrGone) {
+		for k, s := range b.sandboxes {
+			if s == sb {
+				delete(b.sandboxes, k)
 			}
-			return
-		}
-		sb.applied = ""
-		if msg := err.Error(); msg != sb.failed {
-			sb.failed = msg
-			b.log.Warn("VIP table not written; retried on the next change or repair", "container", engine.ShortID(sb.Container), "sandbox", sb.Path, "err", err)
 		}
 		return
 	}
-	sb.applied, sb.failed = want, ""
-	if wrote || swept > 0 {
-		b.log.Debug("VIP table written", "container", engine.ShortID(sb.Container), "sandbox", sb.Path, "vips", len(spec.VIPs),
-			"wrote", wrote, "flows_swept", swept, "took", time.Since(start).Round(time.Microsecond))
+	sb.applied = nil
+	if msg := err.Error(); msg != sb.failed {
+		sb.failed = msg
+		b.log.Warn("VIP table not written; tried again at the next change or repair", "container", engine.ShortID(sb.Container), "sandbox", sb.Path, "err", err)
 	}
 }
 

@@ -131,21 +131,35 @@ func (f *fakeEngine) addContainer(id, key string) {
 type fakeKernel struct {
 	mu     sync.Mutex
 	tables map[string]Spec
+	sweeps map[string][]Spec
 	writes int
 }
 
-func (k *fakeKernel) Apply(path string, spec Spec, _ bool) (bool, int, error) {
+func (k *fakeKernel) Apply(path string, spec Spec) (bool, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if old, ok := k.tables[path]; ok && old.Marker() == spec.Marker() {
-		return false, 0, nil
+		return false, nil
 	}
 	k.tables[path] = spec
 	k.writes++
-	return true, 0, nil
+	return true, nil
+}
+
+func (k *fakeKernel) Sweep(path string, spec Spec) (int, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.sweeps[path] = append(k.sweeps[path], spec)
+	return 0, nil
 }
 
 func (k *fakeKernel) Mounted(string) bool { return true }
+
+func (k *fakeKernel) sweepCount(path string) int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return len(k.sweeps[path])
+}
 
 func (k *fakeKernel) table(path string) (Spec, bool) {
 	k.mu.Lock()
@@ -188,7 +202,7 @@ func newGatedHosts(t *testing.T, n int, gates []*gatedStore) []*host {
 	t.Cleanup(func() { cancel(); wg.Wait() })
 	var out []*host
 	for _, m := range c.Members {
-		h := &host{cat: catalog.New(catalog.Config{Store: m, NamesWait: time.Hour}), eng: newFakeEngine(), k: &fakeKernel{tables: map[string]Spec{}}}
+		h := &host{cat: catalog.New(catalog.Config{Store: m, NamesWait: time.Hour}), eng: newFakeEngine(), k: &fakeKernel{tables: map[string]Spec{}, sweeps: map[string][]Spec{}}}
 		h.cat.SetVTEP("198.18.0.1")
 		h.cat.NamesReady()
 		cfg := DefaultConfig()
@@ -245,6 +259,13 @@ func TestBalancerAcrossHosts(t *testing.T) {
 	})
 	h2.eng.addContainer("c2", "/ns/c2")
 	waitTable(t, h2.k, "/ns/c2", map[string][]netip.Addr{"10.0.0.2": addrs("10.0.0.3")})
+	// A new sandbox's flows are swept once (some may predate its table).
+	meshtest.WaitFor(t, 10*time.Second, "the first sweep", func() error {
+		if n := h2.k.sweepCount("/ns/c2"); n != 1 {
+			return fmt.Errorf("%d sweeps", n)
+		}
+		return nil
+	})
 
 	// A second task on h2 itself, names not learnt yet: its engine says
 	// it is web's.
@@ -253,6 +274,9 @@ func TestBalancerAcrossHosts(t *testing.T) {
 		f.services = map[string]engine.NetworkService{"web": {VIP: "10.0.0.2", Tasks: []engine.NetworkTask{{EndpointID: "e2"}}}}
 	})
 	waitTable(t, h2.k, "/ns/c2", map[string][]netip.Addr{"10.0.0.2": addrs("10.0.0.3", "10.0.0.4")})
+	if n := h2.k.sweepCount("/ns/c2"); n != 1 {
+		t.Fatalf("a backend added swept the flows again (%d sweeps)", n)
+	}
 
 	// A manager says h1's task is being stopped: it drains at once.
 	h2.eng.set(func(f *fakeEngine) {
@@ -269,6 +293,12 @@ func TestBalancerAcrossHosts(t *testing.T) {
 		f.tasks = []engine.Task{task}
 	})
 	waitTable(t, h2.k, "/ns/c2", map[string][]netip.Addr{"10.0.0.2": addrs("10.0.0.4")})
+	meshtest.WaitFor(t, 10*time.Second, "a sweep for the drained backend", func() error {
+		if n := h2.k.sweepCount("/ns/c2"); n != 2 {
+			return fmt.Errorf("%d sweeps, want 2", n)
+		}
+		return nil
+	})
 
 	// Both tasks go: the manager still says the service has its VIP, with
 	// no backend (connections refused); then the service goes and nobody

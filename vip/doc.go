@@ -35,12 +35,15 @@
 // table or the new one. The rule holding the vmap carries a marker (a hash
 // of what the table says) as its comment: a restarted plugin, and the
 // periodic repair, compare it with what the table should say and write only
-// on a difference. After every write, the container's conntrack flows
+// on a difference. After a write that drops a backend or a VIP (and once
+// for every sandbox a process takes over), the container's conntrack flows
 // towards a VIP whose translation is no longer wanted (a backend removed,
 // a VIP gone, or a flow that started before the VIP was known) are deleted,
 // so that the next packet of such a connection is translated afresh: to
 // another backend, which answers a TCP segment it does not know with a
-// reset, so the connection ends at once rather than hang.
+// reset, so the connection ends at once rather than hang. Every table of a
+// change is written before any flow is swept: a sweep walks the kernel's
+// whole conntrack table (milliseconds), a write does not.
 //
 // Where the state comes from:
 //

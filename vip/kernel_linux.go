@@ -32,11 +32,14 @@ const (
 type Kernel interface {
 	// Apply makes the table of the network namespace at path say spec:
 	// it writes the table (removes it, for an empty spec) unless the
-	// table's marker already says spec, then, when it wrote or sweep is
-	// set, deletes the namespace's conntrack flows that spec no longer
-	// allows. It reports whether it wrote and how many flows it deleted.
-	// An error wrapping ErrGone means the namespace no longer exists.
-	Apply(path string, spec Spec, sweep bool) (wrote bool, swept int, err error)
+	// table's marker already says spec, and reports whether it wrote. An
+	// error wrapping ErrGone means the namespace no longer exists.
+	Apply(path string, spec Spec) (wrote bool, err error)
+	// Sweep deletes the conntrack flows of the namespace at path that
+	// spec does not allow (Spec.allows) and reports how many. It costs a
+	// walk of the kernel's whole conntrack table (milliseconds), so it is
+	// called only when a spec has dropped something, or after a start.
+	Sweep(path string, spec Spec) (int, error)
 	// Mounted reports whether a network namespace is mounted at path (the
 	// engine creates the file, then mounts the namespace on it).
 	Mounted(path string) bool
@@ -53,38 +56,47 @@ type NetfilterKernel struct{}
 var _ Kernel = NetfilterKernel{}
 
 // Apply implements Kernel.
-func (NetfilterKernel) Apply(path string, spec Spec, sweep bool) (wrote bool, swept int, err error) {
+func (NetfilterKernel) Apply(path string, spec Spec) (bool, error) {
 	ns, err := openNamespace(path)
 	if err != nil {
-		return false, 0, err
+		return false, err
 	}
 	defer ns.Close()
 	conn, err := nftables.New(nftables.WithNetNSFd(int(ns)), nftables.AsLasting())
 	if err != nil {
-		return false, 0, fmt.Errorf("open nftables in %s: %w", path, err)
+		return false, fmt.Errorf("open nftables in %s: %w", path, err)
 	}
 	defer conn.CloseLasting()
 	marker, err := readMarker(conn)
 	if err != nil {
-		return false, 0, fmt.Errorf("read table %s in %s: %w", TableName, path, err)
+		return false, fmt.Errorf("read table %s in %s: %w", TableName, path, err)
 	}
 	want := ""
 	if !spec.Empty() {
 		want = spec.Marker()
 	}
-	if marker != want {
-		writeTable(conn, spec)
-		if err := conn.Flush(); err != nil {
-			return false, 0, fmt.Errorf("write table %s in %s: %w", TableName, path, err)
-		}
-		wrote = true
+	if marker == want {
+		return false, nil
 	}
-	if wrote || sweep {
-		if swept, err = sweepFlows(ns, spec); err != nil {
-			return wrote, swept, fmt.Errorf("delete stale conntrack flows in %s: %w", path, err)
-		}
+	writeTable(conn, spec)
+	if err := conn.Flush(); err != nil {
+		return false, fmt.Errorf("write table %s in %s: %w", TableName, path, err)
 	}
-	return wrote, swept, nil
+	return true, nil
+}
+
+// Sweep implements Kernel.
+func (NetfilterKernel) Sweep(path string, spec Spec) (int, error) {
+	ns, err := openNamespace(path)
+	if err != nil {
+		return 0, err
+	}
+	defer ns.Close()
+	n, err := sweepFlows(ns, spec)
+	if err != nil {
+		return n, fmt.Errorf("delete stale conntrack flows in %s: %w", path, err)
+	}
+	return n, nil
 }
 
 // openNamespace opens the network namespace mounted at path, refusing a

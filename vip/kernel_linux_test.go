@@ -207,9 +207,15 @@ func specOf(bs ...netip.Addr) Spec {
 	return Spec{VIPs: []VIP{{Addr: vipAddr, Backends: bs}}, Subnets: []netip.Prefix{subnet}}
 }
 
-func apply(t *testing.T, k Kernel, path string, s Spec, sweep bool) (bool, int) {
+// apply writes s and sweeps the flows it does not allow, as the balancer
+// does after a change.
+func apply(t *testing.T, k Kernel, path string, s Spec) (bool, int) {
 	t.Helper()
-	wrote, swept, err := k.Apply(path, s, sweep)
+	wrote, err := k.Apply(path, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	swept, err := k.Sweep(path, s)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -219,7 +225,7 @@ func apply(t *testing.T, k Kernel, path string, s Spec, sweep bool) (bool, int) 
 func TestApplyBalancesPerConnection(t *testing.T) {
 	tn := newTestNet(t)
 	k := NetfilterKernel{}
-	if wrote, _ := apply(t, k, tn.client, specOf(backends...), false); !wrote {
+	if wrote, _ := apply(t, k, tn.client, specOf(backends...)); !wrote {
 		t.Fatal("first Apply wrote nothing")
 	}
 	got := map[string]int{}
@@ -260,7 +266,7 @@ func TestApplyBalancesPerConnection(t *testing.T) {
 	if len(udp) != 3 {
 		t.Fatalf("3 UDP flows to the VIP answered by %v, want each backend once", udp)
 	}
-	if wrote, _ := apply(t, k, tn.client, specOf(backends...), false); wrote {
+	if wrote, _ := apply(t, k, tn.client, specOf(backends...)); wrote {
 		t.Fatal("Apply of the same spec wrote again")
 	}
 	if got, err := ReadTable(tn.client); err != nil || len(got) != 1 || got[0].Addr != vipAddr || !slices.Equal(got[0].Backends, backends) {
@@ -275,7 +281,7 @@ func TestApplyBalancesPerConnection(t *testing.T) {
 func TestRemovedBackendGetsNoConnectionAndItsConnectionsEnd(t *testing.T) {
 	tn := newTestNet(t)
 	k := NetfilterKernel{}
-	apply(t, k, tn.client, specOf(backends...), false)
+	apply(t, k, tn.client, specOf(backends...))
 	// Hold one connection to each backend.
 	held := map[string]net.Conn{}
 	for range 3 {
@@ -291,7 +297,7 @@ func TestRemovedBackendGetsNoConnectionAndItsConnectionsEnd(t *testing.T) {
 		held[who] = c
 	}
 	gone := backends[1]
-	wrote, swept := apply(t, k, tn.client, specOf(backends[0], backends[2]), false)
+	wrote, swept := apply(t, k, tn.client, specOf(backends[0], backends[2]))
 	if !wrote || swept != 1 {
 		t.Fatalf("Apply without %s: wrote %v, swept %d flows, want the one to it", gone, wrote, swept)
 	}
@@ -320,7 +326,7 @@ func TestRemovedBackendGetsNoConnectionAndItsConnectionsEnd(t *testing.T) {
 func TestVIPWithoutBackendRefused(t *testing.T) {
 	tn := newTestNet(t)
 	k := NetfilterKernel{}
-	apply(t, k, tn.client, specOf(), false)
+	apply(t, k, tn.client, specOf())
 	if got, err := ReadTable(tn.client); err != nil || len(got) != 1 || len(got[0].Backends) != 0 {
 		t.Fatalf("ReadTable of a VIP without backend = %v, %v", got, err)
 	}
@@ -340,7 +346,7 @@ func TestFlowFromBeforeTheVIPIsSweptAndRetried(t *testing.T) {
 	// A table for another VIP only: conntrack follows the namespace's
 	// flows, and a datagram to vipAddr goes out untranslated.
 	other := Spec{VIPs: []VIP{{Addr: netip.MustParseAddr("10.77.0.200"), Backends: backends[:1]}}, Subnets: []netip.Prefix{subnet}}
-	apply(t, k, tn.client, other, false)
+	apply(t, k, tn.client, other)
 	var c net.Conn
 	inNS(t, tn.client, func() {
 		var err error
@@ -352,7 +358,7 @@ func TestFlowFromBeforeTheVIPIsSweptAndRetried(t *testing.T) {
 	if _, err := ask(c); err == nil {
 		t.Fatal("a datagram to an unknown VIP was answered")
 	}
-	if wrote, swept := apply(t, k, tn.client, specOf(backends...), false); !wrote || swept != 1 {
+	if wrote, swept := apply(t, k, tn.client, specOf(backends...)); !wrote || swept != 1 {
 		t.Fatalf("Apply with the VIP: wrote %v, swept %d, want the untranslated flow swept", wrote, swept)
 	}
 	if who, err := ask(c); err != nil || who == "" {
@@ -363,15 +369,15 @@ func TestFlowFromBeforeTheVIPIsSweptAndRetried(t *testing.T) {
 func TestEmptySpecRemovesTheTable(t *testing.T) {
 	tn := newTestNet(t)
 	k := NetfilterKernel{}
-	apply(t, k, tn.client, specOf(backends...), false)
-	if wrote, _ := apply(t, k, tn.client, Spec{Subnets: []netip.Prefix{subnet}}, false); !wrote {
+	apply(t, k, tn.client, specOf(backends...))
+	if wrote, _ := apply(t, k, tn.client, Spec{Subnets: []netip.Prefix{subnet}}); !wrote {
 		t.Fatal("an empty spec wrote nothing")
 	}
 	out, err := exec.Command("ip", "netns", "exec", filepath.Base(tn.client), "nft", "list", "tables").CombinedOutput()
 	if err == nil && strings.Contains(string(out), TableName) {
 		t.Fatalf("table left after an empty spec:\n%s", out)
 	}
-	if wrote, _ := apply(t, k, tn.client, Spec{}, false); wrote {
+	if wrote, _ := apply(t, k, tn.client, Spec{}); wrote {
 		t.Fatal("removing an absent table wrote")
 	}
 	if got, err := ReadTable(tn.client); err != nil || len(got) != 0 {
@@ -389,8 +395,11 @@ func TestApplyToAFileThatIsNoNamespace(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, p := range []string{path, path + ".absent"} {
-		if _, _, err := (NetfilterKernel{}).Apply(p, specOf(backends...), false); !errors.Is(err, ErrGone) {
+		if _, err := (NetfilterKernel{}).Apply(p, specOf(backends...)); !errors.Is(err, ErrGone) {
 			t.Fatalf("Apply to %s: %v, want ErrGone", p, err)
+		}
+		if _, err := (NetfilterKernel{}).Sweep(p, specOf(backends...)); !errors.Is(err, ErrGone) {
+			t.Fatalf("Sweep of %s: %v, want ErrGone", p, err)
 		}
 	}
 	if (NetfilterKernel{}).Mounted(path) {

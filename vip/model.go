@@ -50,6 +50,23 @@ func (s Spec) Marker() string {
 	return "weft-vip " + hex.EncodeToString(sum[:8])
 }
 
+// drops reports whether going from s to next removes a VIP, or a backend
+// of a VIP: connections s let through that next does not.
+func (s Spec) drops(next Spec) bool {
+	for _, v := range s.VIPs {
+		i, ok := slices.BinarySearchFunc(next.VIPs, v.Addr, func(n VIP, a netip.Addr) int { return n.Addr.Compare(a) })
+		if !ok {
+			return true
+		}
+		for _, b := range v.Backends {
+			if _, ok := slices.BinarySearchFunc(next.VIPs[i].Backends, b, netip.Addr.Compare); !ok {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // allows reports whether a flow that was sent to dst and is answered from
 // src is one the spec still wants: a flow to a VIP must be translated to
 // one of its backends; a translated flow to any other address of the

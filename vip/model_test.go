@@ -111,6 +111,25 @@ func TestSpecAllows(t *testing.T) {
 	}
 }
 
+func TestSpecDrops(t *testing.T) {
+	v := func(a string, bs ...string) VIP { return VIP{Addr: netip.MustParseAddr(a), Backends: addrs(bs...)} }
+	s := Spec{VIPs: []VIP{v("10.0.0.2", "10.0.0.3", "10.0.0.4"), v("10.0.0.9")}}
+	for _, c := range []struct {
+		next Spec
+		want bool
+	}{
+		{s, false},
+		{Spec{VIPs: []VIP{v("10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5"), v("10.0.0.9", "10.0.0.6")}}, false}, // added
+		{Spec{VIPs: []VIP{v("10.0.0.2", "10.0.0.3"), v("10.0.0.9")}}, true},                                      // a backend went
+		{Spec{VIPs: []VIP{v("10.0.0.2", "10.0.0.3", "10.0.0.4")}}, true},                                         // a VIP went
+		{Spec{}, true},
+	} {
+		if got := s.drops(c.next); got != c.want {
+			t.Errorf("drops(%v) = %v, want %v", c.next.VIPs, got, c.want)
+		}
+	}
+}
+
 func TestSpecMarker(t *testing.T) {
 	a := Spec{VIPs: []VIP{{Addr: netip.MustParseAddr("10.0.0.2"), Backends: addrs("10.0.0.3")}}}
 	b := Spec{VIPs: []VIP{{Addr: netip.MustParseAddr("10.0.0.2"), Backends: addrs("10.0.0.3", "10.0.0.4")}}}
