@@ -232,8 +232,8 @@ func vipTable(b *strings.Builder, r *Results) {
 	}
 	p := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
 	p("## Service VIPs, 1500-byte underlay\n\n")
-	p("From a container on h1 on the weft network, to swarm services in the default endpoint mode on it: by the service's name (its VIP, balanced by weft in the client's own namespace) and straight to the tasks' addresses, back to back. " +
-		"One task: on h2. Three tasks: one per host, the straight client taking their addresses in turn as the VIP's round robin does. " +
+	p("From a container on h1 on the weft network, to swarm services in the default endpoint mode on it: by the service's name (its VIP, balanced by weft in the client's own namespace) and straight to the tasks' addresses, back to back. "+
+		"One task: on h2. Three tasks: one per host, the straight client taking their addresses in turn as the VIP's round robin does. "+
 		"New connections: 4 workers, each opening a connection, sending a 64-byte request, reading the reply and closing with a reset, for %.0f s. Throughput: iperf3, 1 stream. Request/response: as in the data part.\n\n", v.ConnSeconds)
 	p("| figure | through the VIP | straight | VIP ÷ straight |\n|---|---|---|---|\n")
 	for _, m := range VIPMetrics {
