@@ -192,6 +192,9 @@ func (b *Balancer) Run(ctx context.Context) {
 			localChanged := false
 			for _, ev := range b.cfg.Catalog.Take() {
 				if ev.Local {
+					if ev.Kind == catalog.Updated && ev.Old.MAC != ev.Record.MAC {
+						b.setMAC(ev.Old.MAC, "", false)
+					}
 					b.setMAC(ev.Record.MAC, ev.Record.Network, ev.Kind != catalog.Removed)
 				}
 				if ev.Local && (ev.Kind == catalog.Removed) == b.local[ev.Record.Endpoint] {
