@@ -9,14 +9,17 @@
 // Kernel model, per container (sandbox) on a weft network:
 //
 //	table ip weft-vip {
-//	    map vips { ipv4_addr : verdict }        VIP -> jump to its chain
-//	    set dead { ipv4_addr }                  every VIP of the container's networks
-//	    chain nat-output {                      type nat hook output priority -100
-//	        ip daddr vmap @vips                 (comment: the marker, see below)
+//	    map vips { ipv4_addr : verdict }      VIP N -> jump vip-N (VIPs with a backend)
+//	    set dead { ipv4_addr }                every VIP of the container's networks
+//	    map backends-N { integer : ipv4_addr } 0..K-1 -> the K backends of VIP N
+//	    chain nat-output {                    type nat hook output priority -100
+//	        ip daddr vmap @vips               (comment: the marker, see below)
 //	    }
-//	    chain vip-N { dnat to numgen inc mod K map @vip-N-backends }
-//	    chain filter-output {                   type filter hook output priority 0
-//	        ip daddr @dead reject               tcp with a reset
+//	    chain vip-N {
+//	        dnat to numgen inc mod K map @backends-N
+//	    }
+//	    chain filter-output {                 type filter hook output priority 0
+//	        ip daddr @dead reject             (TCP with a reset)
 //	    }
 //	}
 //
