@@ -56,6 +56,7 @@ func Report(r *Results, analysis string) string {
 	dnsTable(&b, r)
 	kernelTable(&b, r)
 	idleTable(&b, r)
+	vipTable(&b, r)
 	method(&b)
 	notes(&b, r)
 	return b.String()
@@ -65,7 +66,7 @@ func Report(r *Results, analysis string) string {
 // part.
 func notes(b *strings.Builder, r *Results) {
 	p := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
-	parts := []string{PartData, PartControl, PartScale, PartDNS, PartKernel, PartIdle}
+	parts := []string{PartData, PartControl, PartScale, PartDNS, PartKernel, PartIdle, PartVIP}
 	n := len(r.Notes)
 	for _, part := range parts {
 		n += len(r.PartNotes[part])
@@ -133,6 +134,9 @@ func targets(b *strings.Builder, r *Results) {
 	nums := []string{"6"}
 	if r.Kernel != nil {
 		nums = append(nums, "12")
+	}
+	if r.VIP != nil {
+		nums = append(nums, "14")
 	}
 	if r.Idle != nil {
 		nums = append(nums, "17")
@@ -236,6 +240,7 @@ func targets(b *strings.Builder, r *Results) {
 			}
 		}
 	}
+	vipTargets(b, r)
 	p("\n")
 }
 

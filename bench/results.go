@@ -42,6 +42,7 @@ type Results struct {
 	DNS     []DNSRow       `json:"dns,omitempty"`
 	Kernel  *KernelResult  `json:"kernel,omitempty"`
 	Idle    *IdleResult    `json:"idle,omitempty"`
+	VIP     *VIPResult     `json:"vip,omitempty"`
 }
 
 // Data-plane metric names, the keys of NetData.Metrics.

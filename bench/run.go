@@ -23,13 +23,14 @@ const (
 	PartDNS     = "dns"
 	PartKernel  = "kernel"
 	PartIdle    = "idle"
+	PartVIP     = "vip"
 )
 
 // Options configure a run. DefaultOptions and SmokeOptions give complete
 // sets.
 type Options struct {
 	// Parts to run (PartScale, PartData, PartControl, PartDNS, PartKernel,
-	// PartIdle).
+	// PartIdle, PartVIP).
 	Parts []string
 	// Reps is the number of repetitions of every figure (at least 3 for a
 	// report worth reading).
@@ -92,7 +93,7 @@ type Options struct {
 // DefaultOptions is the full run of make bench.
 func DefaultOptions() *Options {
 	return &Options{
-		Parts:        []string{PartScale, PartData, PartControl, PartDNS, PartKernel, PartIdle},
+		Parts:        []string{PartScale, PartData, PartControl, PartDNS, PartKernel, PartIdle, PartVIP},
 		Reps:         3,
 		DataReps:     5,
 		MTUs:         []int{1500, 9000},
@@ -196,7 +197,7 @@ func Run(ctx context.Context, o *Options) (*Results, error) {
 		return WriteOutputs(out, o.OutDir)
 	}
 
-	labParts := o.has(PartData) || o.has(PartControl) || o.has(PartDNS) || o.has(PartIdle)
+	labParts := o.has(PartData) || o.has(PartControl) || o.has(PartDNS) || o.has(PartIdle) || o.has(PartVIP)
 	if labParts {
 		if o.PluginDir == "" || o.Self == "" {
 			return res, errors.New("the lab parts need the plugin directory and the static weftbench binary")
@@ -240,6 +241,13 @@ func Run(ctx context.Context, o *Options) (*Results, error) {
 					res.Idle = ir
 					if err != nil {
 						errs = append(errs, fmt.Errorf("idle: %w", err))
+					}
+				}
+				if first && o.has(PartVIP) {
+					vr, err := e.vip(ctx)
+					res.VIP = vr
+					if err != nil {
+						errs = append(errs, fmt.Errorf("vip: %w", err))
 					}
 				}
 				return nil
@@ -351,6 +359,10 @@ func merged(r, prev *Results, o *Options) *Results {
 	if !o.has(PartIdle) && prev.Idle != nil {
 		m.Idle = prev.Idle
 		take(PartIdle)
+	}
+	if !o.has(PartVIP) && prev.VIP != nil {
+		m.VIP = prev.VIP
+		take(PartVIP)
 	}
 	if len(m.Origins) > 0 && prev.Machine != "" && prev.Machine != r.Machine {
 		m.Notes = append(slices.Clone(r.Notes), fmt.Sprintf("The machine named above is this run's; the parts merged in were measured on %s.", prev.Machine))

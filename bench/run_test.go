@@ -69,3 +69,25 @@ func TestKernelReport(t *testing.T) {
 		}
 	}
 }
+
+// TestVIPReport: the VIP part's table shows both ways side by side with
+// their ratio, and a target row per figure with its verdict.
+func TestVIPReport(t *testing.T) {
+	r := &Results{Kernel: &KernelResult{}, VIP: &VIPResult{ConnSeconds: 5,
+		Via:      map[string]Floats{VIPConn1: {960, 980, 1000}, VIPTCP1: {9, 9.5, 10}},
+		Straight: map[string]Floats{VIPConn1: {1000, 1000, 1000}, VIPTCP1: {10, 10, 10}},
+	}}
+	got := Report(r, "")
+	for _, want := range []string{
+		"## Targets (issues 6, 12 and 14)",
+		"| new connections/s, 1 task through a VIP ≥ 0.95 × straight to the task | 0.98 (0.96–1.00) × | met |",
+		"| TCP, 1 stream, 1 task (Gbit/s) through a VIP ≥ 0.95 × straight to the task | 0.95 (0.90–1.00) × | met |",
+		"| new connections/s, 3 tasks through a VIP ≥ 0.95 × straight to the task | n/a × | not measured |",
+		"## Service VIPs, 1500-byte underlay",
+		"| new connections/s, 1 task | 980 (960–1000) | 1000 | 0.98 (0.96–1.00) |",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+}

@@ -310,3 +310,93 @@ func finite(x float64) float64 {
 func PrintJSON(w io.Writer, v any) error {
 	return json.NewEncoder(w).Encode(v)
 }
+
+// ConnResult is what ConnRate measured.
+type ConnResult struct {
+	Connections int     `json:"connections"` // completed
+	Failed      int     `json:"failed"`
+	Seconds     float64 `json:"seconds"`
+	Rate        float64 `json:"rate"` // completed connections per second
+	P50us       float64 `json:"p50_us"`
+	P99us       float64 `json:"p99_us"`
+}
+
+// ConnRate opens TCP connections to addrs (taken in turn; names are
+// resolved once, before the clock starts) from workers concurrent
+// workers for d (at most maxConns in all): each connection sends one
+// rrSize-byte request to an RRServer, reads the reply, and is closed with
+// a reset, so that neither the client's ports nor conntrack's entries
+// pile up in TIME_WAIT.
+func ConnRate(addrs []string, d time.Duration, workers, maxConns int) (ConnResult, error) {
+	var targets []*net.TCPAddr
+	for _, a := range addrs {
+		ta, err := net.ResolveTCPAddr("tcp", a)
+		if err != nil {
+			return ConnResult{}, err
+		}
+		targets = append(targets, ta)
+	}
+	if len(targets) == 0 || workers < 1 {
+		return ConnResult{}, errors.New("connrate needs addresses and at least one worker")
+	}
+	var mu sync.Mutex
+	var lat []time.Duration
+	failed := 0
+	start := time.Now()
+	end := start.Add(d)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, rrSize)
+			var mine []time.Duration
+			bad := 0
+			for i := w; time.Now().Before(end); i++ {
+				mu.Lock()
+				full := len(lat)+len(mine) >= maxConns
+				mu.Unlock()
+				if full {
+					break
+				}
+				t := time.Now()
+				if err := oneConn(targets[i%len(targets)], buf); err != nil {
+					bad++
+					continue
+				}
+				mine = append(mine, time.Since(t))
+			}
+			mu.Lock()
+			lat = append(lat, mine...)
+			failed += bad
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	secs := time.Since(start).Seconds()
+	us := make([]float64, len(lat))
+	for i, l := range lat {
+		us[i] = float64(l.Nanoseconds()) / 1e3
+	}
+	return ConnResult{
+		Connections: len(lat), Failed: failed, Seconds: secs, Rate: float64(len(lat)) / secs,
+		P50us: finite(Percentile(us, 50)), P99us: finite(Percentile(us, 99)),
+	}, nil
+}
+
+// oneConn makes one connection of ConnRate.
+func oneConn(addr *net.TCPAddr, buf []byte) error {
+	c, err := net.DialTCP("tcp", nil, addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.SetLinger(0)
+	_ = c.SetNoDelay(true)
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Write(buf); err != nil {
+		return err
+	}
+	_, err = io.ReadFull(c, buf)
+	return err
+}

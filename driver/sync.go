@@ -146,17 +146,9 @@ func (d *Driver) FollowEngine(ctx context.Context, eng *engine.Client, entrypoin
 // engineView reads weft's networks as the engine has them on this host;
 // nil when the engine does not list weft's plugin yet.
 func engineView(ctx context.Context, eng *engine.Client, entrypoint string) ([]EngineNetwork, error) {
-	plugins, err := eng.Plugins(ctx)
+	names, err := eng.PluginNames(ctx, entrypoint)
 	if err != nil {
-		return nil, fmt.Errorf("list plugins: %w", err)
-	}
-	var names []string
-	for _, p := range plugins {
-		// Not only enabled ones: while this process starts, the engine
-		// has not yet marked its plugin enabled.
-		if len(p.Config.Entrypoint) > 0 && p.Config.Entrypoint[0] == entrypoint {
-			names = append(names, p.Name)
-		}
+		return nil, err
 	}
 	if len(names) == 0 {
 		return nil, nil

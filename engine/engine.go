@@ -46,6 +46,9 @@ type Swarm struct {
 	// RemoteManagers are the swarm's managers, as "ip:port" of the
 	// swarm's control plane.
 	RemoteManagers []RemoteManager
+	// ControlAvailable is set on managers: the engine answers /services
+	// and /tasks.
+	ControlAvailable bool
 }
 
 // RemoteManager is one swarm manager.
@@ -94,14 +97,21 @@ func (c *Client) get(ctx context.Context, path string, v any) error {
 
 // Container is the part of a container's inspect that weft uses.
 type Container struct {
-	ID     string
-	Name   string // with Docker's leading "/"
+	ID    string
+	Name  string // with Docker's leading "/"
+	State struct {
+		Running bool
+		Pid     int
+	}
 	Config struct {
 		Hostname string
 		Labels   map[string]string
 	}
 	NetworkSettings struct {
-		Networks map[string]EndpointSettings
+		// SandboxKey is the path, in the engine's mount namespace, where
+		// the engine mounts the container's network namespace.
+		SandboxKey string
+		Networks   map[string]EndpointSettings
 	}
 }
 
@@ -115,7 +125,11 @@ type EndpointSettings struct {
 
 // ContainerSummary is one line of the engine's container list.
 type ContainerSummary struct {
-	ID string
+	ID              string
+	NetworkSettings struct {
+		// Networks are the container's attachments, by network name.
+		Networks map[string]struct{ NetworkID string }
+	}
 }
 
 // Inspect returns a container's details.

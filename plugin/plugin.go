@@ -36,6 +36,7 @@ import (
 	"github.com/weftnet/weft/probe"
 	"github.com/weftnet/weft/status"
 	"github.com/weftnet/weft/underlay"
+	"github.com/weftnet/weft/vip"
 )
 
 // Version is reported in the status and to the mesh; set by the main
@@ -58,6 +59,7 @@ type parts struct {
 	learner  *dns.Learner
 	table    *ipam.MeshTable
 	ipam     *ipam.Allocator
+	vips     *vip.Balancer
 	engine   *engine.Client
 	probe    *probe.Prober
 	registry *prometheus.Registry
@@ -94,6 +96,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	run(p.ipam.Run)
 	run(p.probe.Run)
 	run(func(ctx context.Context) { serveMetrics(ctx, cfg, p, log.With("component", "metrics")) })
+	run(p.vips.Run)
 	run(func(ctx context.Context) {
 		p.driver.FollowEngine(ctx, p.engine, entrypoint, log.With("component", "engine"))
 	})
@@ -181,6 +184,11 @@ func build(cfg Config, log *slog.Logger) (*parts, error) {
 		return nil, err
 	}
 	observe(cfg, p, log)
+	vcfg := vip.DefaultConfig()
+	vcfg.Engine, vcfg.Entrypoint, vcfg.Store = p.engine, entrypoint, p.mesh
+	vcfg.Catalog, vcfg.Kernel = p.catalog.Subscribe(), vip.NetfilterKernel{}
+	vcfg.Logger = log.With("component", "vip")
+	p.vips = vip.New(vcfg)
 	return p, nil
 }
 

@@ -2,7 +2,7 @@
 // Docker's overlay (package github.com/weftnet/weft/bench), and carries the
 // small load tools the measurement runs inside the lab's containers.
 //
-//	weftbench run [-smoke] [-reps 3] [-parts scale,data,control,dns,kernel,idle] [-mtus 1500,9000]
+//	weftbench run [-smoke] [-reps 3] [-parts scale,data,control,dns,kernel,idle,vip] [-mtus 1500,9000]
 //	              [-containers 20] [-weft-dns gateway|IP[:port]] [-plugin build/plugin] [-out bench] [-keep] [-merge]
 //	weftbench report [-out bench]      # RESULTS.md and results.png again from results.json
 //	weftbench down                     # remove a bench lab left up (-keep, or an interrupted run)
@@ -11,6 +11,7 @@
 //
 //	weftbench rrserver -l :7000
 //	weftbench rrclient -addr IP:7000 -d 5s
+//	weftbench connrate -addr IP:7000[,IP:7000...] -d 5s -c 4
 //	weftbench reach -addr IP:7000 -interval 20ms -timeout 30s
 //	weftbench dnsload -server 127.0.0.11:53 -name NAME -clients 8 -d 5s
 package main
@@ -59,6 +60,17 @@ func main() {
 		if r, err = bench.RRClient(*addr, *d, *maxN); err == nil {
 			err = bench.PrintJSON(os.Stdout, r)
 		}
+	case "connrate":
+		fs := flag.NewFlagSet(cmd, flag.ExitOnError)
+		addr := fs.String("addr", "", "server ip:port (or name:port), comma-separated to take several in turn")
+		d := fs.Duration("d", 5*time.Second, "test length")
+		workers := fs.Int("c", 4, "concurrent workers")
+		maxN := fs.Int("max", 2_000_000, "at most this many connections")
+		_ = fs.Parse(args)
+		var r bench.ConnResult
+		if r, err = bench.ConnRate(strings.Split(*addr, ","), *d, *workers, *maxN); err == nil {
+			err = bench.PrintJSON(os.Stdout, r)
+		}
 	case "reach":
 		fs := flag.NewFlagSet(cmd, flag.ExitOnError)
 		addr := fs.String("addr", "", "target ip:port")
@@ -89,11 +101,11 @@ func main() {
 
 func usage() {
 	fmt.Fprintln(os.Stderr, `usage:
-  weftbench run [-smoke] [-reps N] [-parts scale,data,control,dns,kernel,idle] [-mtus 1500,9000]
+  weftbench run [-smoke] [-reps N] [-parts scale,data,control,dns,kernel,idle,vip] [-mtus 1500,9000]
                 [-containers N] [-weft-dns gateway|IP[:port]] [-plugin DIR] [-out DIR] [-keep]
   weftbench report [-out DIR]
   weftbench down
-  weftbench rrserver|rrclient|reach|dnsload ...   (tools the harness runs in the lab)`)
+  weftbench rrserver|rrclient|connrate|reach|dnsload ...   (tools the harness runs in the lab)`)
 	os.Exit(2)
 }
 
@@ -105,7 +117,7 @@ func run(args []string) error {
 	fs := flag.NewFlagSet("run", flag.ExitOnError)
 	smoke := fs.Bool("smoke", false, "a short run: one repetition of everything, small sizes")
 	reps := fs.Int("reps", 0, "repetitions of every figure (default 3, smoke 1)")
-	parts := fs.String("parts", "", "comma-separated parts: scale,data,control,dns,kernel,idle (default all)")
+	parts := fs.String("parts", "", "comma-separated parts: scale,data,control,dns,kernel,idle,vip (default all)")
 	mtus := fs.String("mtus", "", "comma-separated underlay MTUs (default 1500,9000; smoke 1500)")
 	containers := fs.Int("containers", 0, "containers per network and repetition for run-to-reachable (default 20)")
 	weftDNS := fs.String("weft-dns", "gateway", `weft's DNS to load: "gateway" (the weft network's gateway), IP[:port], or "" to leave it out`)
