@@ -23,7 +23,7 @@ build: ## build the static weft and weftlab binaries into build/
 .PHONY: plugin-dir
 plugin-dir: build ## lay the managed plugin out in build/plugin (config.json + rootfs/)
 	rm -rf $(BUILD)/plugin
-	mkdir -p $(BUILD)/plugin/rootfs/run/docker/plugins $(BUILD)/plugin/rootfs/var/lib/weft $(BUILD)/plugin/rootfs/tmp
+	mkdir -p $(BUILD)/plugin/rootfs/run/docker/plugins $(BUILD)/plugin/rootfs/var/lib/weft $(BUILD)/plugin/rootfs/var/lib/docker/swarm $(BUILD)/plugin/rootfs/tmp
 	chmod 1777 $(BUILD)/plugin/rootfs/tmp
 	cp $(BUILD)/weft $(BUILD)/plugin/rootfs/weft
 	cp config.json $(BUILD)/plugin/config.json
@@ -64,7 +64,7 @@ test: check test-unit fuzz test-e2e ## everything CI runs
 .PHONY: bench-build
 bench-build: ## build weftbench (harness and in-lab load tools) and its own plugin directory in build/bench
 	rm -rf $(BUILD)/bench/plugin
-	mkdir -p $(BUILD)/bench/plugin/rootfs/run/docker/plugins $(BUILD)/bench/plugin/rootfs/var/lib/weft $(BUILD)/bench/plugin/rootfs/tmp
+	mkdir -p $(BUILD)/bench/plugin/rootfs/run/docker/plugins $(BUILD)/bench/plugin/rootfs/var/lib/weft $(BUILD)/bench/plugin/rootfs/var/lib/docker/swarm $(BUILD)/bench/plugin/rootfs/tmp
 	chmod 1777 $(BUILD)/bench/plugin/rootfs/tmp
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BUILD)/bench/plugin/rootfs/weft ./cmd/weft
 	cp config.json $(BUILD)/bench/plugin/config.json

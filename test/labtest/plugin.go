@@ -132,7 +132,7 @@ func BuildPluginDir(t testing.TB, l *lab.Lab, version string) string {
 		goBin = "/usr/local/go/bin/go"
 	}
 	dir := filepath.Join(t.TempDir(), "plugin")
-	for _, d := range []string{"rootfs/run/docker/plugins", "rootfs/var/lib/weft", "rootfs/tmp"} {
+	for _, d := range []string{"rootfs/run/docker/plugins", "rootfs/var/lib/weft", "rootfs/var/lib/docker/swarm", "rootfs/tmp"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
 			t.Fatal(err)
 		}
