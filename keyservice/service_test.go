@@ -207,7 +207,7 @@ func TestSwarmKeysTheMesh(t *testing.T) {
 	m1 := l.add("m1", RoleManager, "c1", l.ca)
 	w1 := l.add("w1", RoleWorker, "c1", l.ca)
 	w2 := l.add("w2", RoleWorker, "c1", l.ca)
-	// Same name and CA-shaped certificate, another swarm: no key.
+	// The same cluster ID on a CA of its own: no key.
 	x := l.add("x", RoleWorker, "c1", newCA(t))
 	start := time.Now()
 	for _, n := range l.nodes {

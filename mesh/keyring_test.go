@@ -264,3 +264,26 @@ func TestKeyringEncryptsTheMesh(t *testing.T) {
 	waitAlive(t, converge, []*Mesh{n0, n1, x}, 3)
 	waitView(t, converge, []*Mesh{x}, "t", []string{"k=v@n1"})
 }
+
+// FuzzKeyringFile: whatever mesh-keys.json holds, loading it never panics,
+// and a keyring it yields is one memberlist takes.
+func FuzzKeyringFile(f *testing.F) {
+	k, _ := GenerateKey()
+	f.Add([]byte(`{"version":1,"primary":"` + k + `","keys":["` + k + `"],"meta":[{"fp":"x","gen":3,"origin":"m"}],"floor":{"gen":2}}`))
+	f.Add([]byte(`{"primary":"` + k + `","keys":[]}`))
+	f.Add([]byte(`{"version":1,"primary":"","keys":null}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, KeysFile), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		kr, _, err := LoadKeyring(dir, "")
+		if err != nil || kr.Empty() {
+			return
+		}
+		r := kr.Ring()
+		if _, ok := r.PrimaryKey(); !ok {
+			t.Fatalf("loaded keyring without its primary among its keys: %+v", r)
+		}
+	})
+}

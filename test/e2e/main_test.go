@@ -22,10 +22,12 @@ var theLab *lab.Lab
 
 const pluginName = "weft:latest"
 
-// testMeshKey is the lab's cluster key (32 bytes, base64).
-const testMeshKey = "d2VmdC1sYWItY2x1c3Rlci1rZXktMzItYnl0ZXMhISE="
-
 func TestMain(m *testing.M) {
+	// The tests run this binary again, as a plain memberlist node, in an
+	// outsider's or a host's namespace (security_test.go).
+	if len(os.Args) > 1 && os.Args[1] == meshProbeArg {
+		os.Exit(meshProbeMain(os.Args[2:]))
+	}
 	os.Exit(lab.RunTests(m, "e2e", &theLab, func(dir string) (lab.Config, error) {
 		cfg, err := labConfig(os.Getenv)
 		if err != nil {
@@ -37,8 +39,8 @@ func TestMain(m *testing.M) {
 		cfg.PluginDir = dir
 		cfg.PluginName = pluginName
 		// No upstream resolver: the lab must never send queries off this
-		// machine. A keyed mesh, as README asks of production.
-		cfg.PluginSettings = []string{"LOG_LEVEL=debug", "WEFT_DNS_UPSTREAM=none", "WEFT_MESH_KEY=" + testMeshKey}
+		// machine. No key set anywhere: the swarm keys the mesh by itself.
+		cfg.PluginSettings = []string{"LOG_LEVEL=debug", "WEFT_DNS_UPSTREAM=none"}
 		return cfg, nil
 	}))
 }

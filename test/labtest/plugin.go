@@ -192,3 +192,11 @@ func PluginWarnings(t testing.TB, h *lab.Host, offset int64) []string {
 	}
 	return out
 }
+
+// WeftCLIStdin returns, unstarted, the weft command of the build under
+// test in h's namespaces, reading stdin (a key, say) on its standard input.
+func WeftCLIStdin(h *lab.Host, stdin string, args ...string) *exec.Cmd {
+	cmd := h.ExecCmd(context.Background(), filepath.Join(h.Config().PluginDir, "rootfs", "weft"), args...)
+	cmd.Stdin = strings.NewReader(stdin)
+	return cmd
+}
