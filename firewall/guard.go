@@ -20,11 +20,14 @@
 //     table only ever removes reachability.
 //   - When: the table exists while this host has a weft network (a VXLAN
 //     device listens only then): it is made with the first network and
-//     removed with the last. It is not removed when the plugin stops: the
-//     VXLAN devices outlive the plugin (restart, upgrade, crash), so what
-//     guards them must too; it keeps its last members until the plugin is
-//     back. Removing the plugin for good while networks remain leaves it,
-//     as it leaves the devices (`nft delete table ip weft` removes it).
+//     removed once the host has had none for Hold (so that a plugin whose
+//     state directory was lost, and which learns its networks again from
+//     the engine, does not open the ports meanwhile). It is not removed
+//     when the plugin stops: the VXLAN devices outlive the plugin
+//     (restart, upgrade, crash), so what guards them must too; it keeps its
+//     last members until the plugin is back. Removing the plugin for good
+//     while networks remain leaves it, as it leaves the devices (`nft
+//     delete table ip weft` removes it).
 //   - Its limit: it filters by source address. A machine on the same link
 //     that sends with a member's address gets through into a plain
 //     network; only encrypting the VXLAN traffic stops that.
@@ -89,7 +92,8 @@ type Config struct {
 	// Self returns this host's underlay address (invalid while unknown).
 	Self func() netip.Addr
 	// Hold is how long an address stays let in after it is no longer
-	// listed (default 1 min).
+	// listed, and how long the table stays after the last network
+	// (default 1 min).
 	Hold time.Duration
 	// Repair is how often the table is checked against what it should
 	// say, in case someone changed it (default 30 s).
@@ -108,6 +112,8 @@ type Guard struct {
 	seen     map[netip.Addr]time.Time
 	present  bool
 	applied  []netip.Addr
+	// emptySince is when the host was last seen without a network.
+	emptySince time.Time
 }
 
 // New returns a guard; Run runs it.
@@ -167,16 +173,24 @@ func (g *Guard) takeNetworks() {
 // reconcile brings the table in line and returns when to look again.
 func (g *Guard) reconcile(now time.Time) time.Duration {
 	if len(g.networks) == 0 {
-		if g.present {
-			if err := g.cfg.Table.Remove(); err != nil {
-				g.log.Error("remove weft's nftables table", "err", err)
-				return 5 * time.Second
-			}
-			g.log.Info("nftables table removed: no weft network on this host", "table", TableName)
-			g.present, g.applied = false, nil
+		if g.emptySince.IsZero() {
+			g.emptySince = now
 		}
+		if !g.present {
+			return g.cfg.Repair
+		}
+		if wait := g.emptySince.Add(g.cfg.Hold).Sub(now); wait > 0 {
+			return wait + 10*time.Millisecond
+		}
+		if err := g.cfg.Table.Remove(); err != nil {
+			g.log.Error("remove weft's nftables table", "err", err)
+			return 5 * time.Second
+		}
+		g.log.Info("nftables table removed: no weft network on this host", "table", TableName)
+		g.present, g.applied = false, nil
 		return g.cfg.Repair
 	}
+	g.emptySince = time.Time{}
 	allowed := g.allowed(now)
 	err := g.cfg.Table.Apply(Rules{VXLANPort: g.cfg.VXLANPort, MeshPort: g.cfg.MeshPort, Members: allowed})
 	if err != nil {

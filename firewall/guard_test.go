@@ -119,7 +119,7 @@ func has(m []netip.Addr, s ...string) bool {
 }
 
 // TestGuardFollowsNetworksAndMembers: the table comes with the first
-// network and goes with the last; it lets in the members, the
+// network and goes a hold after the last; it lets in the members, the
 // authenticated, the fixed peers and this host; an address no longer
 // listed stays for the hold, then goes.
 func TestGuardFollowsNetworksAndMembers(t *testing.T) {
@@ -149,8 +149,12 @@ func TestGuardFollowsNetworksAndMembers(t *testing.T) {
 	l.nets.Publish(driver.NetworkEvent{Up: true, ID: "n2"}, driver.NetworkEvent{Up: false, ID: "n1"})
 	l.set("192.0.2.2")
 	waitTable(t, table, "one network left", func(p bool, _ []netip.Addr) bool { return p })
+	gone := time.Now()
 	l.nets.Publish(driver.NetworkEvent{Up: false, ID: "n2"})
 	waitTable(t, table, "last network gone", func(p bool, _ []netip.Addr) bool { return !p })
+	if d := time.Since(gone); d < 300*time.Millisecond {
+		t.Fatalf("table removed %s after the last network, before the hold", d)
+	}
 }
 
 // TestGuardKeepsWhatTheKernelHadAtStart: a restarted plugin, whose mesh
@@ -166,5 +170,22 @@ func TestGuardKeepsWhatTheKernelHadAtStart(t *testing.T) {
 	table.mu.Unlock()
 	if removes != 0 {
 		t.Fatal("the table was removed while a network used it")
+	}
+}
+
+// TestGuardKeepsTheTableWhileNetworksComeBack: a plugin whose state
+// directory was lost starts knowing no network, then learns them again
+// from the engine: the table in the kernel stays meanwhile.
+func TestGuardKeepsTheTableWhileNetworksComeBack(t *testing.T) {
+	table := &fakeTable{present: true, rules: Rules{VXLANPort: 4790, MeshPort: 7950, Members: []netip.Addr{netip.MustParseAddr("192.0.2.7")}}}
+	l := startGuard(t, table, 500*time.Millisecond)
+	time.Sleep(100 * time.Millisecond) // the networks come back a moment later: the scenario, not a wait
+	l.nets.Publish(driver.NetworkEvent{Up: true, ID: "n1"})
+	waitTable(t, table, "networks back", func(p bool, m []netip.Addr) bool { return p && has(m, "192.0.2.1") })
+	table.mu.Lock()
+	removes := table.removes
+	table.mu.Unlock()
+	if removes != 0 {
+		t.Fatal("the table was removed while the networks came back")
 	}
 }

@@ -290,7 +290,15 @@ func (s *Service) Run(ctx context.Context) {
 			syncNow = true
 		case <-s.wake:
 		case <-watch.Ready():
-			syncNow = s.lacksReported(watch.Take()) && time.Since(lastSync) > time.Second
+			// Another member holds a key this one lacks: fetch it now, or
+			// as soon as a second has passed since the last round.
+			if s.lacksReported(watch.Take()) {
+				if since := time.Since(lastSync); since > time.Second {
+					syncNow = true
+				} else {
+					timer.Reset(time.Second - since)
+				}
+			}
 		case reply = <-s.rotate:
 		}
 		id, err := s.ids.Current()
