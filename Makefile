@@ -19,7 +19,7 @@ RELEASE_DIR = $(BUILD)/release/$(VERSION)
 # rootfs/ with the directories the plugin's mounts and sockets need) around
 # the binary already built as DIR/rootfs/weft.
 define lay-out-plugin
-mkdir -p $(1)/rootfs/run/docker/plugins $(1)/rootfs/var/lib/weft $(1)/rootfs/tmp
+mkdir -p $(1)/rootfs/run/docker/plugins $(1)/rootfs/var/lib/weft $(1)/rootfs/var/lib/docker/swarm $(1)/rootfs/tmp
 chmod 1777 $(1)/rootfs/tmp
 cp config.json $(1)/config.json
 endef

@@ -261,3 +261,17 @@ func ShortID(id string) string {
 	}
 	return id
 }
+
+// NodeIDs lists the IDs of the swarm's nodes. Only a manager's engine
+// answers; a node removed from the swarm (docker node rm) is not listed.
+func (c *Client) NodeIDs(ctx context.Context) ([]string, error) {
+	var nodes []struct{ ID string }
+	if err := c.get(ctx, "/nodes", &nodes); err != nil {
+		return nil, err
+	}
+	ids := make([]string, 0, len(nodes))
+	for _, n := range nodes {
+		ids = append(ids, n.ID)
+	}
+	return ids, nil
+}

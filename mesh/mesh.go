@@ -265,6 +265,10 @@ func (m *Mesh) Start(addr string, peers []string) error {
 		m.mu.Unlock()
 		return errors.New("mesh is closed")
 	}
+	if m.cfg.Keyring != nil && m.cfg.Keyring.Empty() {
+		m.mu.Unlock()
+		return errors.New("the mesh keyring holds no key yet: starting would run the mesh open")
+	}
 	m.addPeers(peers)
 	// Before memberlist runs: a peer may reach us before Create returns.
 	m.startedAt = now

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"sync"
 
 	"github.com/weftnet/weft/internal/statefile"
 )
@@ -27,6 +28,14 @@ type Node struct {
 	// Addr is the last underlay address the host advertised, so that after
 	// a reboot its mesh starts before the engine's API answers.
 	Addr string `json:"addr,omitempty"`
+	// Keyed is when the host's mesh first had a key (RFC 3339). Once set,
+	// the host never runs its mesh open again on its own: losing the
+	// keyring and the seed keeps the mesh off instead (see LoadKeyring).
+	// Only removing this field by hand undoes it.
+	Keyed string `json:"keyed,omitempty"`
+	// Seeds are the fingerprints of WEFT_MESH_KEY values this host has
+	// seeded its keyring from: a seed is used once, never read again.
+	Seeds []string `json:"seeds,omitempty"`
 }
 
 type nodeDoc struct {
@@ -70,5 +79,22 @@ func LoadNode(dir string) (Node, error) {
 
 // SaveNode writes the host's identity to dir.
 func SaveNode(dir string, n Node) error {
+	nodeMu.Lock()
+	defer nodeMu.Unlock()
+	return statefile.Save(filepath.Join(dir, NodeFile), nodeDoc{Version: nodeVersion, Node: n})
+}
+
+// nodeMu serialises UpdateNode and SaveNode: the plugin's start, its
+// keyring and its mesh each change a part of the file.
+var nodeMu sync.Mutex
+
+// UpdateNode changes the host's identity in dir with f and saves it,
+// keeping what f does not touch. A missing or unreadable file starts from
+// a new identity, as LoadNode does.
+func UpdateNode(dir string, f func(*Node)) error {
+	nodeMu.Lock()
+	defer nodeMu.Unlock()
+	n, _ := LoadNode(dir)
+	f(&n)
 	return statefile.Save(filepath.Join(dir, NodeFile), nodeDoc{Version: nodeVersion, Node: n})
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/docker/go-plugins-helpers/network"
 
 	"github.com/weftnet/weft/dns"
+	"github.com/weftnet/weft/keyservice"
 	"github.com/weftnet/weft/mesh"
 )
 
@@ -50,7 +51,23 @@ type Config struct {
 	// MeshKey seeds the mesh's keyring when the state directory has none
 	// (WEFT_MESH_KEY, base64; the file mesh.key in the state directory
 	// takes precedence and keeps the key out of `docker plugin inspect`).
+	// A seed is used once. Swarm mode needs none.
 	MeshKey string
+	// MeshInsecure lets a local-mode host with no key run its mesh open
+	// (WEFT_MESH_INSECURE=true); never a host that has had a key.
+	MeshInsecure bool
+	// SwarmDir is the engine's swarm directory, holding the node's swarm
+	// certificates (WEFT_SWARM_DIR; the mount named "swarm").
+	SwarmDir string
+	// KeyPort is the TCP port of the key service managers run in swarm
+	// mode (WEFT_KEY_PORT).
+	KeyPort int
+	// KeyRotation is how often managers make a new mesh key
+	// (WEFT_KEY_ROTATION, a Go duration, or "never").
+	KeyRotation time.Duration
+	// Firewall keeps weft's ports to members with an nftables table of
+	// weft's own (WEFT_FIREWALL, true by default).
+	Firewall bool
 	// DNSDomain is the domain weft's names are answered under, besides
 	// bare (WEFT_DNS_DOMAIN).
 	DNSDomain string
@@ -85,6 +102,10 @@ func DefaultConfig() Config {
 		StatusAddr:   "127.0.0.1:7951",
 		DNSDomain:    "weft.local",
 		DownGrace:    mesh.DefaultConfig().DownGrace,
+		SwarmDir:     "/var/lib/docker/swarm",
+		KeyPort:      keyservice.DefaultPort,
+		KeyRotation:  24 * time.Hour,
+		Firewall:     true,
 	}
 }
 
@@ -129,6 +150,35 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	}
 	port("WEFT_VXLAN_PORT", &c.VXLANPort)
 	port("WEFT_MESH_PORT", &c.MeshPort)
+	port("WEFT_KEY_PORT", &c.KeyPort)
+	if v := getenv("WEFT_SWARM_DIR"); v != "" {
+		c.SwarmDir = v
+	}
+	boolean := func(name string, dst *bool) {
+		switch v := strings.ToLower(strings.TrimSpace(getenv(name))); v {
+		case "":
+		case "true", "1", "yes":
+			*dst = true
+		case "false", "0", "no":
+			*dst = false
+		default:
+			bad("%s=%q is neither true nor false", name, v)
+		}
+	}
+	boolean("WEFT_MESH_INSECURE", &c.MeshInsecure)
+	boolean("WEFT_FIREWALL", &c.Firewall)
+	switch v := strings.TrimSpace(getenv("WEFT_KEY_ROTATION")); v {
+	case "":
+	case "never", "0":
+		c.KeyRotation = -1
+	default:
+		d, err := time.ParseDuration(v)
+		if err != nil || d < time.Minute {
+			bad("WEFT_KEY_ROTATION=%q is not a duration of 1m or more, nor never", v)
+		} else {
+			c.KeyRotation = d
+		}
+	}
 	if v := getenv("WEFT_PEERS"); v != "" {
 		for _, p := range strings.Split(v, ",") {
 			p = strings.TrimSpace(p)
@@ -231,6 +281,12 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	}
 	if c.VXLANPort == c.MeshPort {
 		bad("WEFT_VXLAN_PORT and WEFT_MESH_PORT are both %d", c.VXLANPort)
+	}
+	if c.KeyPort == c.MeshPort || c.KeyPort == c.VXLANPort {
+		bad("WEFT_KEY_PORT %d is the mesh's or VXLAN's port", c.KeyPort)
+	}
+	if c.MeshInsecure && c.Scope != network.LocalScope {
+		bad("WEFT_MESH_INSECURE applies to local scope only: in swarm mode the mesh is keyed from the swarm's certificates")
 	}
 	if len(problems) > 0 {
 		return c, fmt.Errorf("invalid plugin settings: %s", strings.Join(problems, "; "))

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/weftnet/weft/keyservice"
 	"github.com/weftnet/weft/mesh"
 )
 
@@ -21,20 +22,34 @@ import (
 // loopback status port, so operations that change security live here.
 const ControlSocket = "control.sock"
 
-// keyRequest is one rotation step sent to the control socket.
+// keyRequest is one key operation sent to the control socket: a manual
+// rotation step (install, use, remove, with the key), or rotate (a new
+// generation from the swarm's key service).
 type keyRequest struct {
 	Op  string `json:"op"`
-	Key string `json:"key"`
+	Key string `json:"key,omitempty"`
 }
 
-// keyResponse lists the installed keys by fingerprint, or says what failed.
+// KeyInfo describes one key of a host's keyring, without the key.
+type KeyInfo struct {
+	Fingerprint string    `json:"fingerprint"`
+	Primary     bool      `json:"primary,omitempty"`
+	Gen         uint64    `json:"gen,omitempty"`
+	Origin      string    `json:"origin,omitempty"`
+	Created     time.Time `json:"created,omitzero"`
+}
+
+// keyResponse lists the installed keys, or says what failed.
 type keyResponse struct {
-	Keys []string `json:"keys,omitempty"`
-	Err  string   `json:"err,omitempty"`
+	Keys []KeyInfo `json:"keys,omitempty"`
+	// Managed: the swarm's key service rotates this keyring.
+	Managed bool   `json:"managed,omitempty"`
+	Err     string `json:"err,omitempty"`
 }
 
-// serveControl serves the control socket until ctx ends.
-func serveControl(ctx context.Context, dir string, kr *mesh.Keyring, log *slog.Logger) error {
+// serveControl serves the control socket until ctx ends. svc, if not nil,
+// manages the keyring: manual steps are refused while it does.
+func serveControl(ctx context.Context, dir string, kr *mesh.Keyring, svc *keyservice.Service, log *slog.Logger) error {
 	path := filepath.Join(dir, ControlSocket)
 	_ = os.Remove(path)
 	l, err := net.Listen("unix", path)
@@ -48,26 +63,46 @@ func serveControl(ctx context.Context, dir string, kr *mesh.Keyring, log *slog.L
 	mux := http.NewServeMux()
 	mux.HandleFunc("/keys", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
+		fail := func(status int, msg string) {
+			w.WriteHeader(status)
+			_ = json.NewEncoder(w).Encode(keyResponse{Err: msg})
+		}
 		if kr == nil {
-			w.WriteHeader(http.StatusConflict)
-			_ = json.NewEncoder(w).Encode(keyResponse{Err: "the mesh has no key: set WEFT_MESH_KEY or write " + mesh.KeyFile + " in the state directory, then restart the plugin"})
+			fail(http.StatusConflict, "the mesh runs open (WEFT_MESH_INSECURE=true) and has no keyring: unset it, write the cluster key to "+mesh.KeyFile+" in the state directory, and restart the plugin")
 			return
 		}
+		managed := svc != nil && svc.Managing()
 		if r.Method == http.MethodPost {
 			var req keyRequest
 			if err := json.NewDecoder(io.LimitReader(r.Body, 4096)).Decode(&req); err != nil {
-				w.WriteHeader(http.StatusBadRequest)
-				_ = json.NewEncoder(w).Encode(keyResponse{Err: "malformed request: " + err.Error()})
+				fail(http.StatusBadRequest, "malformed request: "+err.Error())
 				return
 			}
-			if err := kr.Apply(req.Op, req.Key); err != nil {
-				w.WriteHeader(http.StatusBadRequest)
-				_ = json.NewEncoder(w).Encode(keyResponse{Err: err.Error()})
+			switch {
+			case req.Op == "rotate" && svc == nil:
+				fail(http.StatusBadRequest, "weft key rotate is for swarm mode; in local mode rotate by hand with install, use and remove")
 				return
+			case req.Op == "rotate":
+				ctx, cancel := context.WithTimeout(r.Context(), 20*time.Second)
+				id, err := svc.Rotate(ctx)
+				cancel()
+				if err != nil {
+					fail(http.StatusBadRequest, err.Error())
+					return
+				}
+				log.Info("mesh key rotation requested", "generation", id.String())
+			case managed:
+				fail(http.StatusConflict, "the swarm's key service manages this keyring (manual steps would fight it): use weft key rotate on a manager")
+				return
+			default:
+				if err := kr.Apply(req.Op, req.Key); err != nil {
+					fail(http.StatusBadRequest, err.Error())
+					return
+				}
+				log.Info("mesh keyring changed", "op", req.Op, "keys", kr.List())
 			}
-			log.Info("mesh keyring changed", "op", req.Op, "keys", kr.List())
 		}
-		_ = json.NewEncoder(w).Encode(keyResponse{Keys: kr.List()})
+		_ = json.NewEncoder(w).Encode(keyResponse{Keys: keyInfos(kr.Ring()), Managed: managed})
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
@@ -78,14 +113,33 @@ func serveControl(ctx context.Context, dir string, kr *mesh.Keyring, log *slog.L
 	return nil
 }
 
+// keyInfos describes a keyring, the primary first, then the newest.
+func keyInfos(r mesh.Ring) []KeyInfo {
+	var out []KeyInfo
+	for i := len(r.Keys) - 1; i >= 0; i-- {
+		k := r.Keys[i]
+		info := KeyInfo{Fingerprint: mesh.Fingerprint(k.Secret), Primary: string(k.Secret) == string(r.Primary), Created: k.Created}
+		if k.ID.Gen > 0 {
+			info.Gen, info.Origin = k.ID.Gen, k.ID.Origin
+		}
+		if info.Primary {
+			out = append([]KeyInfo{info}, out...)
+		} else {
+			out = append(out, info)
+		}
+	}
+	return out
+}
+
 // KeyCommand sends one key operation (op "" lists) to the plugin whose
-// state directory is dir, and returns the installed keys' fingerprints.
-func KeyCommand(ctx context.Context, dir, op, key string) ([]string, error) {
+// state directory is dir, and returns the installed keys, the primary
+// first, and whether the swarm's key service manages them.
+func KeyCommand(ctx context.Context, dir, op, key string) ([]KeyInfo, bool, error) {
 	path := filepath.Join(dir, ControlSocket)
 	c := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		var d net.Dialer
 		return d.DialContext(ctx, "unix", path)
-	}}, Timeout: 10 * time.Second}
+	}}, Timeout: 30 * time.Second}
 	var (
 		resp *http.Response
 		err  error
@@ -97,15 +151,15 @@ func KeyCommand(ctx context.Context, dir, op, key string) ([]string, error) {
 		resp, err = c.Post("http://weft/keys", "application/json", strings.NewReader(string(b)))
 	}
 	if err != nil {
-		return nil, fmt.Errorf("no weft plugin answers on %s (is it enabled, and is this its state directory?): %w", path, err)
+		return nil, false, fmt.Errorf("no weft plugin answers on %s (is it enabled, and is this its state directory?): %w", path, err)
 	}
 	defer resp.Body.Close()
 	var kr keyResponse
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<16)).Decode(&kr); err != nil {
-		return nil, fmt.Errorf("control socket: %w", err)
+		return nil, false, fmt.Errorf("control socket: %w", err)
 	}
 	if kr.Err != "" {
-		return nil, fmt.Errorf("%s", kr.Err)
+		return nil, false, fmt.Errorf("%s", kr.Err)
 	}
-	return kr.Keys, nil
+	return kr.Keys, kr.Managed, nil
 }

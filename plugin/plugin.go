@@ -23,6 +23,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/docker/go-plugins-helpers/network"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/weftnet/weft/catalog"
@@ -30,7 +31,9 @@ import (
 	"github.com/weftnet/weft/dns"
 	"github.com/weftnet/weft/driver"
 	"github.com/weftnet/weft/engine"
+	"github.com/weftnet/weft/firewall"
 	"github.com/weftnet/weft/ipam"
+	"github.com/weftnet/weft/keyservice"
 	"github.com/weftnet/weft/mesh"
 	"github.com/weftnet/weft/metrics"
 	"github.com/weftnet/weft/probe"
@@ -51,7 +54,9 @@ const entrypoint = "/weft"
 type parts struct {
 	kernel   *dataplane.Kernel
 	mesh     *mesh.Mesh
-	keys     *mesh.Keyring // nil: the mesh is not encrypted
+	keys     *mesh.Keyring       // nil: the mesh runs open (WEFT_MESH_INSECURE)
+	keysvc   *keyservice.Service // swarm mode: fills and rotates keys
+	guard    *firewall.Guard     // nil: WEFT_FIREWALL=false
 	catalog  *catalog.Catalog
 	underlay *underlay.Underlay
 	driver   *driver.Driver
@@ -100,6 +105,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	run(func(ctx context.Context) {
 		p.driver.FollowEngine(ctx, p.engine, entrypoint, log.With("component", "engine"))
 	})
+	if p.keysvc != nil {
+		run(p.keysvc.Run)
+	}
+	if p.guard != nil {
+		run(p.guard.Run)
+	}
 	if !p.meshOff {
 		run(func(ctx context.Context) { joinMesh(ctx, cfg, p, log.With("component", "mesh")) })
 	}
@@ -115,6 +126,9 @@ func build(cfg Config, log *slog.Logger) (*parts, error) {
 	if err != nil {
 		log.Warn("node identity", "err", err)
 	}
+	if err := mesh.UpdateNode(cfg.StateDir, func(n *mesh.Node) { n.Name = node.Name }); err != nil {
+		log.Warn("save node identity", "err", err)
+	}
 	p := &parts{engine: engine.New(cfg.DockerSocket), registry: metrics.New(Version)}
 	p.keys, p.meshOff = openKeyring(cfg, log)
 
@@ -129,7 +143,9 @@ func build(cfg Config, log *slog.Logger) (*parts, error) {
 	mcfg.StateDir = cfg.StateDir
 	mcfg.Version = Version
 	mcfg.Logger = log.With("component", "mesh")
-	mcfg.Keyring = p.keys
+	if p.keys != nil {
+		mcfg.Keyring = p.keys
+	}
 	mcfg.DownGrace = cfg.DownGrace
 	if cfg.DownGrace == 0 {
 		mcfg.DownGrace = -1 // none: the mesh's zero is its default
@@ -189,25 +205,99 @@ func build(cfg Config, log *slog.Logger) (*parts, error) {
 	vcfg.Catalog, vcfg.Kernel = p.catalog.Subscribe(), vip.NetfilterKernel{}
 	vcfg.Logger = log.With("component", "vip")
 	p.vips = vip.New(vcfg)
+	if cfg.Scope != network.LocalScope && p.keys != nil && !p.meshOff {
+		p.keysvc, err = keyservice.New(keyservice.Config{
+			SwarmDir: cfg.SwarmDir, Port: cfg.KeyPort, Keyring: p.keys, Mesh: p.mesh,
+			Underlay: func() (netip.Addr, []netip.Addr) {
+				st := p.underlay.State()
+				return st.Addr, hostAddrs(st.Managers)
+			},
+			Nodes: p.engine, RotateEvery: cfg.KeyRotation,
+			Logger: log.With("component", "keys"),
+		})
+		if err != nil {
+			p.mesh.Close()
+			p.kernel.Close()
+			return nil, err
+		}
+	}
+	if cfg.Firewall {
+		fcfg := firewall.Config{
+			Table: firewall.NewNFTable(-1), VXLANPort: cfg.VXLANPort, MeshPort: cfg.MeshPort,
+			Networks: p.driver.SubscribeNetworks(), MemberEvents: p.mesh.Watch("", true),
+			Members: knownAddrs(p.mesh), Fixed: hostAddrs(cfg.Peers),
+			Self:   func() netip.Addr { return p.underlay.State().Addr },
+			Logger: log.With("component", "firewall"),
+		}
+		if p.keysvc != nil {
+			fcfg.Authenticated, fcfg.AuthChanged = p.keysvc.Authenticated, p.keysvc.Changed()
+		}
+		p.guard = firewall.New(fcfg)
+	}
 	return p, nil
 }
 
-// openKeyring reads the mesh's keyring. It reports off when a keyring is
-// configured but unusable: the mesh then stays off (this host serves its
-// own containers only) rather than run open.
+// openKeyring reads the mesh's keyring and says how the mesh may run:
+// keyed (keys; while they are empty, the mesh waits for a key: from the
+// swarm's managers in swarm mode, from `weft key install` in local mode),
+// open (nil keys: local mode with WEFT_MESH_INSECURE on a host that never
+// had a key), or off (an unusable keyring: this host serves its own
+// containers only) — never open by accident.
 func openKeyring(cfg Config, log *slog.Logger) (keys *mesh.Keyring, off bool) {
 	keys, note, err := mesh.LoadKeyring(cfg.StateDir, cfg.MeshKey)
 	if note != "" {
 		log.Warn(note)
 	}
-	switch {
-	case err != nil:
+	if err != nil {
 		log.Error("mesh keyring unusable; the mesh stays off until it is fixed", "err", err)
 		return nil, true
-	case keys == nil:
-		log.Warn("the mesh is not encrypted: anyone who reaches its port can join; set WEFT_MESH_KEY or write mesh.key in the state directory")
+	}
+	if !keys.Empty() || cfg.Scope != network.LocalScope {
+		return keys, false
+	}
+	switch had := keys.HadKey(); {
+	case had != "":
+		log.Error("THIS HOST HAD A MESH KEY AND HAS NONE NOW: the mesh stays off rather than run open ("+had+"). "+
+			"Write the cluster's key to "+mesh.KeyFile+" in the state directory and restart the plugin, or pipe it to `weft key install`; "+
+			"WEFT_MESH_INSECURE does not reopen a host that had a key (remove \"keyed\" from "+mesh.NodeFile+" by hand to do so)", "state", cfg.StateDir)
+	case cfg.MeshInsecure:
+		log.Warn("THE MESH RUNS OPEN (WEFT_MESH_INSECURE=true): anyone who reaches its port can join and steer traffic")
+		return nil, false
+	default:
+		log.Error("local mode needs a mesh key: the mesh stays off until one is installed. Write it to "+mesh.KeyFile+
+			" in the state directory (weft key generate makes one), set WEFT_MESH_KEY, or pipe it to `weft key install`; "+
+			"WEFT_MESH_INSECURE=true runs the mesh open instead", "state", cfg.StateDir)
 	}
 	return keys, false
+}
+
+// hostAddrs returns the IPv4 addresses of "ip" or "ip:port" strings.
+func hostAddrs(ss []string) []netip.Addr {
+	var out []netip.Addr
+	for _, s := range ss {
+		host := s
+		if h, _, err := net.SplitHostPort(s); err == nil {
+			host = h
+		}
+		if a, err := netip.ParseAddr(host); err == nil && a.Unmap().Is4() {
+			out = append(out, a.Unmap())
+		}
+	}
+	return out
+}
+
+// knownAddrs returns the addresses of every member the mesh lists, in any
+// state: the hosts weft's ports let in.
+func knownAddrs(m *mesh.Mesh) func() []netip.Addr {
+	return func() []netip.Addr {
+		var out []netip.Addr
+		for _, mb := range m.Members() {
+			if ap, err := netip.ParseAddrPort(mb.Addr); err == nil {
+				out = append(out, ap.Addr().Unmap())
+			}
+		}
+		return out
+	}
 }
 
 // memberAddrs returns the mesh members' addresses: the other hosts' VTEPs.
@@ -235,6 +325,14 @@ func memberAddrs(m *mesh.Mesh) func() []netip.Addr {
 // withdraw their entries until it is back. A host that does not come back
 // is found dead by failure detection.
 func joinMesh(ctx context.Context, cfg Config, p *parts, log *slog.Logger) {
+	if p.keys != nil && p.keys.Empty() {
+		select {
+		case <-ctx.Done():
+			return
+		case <-p.keys.Ready():
+			log.Info("mesh key in place", "keys", p.keys.List())
+		}
+	}
 	changed := p.underlay.Changed()
 	var started netip.Addr
 	var joined []string
@@ -247,7 +345,7 @@ func joinMesh(ctx context.Context, cfg Config, p *parts, log *slog.Logger) {
 			}
 			started, joined = st.Addr, st.Managers
 			p.catalog.SetVTEP(st.Addr.String())
-			if err := mesh.SaveNode(cfg.StateDir, mesh.Node{Name: p.mesh.LocalNode(), Addr: st.Addr.String()}); err != nil {
+			if err := mesh.UpdateNode(cfg.StateDir, func(n *mesh.Node) { n.Name, n.Addr = p.mesh.LocalNode(), st.Addr.String() }); err != nil {
 				log.Warn("save node identity", "err", err)
 			}
 			log.Info("mesh started", "node", p.mesh.LocalNode(), "addr", st.Addr.String(), "port", cfg.MeshPort)
@@ -272,7 +370,7 @@ func joinMesh(ctx context.Context, cfg Config, p *parts, log *slog.Logger) {
 // serve serves the plugin API, the status endpoint and the control socket
 // until ctx ends.
 func serve(ctx context.Context, cfg Config, p *parts, log *slog.Logger) error {
-	if err := serveControl(ctx, cfg.StateDir, p.keys, log.With("component", "control")); err != nil {
+	if err := serveControl(ctx, cfg.StateDir, p.keys, p.keysvc, log.With("component", "control")); err != nil {
 		log.Error("control socket unavailable", "err", err)
 	}
 	if err := os.MkdirAll(filepath.Dir(cfg.Socket), 0o755); err != nil {

@@ -41,7 +41,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "status":
 		return runStatus(args[1:], stdout, stderr)
 	case "key":
-		return runKey(args[1:], stdout, stderr)
+		return runKey(args[1:], os.Stdin, stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "weft", version)
 		return 0

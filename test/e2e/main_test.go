@@ -24,12 +24,14 @@ const pluginName = "weft:latest"
 
 // metricsAddr is where the lab's plugins serve /metrics alone, besides
 // their status endpoint (WEFT_METRICS_ADDR).
-const metricsAddr = "127.0.0.1:7952"
-
-// testMeshKey is the lab's cluster key (32 bytes, base64).
-const testMeshKey = "d2VmdC1sYWItY2x1c3Rlci1rZXktMzItYnl0ZXMhISE="
+const metricsAddr = "127.0.0.1:9795"
 
 func TestMain(m *testing.M) {
+	// The tests run this binary again, as a plain memberlist node, in an
+	// outsider's or a host's namespace (security_test.go).
+	if len(os.Args) > 1 && os.Args[1] == meshProbeArg {
+		os.Exit(meshProbeMain(os.Args[2:]))
+	}
 	os.Exit(lab.RunTests(m, "e2e", &theLab, func(dir string) (lab.Config, error) {
 		cfg, err := labConfig(os.Getenv)
 		if err != nil {
@@ -41,8 +43,8 @@ func TestMain(m *testing.M) {
 		cfg.PluginDir = dir
 		cfg.PluginName = pluginName
 		// No upstream resolver: the lab must never send queries off this
-		// machine. A keyed mesh, as README asks of production.
-		cfg.PluginSettings = []string{"LOG_LEVEL=debug", "WEFT_DNS_UPSTREAM=none", "WEFT_MESH_KEY=" + testMeshKey, "WEFT_METRICS_ADDR=" + metricsAddr}
+		// machine. No key set anywhere: the swarm keys the mesh by itself.
+		cfg.PluginSettings = []string{"LOG_LEVEL=debug", "WEFT_DNS_UPSTREAM=none", "WEFT_METRICS_ADDR=" + metricsAddr}
 		return cfg, nil
 	}))
 }

@@ -46,6 +46,9 @@ const (
 	prevCommit  = "c78022f79f4875a1629c219ad14840b24025886c"
 )
 
+// rollMeshKey keys the mesh of the roll from 0.1.0 (32 bytes, base64).
+const rollMeshKey = "d2VmdC1sYWItY2x1c3Rlci1rZXktMzItYnl0ZXMhISE="
+
 // Versions the tests release this tree as.
 const (
 	testVersion1 = "0.2.0-e2e.1"
@@ -58,6 +61,10 @@ type releaseLab struct {
 	l    *lab.Lab
 	reg  *lab.Registry
 	logs map[*lab.Host]int64 // dockerd log sizes when the test began
+	// settings are the plugin settings of every install: the lab's, and
+	// for a roll from 0.1.0 a mesh key (0.1.0 has no key service: a
+	// cluster of it is keyed by hand, or open).
+	settings []string
 }
 
 // newReleaseLab starts the lab's registry and removes the lab's plugin from
@@ -66,7 +73,7 @@ type releaseLab struct {
 func newReleaseLab(t *testing.T) *releaseLab {
 	t.Helper()
 	l := need(t)
-	rl := &releaseLab{l: l, logs: map[*lab.Host]int64{}}
+	rl := &releaseLab{l: l, logs: map[*lab.Host]int64{}, settings: slices.Clone(l.Config().PluginSettings)}
 	for _, h := range l.Hosts {
 		rl.logs[h] = labtest.LogSize(t, h)
 	}
@@ -150,7 +157,7 @@ func (rl *releaseLab) install(t *testing.T, h *lab.Host, ref, version string) {
 	start := time.Now()
 	args := []string{"plugin", "install", "--grant-all-permissions", "--alias", pluginName, ref,
 		"docker-socket.source=" + h.Socket, "state.source=" + rl.stateDir(h)}
-	h.MustDocker(t, append(args, rl.l.Config().PluginSettings...)...)
+	h.MustDocker(t, append(args, rl.settings...)...)
 	rl.waitVersion(t, h, version)
 	t.Logf("FIGURE install of %s on %s: serving after %s", ref, h.Name, time.Since(start).Round(time.Millisecond))
 }
@@ -199,7 +206,7 @@ func (rl *releaseLab) upgrade(t *testing.T, h *lab.Host, ref, version string) ti
 	// 20.10 keeps them in the config it replaces): set them again.
 	mounts := h.MustDocker(t, "plugin", "inspect", "-f", "{{range .Config.Mounts}}{{.Name}}.source={{.Source}} {{end}}", pluginName)
 	env := h.MustDocker(t, "plugin", "inspect", "-f", "{{join .Settings.Env \" \"}}", pluginName)
-	for _, kv := range rl.l.Config().PluginSettings {
+	for _, kv := range rl.settings {
 		if !slices.Contains(strings.Fields(env), kv) {
 			t.Errorf("%s: setting %s lost in the upgrade: %s", h.Name, kv, env)
 		}
@@ -364,6 +371,10 @@ func TestRollingUpgradeFromPreviousRelease(t *testing.T) {
 	root := labtest.ModuleRoot(t)
 	prev := previousReleaseSource(t, root)
 	rl := newReleaseLab(t)
+	// A 0.1.0 cluster keyed as its README asked: the upgraded hosts keep
+	// the key (docker plugin upgrade keeps the settings), and their key
+	// service takes the keyring over from it.
+	rl.settings = append(rl.settings, "WEFT_MESH_KEY="+rollMeshKey)
 	const network = "rel-roll"
 	const gw = "10.96.14.1"
 	labtest.NoLeaksAfter(t, l, network)

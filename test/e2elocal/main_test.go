@@ -46,6 +46,8 @@ func TestMain(m *testing.M) {
 			"WEFT_DNS_UPSTREAM=none", // the lab never sends queries off this machine
 			"WEFT_IPAM_RECLAIM=" + reclaim.String(),
 			"LOG_LEVEL=debug",
+			// Local mode needs a key: the lab's (32 bytes, base64).
+			"WEFT_MESH_KEY=d2VmdC1sYWItY2x1c3Rlci1rZXktMzItYnl0ZXMhISE=",
 		}
 		return cfg, nil
 	}))

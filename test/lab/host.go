@@ -126,6 +126,12 @@ func (h *Host) Addr() netip.Addr { return h.addr }
 // Config.Outside is set.
 func (h *Host) OutsideAddr() netip.Addr { return h.outside }
 
+// SwarmDir is the engine's swarm directory (<data-root>/swarm), which
+// dockerd makes when it starts and keeps (emptied, never replaced) when
+// the node leaves a swarm: its certificates/ hold the node's swarm
+// identity once it is in one.
+func (h *Host) SwarmDir() string { return filepath.Join(h.stateRoot, "docker", "swarm") }
+
 // DockerHost is the DOCKER_HOST value that reaches this host's dockerd.
 func (h *Host) DockerHost() string { return "unix://" + h.Socket }
 

@@ -116,12 +116,13 @@ func setupHostNet(ctx context.Context, c Config, h *Host) error {
 	return nil
 }
 
-// labNetns lists the lab's network namespaces that exist.
+// labNetns lists the lab's network namespaces that exist: its hosts' and
+// its outsiders'.
 func labNetns(c Config) []string {
 	ents, _ := os.ReadDir("/run/netns")
 	var out []string
 	for _, e := range ents {
-		if isHostSuffix(e.Name(), c.Name+"-h") {
+		if isHostSuffix(e.Name(), c.Name+"-h") || isHostSuffix(e.Name(), c.Name+"-x") {
 			out = append(out, e.Name())
 		}
 	}
@@ -135,7 +136,7 @@ func labLinks(c Config) []string {
 	ents, _ := os.ReadDir("/sys/class/net")
 	var out []string
 	for _, e := range ents {
-		if isBridge(c, e.Name()) || isHostSuffix(e.Name(), c.VethPrefix) || isHostSuffix(e.Name(), c.VethPrefix+"o") {
+		if isBridge(c, e.Name()) || isHostSuffix(e.Name(), c.VethPrefix) || isHostSuffix(e.Name(), c.VethPrefix+"o") || isHostSuffix(e.Name(), c.VethPrefix+"x") {
 			out = append(out, e.Name())
 		}
 	}

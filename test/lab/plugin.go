@@ -22,8 +22,10 @@ func (l *Lab) InstallPlugin(ctx context.Context, dir, name string, settings ...s
 
 // InstallPlugin (re)installs the managed plugin in dir as name and enables
 // it: it removes any plugin of that name, creates it, points its
-// "docker-socket" mount at this host's dockerd socket and its "state" mount
-// at StateDir, applies settings ("KEY=VALUE", e.g. "LOG_LEVEL=debug"), and
+// "docker-socket" mount at this host's dockerd socket, its "state" mount
+// at StateDir and its "swarm" mount at SwarmDir (the host's own data
+// root's: the default, /var/lib/docker/swarm, is another engine's or
+// none), applies settings ("KEY=VALUE", e.g. "LOG_LEVEL=debug"), and
 // enables it.
 func (h *Host) InstallPlugin(ctx context.Context, dir, name string, settings ...string) error {
 	if _, err := os.Stat(dir + "/config.json"); err != nil {
@@ -41,6 +43,7 @@ func (h *Host) InstallPlugin(ctx context.Context, dir, name string, settings ...
 	set := slices.Concat([]string{"plugin", "set", name,
 		"docker-socket.source=" + h.Socket,
 		"state.source=" + h.StateDir,
+		"swarm.source=" + h.SwarmDir(),
 	}, settings)
 	if _, err := h.Docker(ctx, set...); err != nil {
 		return err

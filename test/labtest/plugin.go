@@ -128,7 +128,7 @@ func WaitPluginAnswers(t testing.TB, h *lab.Host, oldPID int, within time.Durati
 func BuildPluginDir(t testing.TB, l *lab.Lab, version string) string {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "plugin")
-	for _, d := range []string{"rootfs/run/docker/plugins", "rootfs/var/lib/weft", "rootfs/tmp"} {
+	for _, d := range []string{"rootfs/run/docker/plugins", "rootfs/var/lib/weft", "rootfs/var/lib/docker/swarm", "rootfs/tmp"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -187,4 +187,12 @@ func PluginWarnings(t testing.TB, h *lab.Host, offset int64) []string {
 		}
 	}
 	return out
+}
+
+// WeftCLIStdin returns, unstarted, the weft command of the build under
+// test in h's namespaces, reading stdin (a key, say) on its standard input.
+func WeftCLIStdin(h *lab.Host, stdin string, args ...string) *exec.Cmd {
+	cmd := h.ExecCmd(context.Background(), filepath.Join(h.Config().PluginDir, "rootfs", "weft"), args...)
+	cmd.Stdin = strings.NewReader(stdin)
+	return cmd
 }

@@ -1,0 +1,191 @@
+package firewall
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/weftnet/weft/driver"
+	"github.com/weftnet/weft/internal/feed"
+	"github.com/weftnet/weft/mesh"
+)
+
+// fakeTable records what the guard asks of the kernel.
+type fakeTable struct {
+	mu      sync.Mutex
+	present bool
+	rules   Rules
+	applies int
+	removes int
+}
+
+func (f *fakeTable) Apply(r Rules) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.present, f.rules = true, r
+	f.applies++
+	return nil
+}
+
+func (f *fakeTable) Remove() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.present, f.rules = false, Rules{}
+	f.removes++
+	return nil
+}
+
+func (f *fakeTable) Members() ([]netip.Addr, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.present {
+		return nil, errors.New("no table")
+	}
+	return slices.Clone(f.rules.Members), nil
+}
+
+func (f *fakeTable) state() (bool, []netip.Addr) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.present, slices.Clone(f.rules.Members)
+}
+
+type guardLab struct {
+	table   *fakeTable
+	nets    feed.Feed[driver.NetworkEvent]
+	members feed.Feed[mesh.Event]
+	auth    chan struct{}
+
+	mu     sync.Mutex
+	listed []netip.Addr
+	authed []netip.Addr
+}
+
+func (l *guardLab) set(listed ...string) {
+	l.mu.Lock()
+	l.listed = nil
+	for _, s := range listed {
+		l.listed = append(l.listed, netip.MustParseAddr(s))
+	}
+	l.mu.Unlock()
+	l.members.Publish(mesh.Event{Kind: mesh.MemberChanged})
+}
+
+func startGuard(t *testing.T, table *fakeTable, hold time.Duration, nets ...driver.NetworkEvent) *guardLab {
+	l := &guardLab{table: table, auth: make(chan struct{}, 1)}
+	g := New(Config{
+		Table: table, VXLANPort: 4790, MeshPort: 7950,
+		Networks: l.nets.Subscribe(nets...), MemberEvents: l.members.Subscribe(),
+		Members:       func() []netip.Addr { l.mu.Lock(); defer l.mu.Unlock(); return slices.Clone(l.listed) },
+		Authenticated: func() []netip.Addr { l.mu.Lock(); defer l.mu.Unlock(); return slices.Clone(l.authed) },
+		AuthChanged:   l.auth,
+		Fixed:         []netip.Addr{netip.MustParseAddr("192.0.2.100")},
+		Self:          func() netip.Addr { return netip.MustParseAddr("192.0.2.1") },
+		Hold:          hold,
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); g.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return l
+}
+
+func waitTable(t *testing.T, f *fakeTable, what string, ok func(present bool, members []netip.Addr) bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		p, m := f.state()
+		if ok(p, m) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: table present=%v members=%v", what, p, m)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func has(m []netip.Addr, s ...string) bool {
+	for _, x := range s {
+		if !slices.Contains(m, netip.MustParseAddr(x)) {
+			return false
+		}
+	}
+	return true
+}
+
+// TestGuardFollowsNetworksAndMembers: the table comes with the first
+// network and goes a hold after the last; it lets in the members, the
+// authenticated, the fixed peers and this host; an address no longer
+// listed stays for the hold, then goes.
+func TestGuardFollowsNetworksAndMembers(t *testing.T) {
+	table := &fakeTable{}
+	l := startGuard(t, table, 300*time.Millisecond)
+	l.set("192.0.2.2", "192.0.2.3")
+	waitTable(t, table, "no network: no table", func(p bool, _ []netip.Addr) bool { return !p })
+
+	l.nets.Publish(driver.NetworkEvent{Up: true, ID: "n1"})
+	waitTable(t, table, "first network", func(p bool, m []netip.Addr) bool {
+		return p && has(m, "192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.100")
+	})
+	// A joining host authenticates: it is let in before it is a member.
+	l.mu.Lock()
+	l.authed = []netip.Addr{netip.MustParseAddr("192.0.2.9")}
+	l.mu.Unlock()
+	l.auth <- struct{}{}
+	waitTable(t, table, "authenticated host", func(p bool, m []netip.Addr) bool { return has(m, "192.0.2.9") })
+
+	// 192.0.2.3 is forgotten by the mesh: it stays for the hold, then goes.
+	l.set("192.0.2.2")
+	if _, m := table.state(); !has(m, "192.0.2.3") {
+		t.Fatal("a forgotten member dropped before the hold")
+	}
+	waitTable(t, table, "after the hold", func(p bool, m []netip.Addr) bool { return p && !has(m, "192.0.2.3") && has(m, "192.0.2.2") })
+
+	l.nets.Publish(driver.NetworkEvent{Up: true, ID: "n2"}, driver.NetworkEvent{Up: false, ID: "n1"})
+	l.set("192.0.2.2")
+	waitTable(t, table, "one network left", func(p bool, _ []netip.Addr) bool { return p })
+	gone := time.Now()
+	l.nets.Publish(driver.NetworkEvent{Up: false, ID: "n2"})
+	waitTable(t, table, "last network gone", func(p bool, _ []netip.Addr) bool { return !p })
+	if d := time.Since(gone); d < 300*time.Millisecond {
+		t.Fatalf("table removed %s after the last network, before the hold", d)
+	}
+}
+
+// TestGuardKeepsWhatTheKernelHadAtStart: a restarted plugin, whose mesh
+// knows no one yet, cuts no member off: the addresses in the table when
+// it starts stay for the hold.
+func TestGuardKeepsWhatTheKernelHadAtStart(t *testing.T) {
+	table := &fakeTable{present: true, rules: Rules{VXLANPort: 4790, MeshPort: 7950, Members: []netip.Addr{netip.MustParseAddr("192.0.2.7")}}}
+	startGuard(t, table, 400*time.Millisecond, driver.NetworkEvent{Up: true, ID: "n1"})
+	waitTable(t, table, "restart", func(p bool, m []netip.Addr) bool { return p && has(m, "192.0.2.7", "192.0.2.1") })
+	waitTable(t, table, "hold over", func(p bool, m []netip.Addr) bool { return p && !has(m, "192.0.2.7") })
+	table.mu.Lock()
+	removes := table.removes
+	table.mu.Unlock()
+	if removes != 0 {
+		t.Fatal("the table was removed while a network used it")
+	}
+}
+
+// TestGuardKeepsTheTableWhileNetworksComeBack: a plugin whose state
+// directory was lost starts knowing no network, then learns them again
+// from the engine: the table in the kernel stays meanwhile.
+func TestGuardKeepsTheTableWhileNetworksComeBack(t *testing.T) {
+	table := &fakeTable{present: true, rules: Rules{VXLANPort: 4790, MeshPort: 7950, Members: []netip.Addr{netip.MustParseAddr("192.0.2.7")}}}
+	l := startGuard(t, table, 500*time.Millisecond)
+	time.Sleep(100 * time.Millisecond) // the networks come back a moment later: the scenario, not a wait
+	l.nets.Publish(driver.NetworkEvent{Up: true, ID: "n1"})
+	waitTable(t, table, "networks back", func(p bool, m []netip.Addr) bool { return p && has(m, "192.0.2.1") })
+	table.mu.Lock()
+	removes := table.removes
+	table.mu.Unlock()
+	if removes != 0 {
+		t.Fatal("the table was removed while the networks came back")
+	}
+}
