@@ -93,8 +93,9 @@ func TestPluginDownAMinute(t *testing.T) {
 	in := labtest.StartPinger(t, third, "gr-down-ping-in", network, ips[victim])
 	labtest.WaitConverged(t, l.Hosts, time.Minute)
 	rest := others(l, victim)
-	before := labtest.Entries(t, rest)
-	deletes := labtest.WatchDeletes(t, rest)
+	devs := labtest.Devices(t, l, network)
+	before := labtest.Entries(t, rest, devs...)
+	deletes := labtest.WatchDeletes(t, rest, devs...)
 
 	ctx := context.Background()
 	oldPID := labtest.PluginPID(t, victim)
@@ -113,7 +114,7 @@ func TestPluginDownAMinute(t *testing.T) {
 	t.Logf("FIGURE plugin down: the other hosts show %s as plugin down %s after it was disabled", victim.Name, time.Since(down).Round(100*time.Millisecond))
 	// The rest of the minute: still shown down, the entries untouched.
 	err := lab.Hold(ctx, time.Until(down.Add(60*time.Second)), time.Second, func() error {
-		if now := labtest.Entries(t, rest); !slices.Equal(now, before) {
+		if now := labtest.Entries(t, rest, devs...); !slices.Equal(now, before) {
 			return fmt.Errorf("kernel entries changed on the other hosts:\nbefore:\n%s\nnow:\n%s", strings.Join(before, "\n"), strings.Join(now, "\n"))
 		}
 		return allSeeDown(ctx, rest, victim)
@@ -134,7 +135,7 @@ func TestPluginDownAMinute(t *testing.T) {
 	if d := deletes(); len(d) > 0 {
 		t.Errorf("entries deleted on the other hosts while the plugin was down:\n%s", strings.Join(d, "\n"))
 	}
-	if now := labtest.Entries(t, rest); !slices.Equal(now, before) {
+	if now := labtest.Entries(t, rest, devs...); !slices.Equal(now, before) {
 		t.Errorf("kernel entries of the other hosts changed across the minute:\nbefore:\n%s\nafter:\n%s", strings.Join(before, "\n"), strings.Join(now, "\n"))
 	}
 	for _, p := range []*labtest.Pinger{out, in} {

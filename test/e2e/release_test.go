@@ -236,22 +236,23 @@ func (rl *releaseLab) installAll(t *testing.T, ref, version string) {
 }
 
 // roll upgrades every host in turn to ref. Around each host's upgrade it
-// checks that no FDB or neighbour entry of weft's was deleted or changed
+// checks that no FDB or neighbour entry of network's was deleted or changed
 // anywhere, and that the hosts converge; after each, between (if set) runs
 // with the hosts upgraded so far.
-func (rl *releaseLab) roll(t *testing.T, ref, version string, between func(upgraded []*lab.Host)) {
+func (rl *releaseLab) roll(t *testing.T, network, ref, version string, between func(upgraded []*lab.Host)) {
 	t.Helper()
 	hosts := rl.l.Hosts
+	devs := labtest.Devices(t, rl.l, network)
 	for i, h := range hosts {
 		labtest.WaitConverged(t, hosts, time.Minute)
-		before := labtest.Entries(t, hosts)
-		deletes := labtest.WatchDeletes(t, hosts)
+		before := labtest.Entries(t, hosts, devs...)
+		deletes := labtest.WatchDeletes(t, hosts, devs...)
 		rl.upgrade(t, h, ref, version)
 		labtest.WaitConverged(t, hosts, time.Minute)
 		if d := deletes(); len(d) > 0 {
 			t.Errorf("entries deleted while %s was upgraded:\n%s", h.Name, strings.Join(d, "\n"))
 		}
-		if after := labtest.Entries(t, hosts); !slices.Equal(before, after) {
+		if after := labtest.Entries(t, hosts, devs...); !slices.Equal(before, after) {
 			t.Errorf("kernel entries changed across the upgrade of %s:\nbefore:\n%s\nafter:\n%s", h.Name, strings.Join(before, "\n"), strings.Join(after, "\n"))
 		}
 		if between != nil {
@@ -347,7 +348,7 @@ func TestReleaseUpgrade(t *testing.T) {
 	rl.installAll(t, ref1, testVersion1)
 
 	tr := startTraffic(t, l, network, "10.96.13.0/24", "10.96.13.1")
-	rl.roll(t, ref2, testVersion2, nil)
+	rl.roll(t, network, ref2, testVersion2, nil)
 	tr.finish(t, "upgrade "+testVersion1+" -> "+testVersion2)
 	rl.noBadMessages(t)
 	t.Logf("FIGURE TestReleaseUpgrade body: %s", time.Since(start).Round(time.Millisecond))
@@ -384,7 +385,7 @@ func TestRollingUpgradeFromPreviousRelease(t *testing.T) {
 
 	tr := startTraffic(t, l, network, "10.96.14.0/24", gw)
 	midRoll := false
-	rl.roll(t, ref, testVersion1, func(upgraded []*lab.Host) {
+	rl.roll(t, network, ref, testVersion1, func(upgraded []*lab.Host) {
 		checkVersions(t, l, upgraded, testVersion1, prevVersion)
 		if len(upgraded) == len(l.Hosts) || midRoll {
 			return

@@ -78,8 +78,9 @@ func TestPluginRestart(t *testing.T) {
 			out := labtest.StartPinger(t, victim, "rs-ping-out-"+r.name, network, ips[other])
 			in := labtest.StartPinger(t, third, "rs-ping-in-"+r.name, network, ips[victim])
 			labtest.WaitConverged(t, l.Hosts, time.Minute)
-			before := labtest.Entries(t, l.Hosts)
-			deletes := labtest.WatchDeletes(t, l.Hosts)
+			devs := labtest.Devices(t, l, network)
+			before := labtest.Entries(t, l.Hosts, devs...)
+			deletes := labtest.WatchDeletes(t, l.Hosts, devs...)
 			oldPID := labtest.PluginPID(t, victim)
 
 			start := time.Now()
@@ -95,7 +96,7 @@ func TestPluginRestart(t *testing.T) {
 			if d := deletes(); len(d) > 0 {
 				t.Errorf("entries deleted during the plugin %s:\n%s", r.name, strings.Join(d, "\n"))
 			}
-			if after := labtest.Entries(t, l.Hosts); !slices.Equal(before, after) {
+			if after := labtest.Entries(t, l.Hosts, devs...); !slices.Equal(before, after) {
 				t.Errorf("kernel entries changed across the plugin %s:\nbefore:\n%s\nafter:\n%s", r.name, strings.Join(before, "\n"), strings.Join(after, "\n"))
 			}
 			for _, p := range []*labtest.Pinger{out, in} {
@@ -134,7 +135,7 @@ func TestPluginUpgrade(t *testing.T) {
 		pingers = append(pingers, labtest.StartPinger(t, h, "rs-upg-ping-"+h.Name, network, ips[next]))
 	}
 	labtest.WaitConverged(t, l.Hosts, time.Minute)
-	deletes := labtest.WatchDeletes(t, l.Hosts)
+	deletes := labtest.WatchDeletes(t, l.Hosts, labtest.Devices(t, l, network)...)
 
 	upgradeAll := func(dir, want string) {
 		t.Helper()

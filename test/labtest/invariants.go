@@ -344,12 +344,17 @@ func MeshComplete(ctx context.Context, h *lab.Host, all []*lab.Host) error {
 }
 
 // Entries lists every FDB and neighbour entry of weft's devices on the
-// hosts, one line each, sorted: to compare before and after an event.
-func Entries(t testing.TB, hosts []*lab.Host) []string {
+// hosts, one line each, sorted: to compare before and after an event. With
+// devices given, only theirs (see Devices): an earlier test's network that
+// the engines remove meanwhile is no change of the test's own.
+func Entries(t testing.TB, hosts []*lab.Host, devices ...string) []string {
 	t.Helper()
 	var out []string
 	for _, h := range hosts {
 		for _, d := range MustKernel(t, h).Devices {
+			if len(devices) > 0 && !slices.Contains(devices, d.Name) {
+				continue
+			}
 			for _, e := range d.FDB {
 				out = append(out, fmt.Sprintf("%s %s fdb %s", h.Name, d.Name, e))
 			}
@@ -361,5 +366,27 @@ func Entries(t testing.TB, hosts []*lab.Host) []string {
 		}
 	}
 	slices.Sort(out)
+	return out
+}
+
+// Devices names the VXLAN devices of the swarm networks on the lab's hosts
+// ("weft<VNI>"), as the manager's weft status reports them.
+func Devices(t testing.TB, l *lab.Lab, networks ...string) []string {
+	t.Helper()
+	rep := Status(t, l.Manager())
+	var out []string
+	for _, n := range networks {
+		id := strings.TrimSpace(l.Manager().MustDocker(t, "network", "inspect", "-f", "{{.Id}}", n))
+		found := false
+		for _, rn := range rep.Networks {
+			if rn.ID == id {
+				out = append(out, dataplane.DeviceName(rn.VNI))
+				found = true
+			}
+		}
+		if !found {
+			t.Fatalf("%s's weft status has no network %s (%s)", l.Manager().Name, n, id)
+		}
+	}
 	return out
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -96,8 +97,8 @@ func EntriesTowards(t testing.TB, h *lab.Host, vtep string) int {
 // WatchDeletes records the deletions of FDB and neighbour entries of
 // weft's devices on the hosts, from now until the returned function is
 // called; the function returns them, one line each, and may be called
-// again (it then returns nothing).
-func WatchDeletes(t testing.TB, hosts []*lab.Host) func() []string {
+// again (it then returns nothing). With devices given, only theirs.
+func WatchDeletes(t testing.TB, hosts []*lab.Host, devices ...string) func() []string {
 	t.Helper()
 	type watch struct {
 		h *lab.Host
@@ -131,7 +132,7 @@ func WatchDeletes(t testing.TB, hosts []*lab.Host) func() []string {
 				out = append(out, w.h.Name+": "+err.Error())
 			}
 			for _, c := range changes {
-				if c.Deleted {
+				if c.Deleted && (len(devices) == 0 || slices.Contains(devices, c.Device)) {
 					out = append(out, w.h.Name+": "+c.String())
 				}
 			}
