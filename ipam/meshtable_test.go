@@ -143,3 +143,12 @@ func TestAliveOnePerAddress(t *testing.T) {
 		t.Fatalf("alive voters with fakes at h3's address %q, want %q", got, want)
 	}
 }
+
+func TestKeyOwner(t *testing.T) {
+	b := netip.MustParsePrefix("10.1.0.0/28")
+	for _, k := range []string{hostKey("h1"), claimKey("h1", b), voteKey("h1", b), deadKey("h1", "h2"), grantKey("h1", "h2", b.Addr())} {
+		if o := KeyOwner(k); o != "h1" {
+			t.Fatalf("owner of %s: %q", k, o)
+		}
+	}
+}
