@@ -34,7 +34,10 @@ package catalog
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -121,10 +124,17 @@ type Catalog struct {
 
 	// mu guards the fields below; feed.Publish runs under it so that every
 	// subscriber sees changes in one order. Lock order: mu, then the mesh's.
-	mu         sync.Mutex
-	local      map[string]Record // by endpoint ID
-	remote     map[string]Record // by mesh key: other hosts' records
-	down       map[string]bool   // hosts whose weft is down
+	mu     sync.Mutex
+	local  map[string]Record // by endpoint ID
+	remote map[string]Record // by mesh key: other hosts' records
+	down   map[string]bool   // hosts whose weft is down
+	// addrs is each member's underlay address (from its mesh address),
+	// and parked the records refused only because their VTEP is not
+	// their host's address as the mesh knows it now: taken in if the
+	// host's address comes to match (the two news may arrive in either
+	// order).
+	addrs      map[string]string
+	parked     map[string]Record // by mesh key
 	vtep       string
 	namesReady bool
 	events     feed.Feed[Event]
@@ -150,6 +160,8 @@ func New(cfg Config) *Catalog {
 		local:     map[string]Record{},
 		remote:    map[string]Record{},
 		down:      map[string]bool{},
+		addrs:     map[string]string{},
+		parked:    map[string]Record{},
 		warned:    map[string]time.Time{},
 	}
 }
@@ -196,29 +208,25 @@ func (c *Catalog) applyLocked(evs []mesh.Event) {
 			continue
 		}
 		old, had := c.remote[e.Key]
+		delete(c.parked, e.Key)
 		switch ev.Kind {
 		case mesh.EntryPut:
 			r, err := decode(e.Owner, e.Key, e.Value)
 			if err == nil {
-				_, _, _, err = r.Addrs()
+				err = c.checkLocked(r, e.Key)
 			}
 			if err != nil {
-				c.warnLocked(e.Owner, "ignoring a malformed endpoint record", err)
+				if errors.Is(err, errVTEP) {
+					c.parked[e.Key] = r
+				}
+				c.warnLocked(e.Owner, "ignoring an endpoint record", err)
 				if had {
 					delete(c.remote, e.Key)
 					out = append(out, Event{Kind: Removed, Record: old})
 				}
 				continue
 			}
-			r.Down = c.down[e.Owner]
-			switch {
-			case !had:
-				c.remote[e.Key] = r
-				out = append(out, Event{Kind: Added, Record: r})
-			case !old.Equal(r):
-				c.remote[e.Key] = r
-				out = append(out, Event{Kind: Updated, Record: r, Old: old})
-			}
+			out = c.takeLocked(e.Key, r, out)
 		case mesh.EntryGone:
 			if had {
 				delete(c.remote, e.Key)
@@ -229,6 +237,93 @@ func (c *Catalog) applyLocked(evs []mesh.Event) {
 	c.events.Publish(out...)
 }
 
+// takeLocked holds r as the record of key, appending the event to out.
+func (c *Catalog) takeLocked(key string, r Record, out []Event) []Event {
+	r.Down = c.down[r.Host]
+	old, had := c.remote[key]
+	switch {
+	case !had:
+		c.remote[key] = r
+		out = append(out, Event{Kind: Added, Record: r})
+	case !old.Equal(r):
+		c.remote[key] = r
+		out = append(out, Event{Kind: Updated, Record: r, Old: old})
+	}
+	return out
+}
+
+// errVTEP marks a record whose VTEP is not its host's address.
+var errVTEP = errors.New("VTEP is not the address of the record's host")
+
+// checkLocked says why a record another host sent must not be taken in,
+// or nil. A host speaks only for itself: the record's key must be its
+// own (Key(host, endpoint)), and its VTEP its own underlay address (the
+// address its mesh member has); the mesh refuses keys of other owners
+// already (KeyOwner), this is the same rule where the record is read.
+// Every member holds the gossip key, so a member can still write under
+// another's name; what it writes then points at that member's address.
+func (c *Catalog) checkLocked(r Record, key string) error {
+	if key != Key(r.Host, r.Endpoint) {
+		return fmt.Errorf("endpoint record %s of %s: the key is not the host's own", key, r.Host)
+	}
+	_, _, vtep, err := r.Addrs()
+	if err != nil {
+		return err
+	}
+	if addr := c.addrs[r.Host]; addr != vtep.String() {
+		return fmt.Errorf("endpoint %s of %s: %w (%s, the host's is %q)", r.Endpoint, r.Host, errVTEP, r.VTEP, addr)
+	}
+	return nil
+}
+
+// KeyOwner names the host an endpoint record's key belongs to (the mesh's
+// Config.KeyOwner for Table): the part before the first slash.
+func KeyOwner(key string) string {
+	host, _, _ := strings.Cut(key, "/")
+	return host
+}
+
+// addrLocked records a member's underlay address and re-checks its
+// records against it: held records whose VTEP is no longer the host's
+// are parked (Removed), parked ones whose VTEP now is are taken in.
+func (c *Catalog) addrLocked(mb mesh.Member, out []Event) []Event {
+	addr := ""
+	if ap, err := netip.ParseAddrPort(mb.Addr); err == nil {
+		addr = ap.Addr().Unmap().String()
+	}
+	if addr == "" || c.addrs[mb.Name] == addr {
+		return out
+	}
+	c.addrs[mb.Name] = addr
+	var keys []string
+	for k, r := range c.remote {
+		if r.Host == mb.Name {
+			keys = append(keys, k)
+		}
+	}
+	for k, r := range c.parked {
+		if r.Host == mb.Name {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		if r, ok := c.parked[k]; ok {
+			if c.checkLocked(r, k) == nil {
+				delete(c.parked, k)
+				out = c.takeLocked(k, r, out)
+			}
+			continue
+		}
+		if r := c.remote[k]; c.checkLocked(r, k) != nil {
+			delete(c.remote, k)
+			c.parked[k] = r
+			out = append(out, Event{Kind: Removed, Record: r})
+		}
+	}
+	return out
+}
+
 // memberLocked marks the records of a host that went down, and unmarks
 // them when it is alive again, appending the Updated events to out. A host
 // that dies or leaves only loses its mark: the mesh withdraws its records
@@ -236,6 +331,15 @@ func (c *Catalog) applyLocked(evs []mesh.Event) {
 func (c *Catalog) memberLocked(mb mesh.Member, out []Event) []Event {
 	if mb.Name == c.self {
 		return out
+	}
+	out = c.addrLocked(mb, out)
+	if mb.State == mesh.StateDead || mb.State == mesh.StateLeft {
+		// Its records are withdrawn by the mesh; what was parked goes too.
+		for k, r := range c.parked {
+			if r.Host == mb.Name {
+				delete(c.parked, k)
+			}
+		}
 	}
 	down := mb.State == mesh.StateDown
 	switch {

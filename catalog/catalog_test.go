@@ -105,11 +105,11 @@ func TestLocalRecordsWaitForVTEPAndNames(t *testing.T) {
 		t.Fatalf("local records %+v", got)
 	}
 	h1.SetNames("e1", []string{"vp1", "peer.1"})
-	h1.SetVTEP("198.18.0.1")
+	h1.SetVTEP("10.99.0.1")
 	// Names not ready yet: nothing reaches h2. A put, were it made, would
 	// be there by the time h2 sees another record put after it.
 	h2.SetLocal(Record{Network: "n", VNI: 7, Endpoint: "marker", IP: "10.0.0.9", MAC: "02:77:0a:00:00:09"})
-	h2.SetVTEP("198.18.0.2")
+	h2.SetVTEP("10.99.0.2")
 	h2.NamesReady()
 	meshtest.WaitFor(t, 5*time.Second, "h2's record on h1", func() error {
 		if _, ok := remoteOf(h1, "marker"); !ok {
@@ -126,7 +126,7 @@ func TestLocalRecordsWaitForVTEPAndNames(t *testing.T) {
 		if !ok {
 			return fmt.Errorf("not yet")
 		}
-		if r.Host != "h1" || r.VTEP != "198.18.0.1" || !slices.Equal(r.Names, []string{"vp1", "peer.1"}) {
+		if r.Host != "h1" || r.VTEP != "10.99.0.1" || !slices.Equal(r.Names, []string{"vp1", "peer.1"}) {
 			return fmt.Errorf("record %+v", r)
 		}
 		return nil
@@ -136,7 +136,7 @@ func TestLocalRecordsWaitForVTEPAndNames(t *testing.T) {
 func TestEventsFollowTheCatalog(t *testing.T) {
 	c, cats := hosts(t, "h1", "h2", "h3")
 	for i, cat := range cats {
-		cat.SetVTEP(fmt.Sprintf("198.18.0.%d", i+1))
+		cat.SetVTEP(fmt.Sprintf("10.99.0.%d", i+1))
 		cat.NamesReady()
 	}
 	v := newView(cats[0])
@@ -206,7 +206,7 @@ func TestEventsFollowTheCatalog(t *testing.T) {
 func TestDownHostRecordsMarked(t *testing.T) {
 	c, cats := hosts(t, "h1", "h2", "h3")
 	h3 := cats[2]
-	h3.SetVTEP("198.18.0.3")
+	h3.SetVTEP("10.99.0.3")
 	h3.NamesReady()
 	for j := range 2 {
 		h3.SetLocal(Record{Network: "n", VNI: 7, Endpoint: fmt.Sprintf("e%d", j), IP: fmt.Sprintf("10.0.3.%d", j+2), MAC: fmt.Sprintf("02:77:0a:00:03:%02x", j+2)})
@@ -278,7 +278,7 @@ func TestDownHostRecordsMarked(t *testing.T) {
 	}
 	back := New(Config{Store: m3, NamesWait: time.Hour})
 	go back.Run(ctx)
-	back.SetVTEP("198.18.0.3")
+	back.SetVTEP("10.99.0.3")
 	for j := range 2 {
 		back.SetLocal(Record{Network: "n", VNI: 7, Endpoint: fmt.Sprintf("e%d", j), IP: fmt.Sprintf("10.0.3.%d", j+2), MAC: fmt.Sprintf("02:77:0a:00:03:%02x", j+2)})
 	}
@@ -318,8 +318,8 @@ func TestMalformedRecordsIgnored(t *testing.T) {
 	m2 := c.Members[1]
 	m2.Put(Table, Key("h2", "x"), []byte("{not json"))
 	m2.Put(Table, Key("h2", "y"), []byte(`{"ip":"10.0.0.3"}`))
-	m2.Put(Table, Key("h2", "z"), []byte(`{"ep":"z","ip":"nonsense","mac":"02:77:0a:00:00:04","vtep":"198.18.0.2"}`))
-	m2.Put(Table, Key("h2", "ok"), []byte(`{"ep":"ok","vni":7,"ip":"10.0.0.5","mac":"02:77:0a:00:00:05","vtep":"198.18.0.2"}`))
+	m2.Put(Table, Key("h2", "z"), []byte(`{"ep":"z","ip":"nonsense","mac":"02:77:0a:00:00:04","vtep":"10.99.0.2"}`))
+	m2.Put(Table, Key("h2", "ok"), []byte(`{"ep":"ok","vni":7,"ip":"10.0.0.5","mac":"02:77:0a:00:00:05","vtep":"10.99.0.2"}`))
 	meshtest.WaitFor(t, 5*time.Second, "the good record on h1", func() error {
 		if _, ok := remoteOf(cats[0], "ok"); !ok {
 			return fmt.Errorf("not yet")
@@ -333,7 +333,7 @@ func TestMalformedRecordsIgnored(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A good record turned bad is removed.
-	m2.Put(Table, Key("h2", "ok"), []byte(`{"ep":"ok","ip":"10.0.0.5","mac":"zz","vtep":"198.18.0.2"}`))
+	m2.Put(Table, Key("h2", "ok"), []byte(`{"ep":"ok","ip":"10.0.0.5","mac":"zz","vtep":"10.99.0.2"}`))
 	meshtest.WaitFor(t, 5*time.Second, "the spoiled record gone", func() error {
 		if _, ok := remoteOf(cats[0], "ok"); ok {
 			return fmt.Errorf("still there")
@@ -346,9 +346,9 @@ func TestMalformedRecordsIgnored(t *testing.T) {
 // not taken for remote ones.
 func TestOwnRecordsAreNotRemote(t *testing.T) {
 	c, cats := hosts(t, "h1", "h2")
-	c.Members[0].Put(Table, Key("h1", "old"), []byte(`{"ep":"old","ip":"10.0.0.5","mac":"02:77:0a:00:00:05","vtep":"198.18.0.1"}`))
+	c.Members[0].Put(Table, Key("h1", "old"), []byte(`{"ep":"old","ip":"10.0.0.5","mac":"02:77:0a:00:00:05","vtep":"10.99.0.1"}`))
 	cats[1].SetLocal(Record{Network: "n", VNI: 7, Endpoint: "marker", IP: "10.0.0.9", MAC: "02:77:0a:00:00:09"})
-	cats[1].SetVTEP("198.18.0.2")
+	cats[1].SetVTEP("10.99.0.2")
 	cats[1].NamesReady()
 	meshtest.WaitFor(t, 5*time.Second, "h2's record on h1", func() error {
 		if _, ok := remoteOf(cats[0], "marker"); !ok {
@@ -387,8 +387,9 @@ func TestSyncedCatchesUp(t *testing.T) {
 	st := &fakeStore{}
 	c := New(Config{Store: st, NamesWait: time.Hour}) // not run: nothing applies the queue but Synced
 	sub := c.Subscribe()
+	st.feed.Publish(mesh.Event{Kind: mesh.MemberChanged, Member: mesh.Member{Name: "h2", Addr: "10.99.0.2:7950", State: mesh.StateAlive}})
 	st.feed.Publish(mesh.Event{Kind: mesh.EntryPut, Entry: mesh.Entry{Table: Table, Key: Key("h2", "e1"), Owner: "h2", Clock: 1,
-		Value: []byte(`{"ep":"e1","vni":7,"ip":"10.0.0.5","mac":"02:77:0a:00:00:05","vtep":"198.18.0.2"}`)}})
+		Value: []byte(`{"ep":"e1","vni":7,"ip":"10.0.0.5","mac":"02:77:0a:00:00:05","vtep":"10.99.0.2"}`)}})
 	if c.Synced() {
 		t.Fatal("synced before the mesh")
 	}
@@ -402,5 +403,59 @@ func TestSyncedCatchesUp(t *testing.T) {
 	}
 	if rs := c.Remote(); len(rs) != 1 {
 		t.Fatalf("remote records after Synced: %+v", rs)
+	}
+}
+
+// A host speaks only for itself: a record under another host's key, or
+// whose VTEP is not its host's address, is not taken in; one parked for
+// its VTEP is taken in once its host's address matches, and parked again
+// when the address moves away. The positive control: the host's own
+// record at its own address is taken in.
+func TestRecordsBoundToTheirHost(t *testing.T) {
+	st := &fakeStore{}
+	c := New(Config{Store: st, NamesWait: time.Hour})
+	sub := c.Subscribe()
+	member := func(name, addr string) {
+		st.feed.Publish(mesh.Event{Kind: mesh.MemberChanged, Member: mesh.Member{Name: name, Addr: addr, State: mesh.StateAlive}})
+	}
+	put := func(owner, key, ep, vtep string) {
+		st.feed.Publish(mesh.Event{Kind: mesh.EntryPut, Entry: mesh.Entry{Table: Table, Key: key, Owner: owner, Clock: 1,
+			Value: []byte(`{"ep":"` + ep + `","vni":7,"ip":"10.0.0.5","mac":"02:77:0a:00:00:05","vtep":"` + vtep + `"}`)}})
+	}
+	remote := func() string {
+		c.catchUp()
+		var out []string
+		for _, r := range c.Remote() {
+			out = append(out, r.Host+"/"+r.Endpoint+"@"+r.VTEP)
+		}
+		return strings.Join(out, " ")
+	}
+	member("h2", "10.99.0.2:7950")
+	member("h3", "10.99.0.3:7950")
+	put("h3", Key("h2", "forged"), "forged", "10.99.0.3") // h2's key, written by h3
+	put("h3", Key("h3", "other"), "forged2", "10.99.0.3") // a key that is not its endpoint's
+	put("h3", Key("h3", "aim"), "aim", "10.99.0.9")       // VTEP elsewhere
+	put("h3", Key("h3", "ok"), "ok", "10.99.0.3")         // the positive control
+	if got := remote(); got != "h3/ok@10.99.0.3" {
+		t.Fatalf("remote records %q", got)
+	}
+	// h3's address moves to the one its parked record names: that record
+	// is taken in, the other parked.
+	member("h3", "10.99.0.9:7950")
+	if got := remote(); got != "h3/aim@10.99.0.9" {
+		t.Fatalf("after h3 moved: %q", got)
+	}
+	var kinds []string
+	for _, ev := range sub.Take() {
+		kinds = append(kinds, ev.Kind.String()+" "+ev.Record.Endpoint)
+	}
+	if got := strings.Join(kinds, ", "); got != "added ok, added aim, removed ok" {
+		t.Fatalf("events %q", got)
+	}
+	// Gone while parked: nothing comes back.
+	st.feed.Publish(mesh.Event{Kind: mesh.EntryGone, Entry: mesh.Entry{Table: Table, Key: Key("h3", "ok"), Owner: "h3"}})
+	member("h3", "10.99.0.3:7950")
+	if got := remote(); got != "" {
+		t.Fatalf("after the parked record went: %q", got)
 	}
 }

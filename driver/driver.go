@@ -147,6 +147,8 @@ type Driver struct {
 	// remotes are the remote endpoints the catalog holds, by VNI, whether
 	// or not this host has the network.
 	remotes map[uint32]*remoteSet
+	// refused is when a record of each host was last logged as refused.
+	refused map[string]time.Time
 	// passed holds the VNIs of the networks the last repair pass saw, so
 	// that a network's first pass (programming) is not taken for drift.
 	passed map[uint32]bool
@@ -211,6 +213,7 @@ func New(cfg Config, dp Dataplane, cat Catalog, ul Underlay) (*Driver, error) {
 		metrics:  newRepairMetrics(cfg.Registry),
 		networks: map[string]*Network{},
 		remotes:  map[uint32]*remoteSet{},
+		refused:  map[string]time.Time{},
 	}
 	d.allocated = d.store.loadAllocations(log)
 	nets := d.store.load(log)

@@ -2,7 +2,9 @@ package driver
 
 import (
 	"cmp"
+	"fmt"
 	"net"
+	"net/netip"
 	"slices"
 	"time"
 
@@ -25,10 +27,16 @@ import (
 //     the host is back: that host missed what happened meanwhile, and its
 //     weft republishes or withdraws the record once it has read its engine
 //     again (a changed record is a new claim);
-//  3. then the latest claim wins.
+//  3. then the earliest claim keeps it: a member can write records that
+//     claim any address (every member holds the gossip key), so a claim
+//     arriving for an address a live host's endpoint holds waits, logged,
+//     until that record goes. Swarm reusing a removed task's address
+//     waits so for the old record's removal (it comes with the change).
 //
 // When the holder goes, or loses its rank, the address is pointed at the
-// claim that holds it now instead of being deleted.
+// claim that holds it now instead of being deleted. Before any of this, a
+// record whose address is outside its network's subnet, is its gateway,
+// or is one of this host's own endpoints' is never programmed (admit).
 type remoteSet struct {
 	seq   uint64
 	byKey map[string]claim // catalog key (host/endpoint)
@@ -53,7 +61,7 @@ func (a claim) beats(b claim) bool {
 	if a.stale != b.stale {
 		return !a.stale
 	}
-	return a.seq > b.seq
+	return a.seq < b.seq
 }
 
 func newRemoteSet() *remoteSet {
@@ -183,6 +191,13 @@ func (d *Driver) apply(evs []catalog.Event) {
 				ops = append(ops, d.changeLocked(ev.Record.VNI, key, nil, local[ev.Record.VNI])...)
 				continue
 			}
+			if n := d.networkLocked(ev.Record.VNI); n != nil {
+				if err := admit(n, r); err != nil {
+					d.refusedLocked(ev.Record, err)
+					ops = append(ops, d.changeLocked(ev.Record.VNI, key, nil, true)...)
+					continue
+				}
+			}
 			ops = append(ops, d.changeLocked(ev.Record.VNI, key, &claim{r: r, down: ev.Record.Down}, local[ev.Record.VNI])...)
 		case catalog.Removed:
 			ops = append(ops, d.changeLocked(ev.Record.VNI, key, nil, local[ev.Record.VNI])...)
@@ -238,6 +253,12 @@ func (d *Driver) changeLocked(vni uint32, key string, next *claim, here bool) []
 		return nil
 	}
 	after := set.holders(ips...)
+	if next != nil {
+		if h := after[next.r.IP.String()]; !sameRemote(h.r, next.r) {
+			d.log.Warn("two endpoint records claim one address; the earlier claim of a live host keeps it",
+				"vni", vni, "ip", next.r.IP.String(), "holder_vtep", h.r.VTEP.String(), "claim", key, "claim_vtep", next.r.VTEP.String())
+		}
+	}
 	var sets, dels []kernelOp
 	for ip, a := range after {
 		if b, ok := before[ip]; !ok || !sameRemote(a.r, b.r) {
@@ -313,7 +334,7 @@ func (d *Driver) repair(periodic bool) {
 		}
 		var want []dataplane.RemoteEndpoint
 		if s := d.remotes[n.VNI]; s != nil {
-			want = s.list()
+			want = slices.DeleteFunc(s.list(), func(r dataplane.RemoteEndpoint) bool { return admit(n, r) != nil })
 		}
 		jobs = append(jobs, job{seg: seg, want: want, first: !d.passed[n.VNI]})
 		// Until the catalog is complete a pass only adds: the first
@@ -375,4 +396,50 @@ func unionRemotes(have, want []dataplane.RemoteEndpoint) []dataplane.RemoteEndpo
 		}
 	}
 	return append(out, want...)
+}
+
+// networkLocked returns this host's network of vni, or nil.
+func (d *Driver) networkLocked(vni uint32) *Network {
+	for _, n := range d.networks {
+		if n.VNI == vni {
+			return n
+		}
+	}
+	return nil
+}
+
+// admit says why a remote endpoint must not be programmed on network n,
+// or nil: its address must be inside the network's subnet, not its
+// gateway, and not one of this host's own endpoints' (whose traffic
+// stays on the macvlan; an entry on the VXLAN device would answer ARP
+// for it).
+func admit(n *Network, r dataplane.RemoteEndpoint) error {
+	ip, ok := netip.AddrFromSlice(r.IP)
+	if !ok {
+		return fmt.Errorf("address %v is not valid", r.IP)
+	}
+	ip = ip.Unmap()
+	if p, err := netip.ParsePrefix(n.Subnet); err == nil && !p.Contains(ip) {
+		return fmt.Errorf("address %s is outside the network's subnet %s", ip, p)
+	}
+	if gw, err := netip.ParseAddr(n.Gateway); err == nil && gw == ip {
+		return fmt.Errorf("address %s is the network's gateway", ip)
+	}
+	for _, ep := range n.Endpoints {
+		if p, err := netip.ParsePrefix(ep.Address); err == nil && p.Addr() == ip {
+			return fmt.Errorf("address %s is this host's endpoint %s", ip, short(ep.ID))
+		}
+	}
+	return nil
+}
+
+// refusedLocked logs a record that is not programmed, once a minute per
+// host at most.
+func (d *Driver) refusedLocked(r catalog.Record, err error) {
+	now := time.Now()
+	if last, ok := d.refused[r.Host]; ok && now.Sub(last) < time.Minute {
+		return
+	}
+	d.refused[r.Host] = now
+	d.log.Warn("endpoint record not programmed", "peer", r.Host, "network", short(r.Network), "endpoint", short(r.Endpoint), "err", err)
 }

@@ -102,9 +102,9 @@ func TestEventsWriteOneEntryEach(t *testing.T) {
 }
 
 // Two records may claim one address for a moment (swarm gives a task's
-// address to a new task while the old record is still around): the latest
-// holds it, alone in the kernel, and removing either claim leaves the
-// address with the other.
+// address to a new task while the old record is still around, or a member
+// forges a claim): the earlier holds it, alone in the kernel, and removing
+// either claim leaves the address with the other.
 func TestTwoClaimsOnOneAddress(t *testing.T) {
 	d, dp, cat := newTestDriver(t, "")
 	if err := createNet(t, d, netA, map[string]any{OptVNI: "300"}); err != nil {
@@ -114,17 +114,17 @@ func TestTwoClaimsOnOneAddress(t *testing.T) {
 	old := rec("h2", "old", 300, "10.10.0.20", "02:77:0a:0a:00:14", "198.18.0.2")
 	nu := rec("h3", "new", 300, "10.10.0.20", "02:42:0a:0a:00:99", "198.18.0.3")
 	cat.events.Publish(catalog.Event{Kind: catalog.Added, Record: old}, catalog.Event{Kind: catalog.Added, Record: nu})
-	waitTable(t, dp, 300, "10.10.0.20 02:42:0a:0a:00:99 198.18.0.3")
-	cat.events.Publish(catalog.Event{Kind: catalog.Removed, Record: old})
-	waitTable(t, dp, 300, "10.10.0.20 02:42:0a:0a:00:99 198.18.0.3")
+	waitTable(t, dp, 300, "10.10.0.20 02:77:0a:0a:00:14 198.18.0.2")
 	cat.events.Publish(catalog.Event{Kind: catalog.Removed, Record: nu})
+	waitTable(t, dp, 300, "10.10.0.20 02:77:0a:0a:00:14 198.18.0.2")
+	cat.events.Publish(catalog.Event{Kind: catalog.Removed, Record: old})
 	waitTable(t, dp, 300)
 
 	// The holder removed first: the address goes to the claim left.
 	cat.events.Publish(catalog.Event{Kind: catalog.Added, Record: old}, catalog.Event{Kind: catalog.Added, Record: nu})
-	waitTable(t, dp, 300, "10.10.0.20 02:42:0a:0a:00:99 198.18.0.3")
-	cat.events.Publish(catalog.Event{Kind: catalog.Removed, Record: nu})
 	waitTable(t, dp, 300, "10.10.0.20 02:77:0a:0a:00:14 198.18.0.2")
+	cat.events.Publish(catalog.Event{Kind: catalog.Removed, Record: old})
+	waitTable(t, dp, 300, "10.10.0.20 02:42:0a:0a:00:99 198.18.0.3")
 }
 
 // down returns r marked as the catalog marks the records of a host whose
@@ -181,27 +181,28 @@ func TestLiveBeatsDown(t *testing.T) {
 	// Its host back: the claim it made before stays behind.
 	step("down host back", []string{liveEntry},
 		catalog.Event{Kind: catalog.Updated, Old: down(stale, true), Record: stale})
-	// It publishes a changed record: a new claim, the latest, which wins.
+	// It publishes a changed record: a new claim, later than the live
+	// one, which keeps the address.
 	moved := stale
 	moved.MAC = "02:77:0a:0a:00:15"
-	step("new claim of the returned host", []string{"10.10.0.20 02:77:0a:0a:00:15 198.18.0.2"},
+	step("new claim of the returned host", []string{liveEntry},
 		catalog.Event{Kind: catalog.Updated, Old: stale, Record: moved})
 	step("it goes", []string{liveEntry},
 		catalog.Event{Kind: catalog.Removed, Record: moved})
 
-	// The holder's host goes down while an older live claim exists: the
+	// The holder's host goes down while a newer live claim exists: the
 	// live one takes the address over, and keeps it when the host is back.
 	other := rec("h4", "other", 300, "10.10.0.20", "02:66:0a:0a:00:14", "198.18.0.4")
-	step("newer live claim", []string{"10.10.0.20 02:66:0a:0a:00:14 198.18.0.4"},
+	step("newer live claim", []string{liveEntry},
 		catalog.Event{Kind: catalog.Added, Record: other})
-	step("its host down", []string{liveEntry},
-		catalog.Event{Kind: catalog.Updated, Old: other, Record: down(other, true)})
-	step("its host back", []string{liveEntry},
-		catalog.Event{Kind: catalog.Updated, Old: down(other, true), Record: other})
-	// A newer claim of a host that is down, the fresh live claim gone: the
-	// returned host's older claim still beats the down one.
+	step("the holder's host down", []string{"10.10.0.20 02:66:0a:0a:00:14 198.18.0.4"},
+		catalog.Event{Kind: catalog.Updated, Old: live, Record: down(live, true)})
+	step("its host back", []string{"10.10.0.20 02:66:0a:0a:00:14 198.18.0.4"},
+		catalog.Event{Kind: catalog.Updated, Old: down(live, true), Record: live})
+	// A newer claim of a host that is down: the live holder keeps it, and
+	// so does the claim left when the returned one goes.
 	third := rec("h5", "third", 300, "10.10.0.20", "02:55:0a:0a:00:14", "198.18.0.5")
-	step("newer down claim", []string{liveEntry},
+	step("newer down claim", []string{"10.10.0.20 02:66:0a:0a:00:14 198.18.0.4"},
 		catalog.Event{Kind: catalog.Added, Record: down(third, true)})
 	step("live claim gone", []string{"10.10.0.20 02:66:0a:0a:00:14 198.18.0.4"},
 		catalog.Event{Kind: catalog.Removed, Record: live})
@@ -332,5 +333,31 @@ func TestRepairAppliesQueuedRecordsFirst(t *testing.T) {
 	if rep.FDBRemoved != 0 || rep.NeighRemoved != 0 {
 		t.Fatalf("the repair removed entries whose records were queued: %+v", rep)
 	}
+	waitTable(t, dp, 300, "10.10.0.20 02:77:0a:0a:00:14 198.18.0.2")
+}
+
+// A record is programmed only with an address inside its network's
+// subnet, other than its gateway and this host's own endpoints', in the
+// per-change path and in the repair alike. The positive control: a record
+// inside the subnet is programmed.
+func TestRecordsInsideTheirSubnet(t *testing.T) {
+	d, dp, cat := newTestDriver(t, "")
+	if err := createNet(t, d, netA, map[string]any{OptVNI: "300"}); err != nil {
+		t.Fatal(err)
+	}
+	d.mu.Lock()
+	for _, n := range d.networks {
+		n.Endpoints["local1"] = &Endpoint{ID: "local1", Address: "10.10.0.9/24", MAC: "02:42:0a:0a:00:09"}
+	}
+	d.mu.Unlock()
+	runDriver(t, d)
+	cat.events.Publish(
+		catalog.Event{Kind: catalog.Added, Record: rec("h2", "outside", 300, "10.11.0.5", "02:77:0a:0b:00:05", "198.18.0.2")},
+		catalog.Event{Kind: catalog.Added, Record: rec("h2", "gateway", 300, "10.10.0.1", "02:77:0a:0a:00:01", "198.18.0.2")},
+		catalog.Event{Kind: catalog.Added, Record: rec("h2", "mine", 300, "10.10.0.9", "02:77:0a:0a:00:09", "198.18.0.2")},
+		catalog.Event{Kind: catalog.Added, Record: rec("h2", "ok", 300, "10.10.0.20", "02:77:0a:0a:00:14", "198.18.0.2")},
+	)
+	waitTable(t, dp, 300, "10.10.0.20 02:77:0a:0a:00:14 198.18.0.2")
+	d.repair(true)
 	waitTable(t, dp, 300, "10.10.0.20 02:77:0a:0a:00:14 198.18.0.2")
 }

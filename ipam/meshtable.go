@@ -61,12 +61,34 @@ func (t *MeshTable) Delete(key string) { t.m.Delete(MeshTableName, key) }
 func (t *MeshTable) Entries() []mesh.Entry { return t.m.Entries(MeshTableName) }
 
 // Alive implements Table: the members alive or suspected, this host
-// included.
+// included, at most one per underlay address. Where several alive members
+// share an address, none of them is listed (this host always is): a host
+// runs one member, so only a member posing as several (extra mesh nodes
+// on ports of its own address, which the gossip key lets it run) does
+// that, and its fakes must not vote.
 func (t *MeshTable) Alive() []string {
-	var out []string
+	self := t.m.LocalNode()
+	byAddr := map[string][]string{}
+	out := []string{self}
 	for _, mb := range t.m.Members() {
-		if mb.State == mesh.StateAlive || mb.State == mesh.StateSuspect {
-			out = append(out, mb.Name)
+		if mb.Name == self || (mb.State != mesh.StateAlive && mb.State != mesh.StateSuspect) {
+			continue
+		}
+		host := mb.Addr
+		if h, _, err := net.SplitHostPort(mb.Addr); err == nil {
+			host = h
+		}
+		byAddr[host] = append(byAddr[host], mb.Name)
+	}
+	selfAddr := ""
+	for _, mb := range t.m.Members() {
+		if mb.Name == self {
+			selfAddr, _, _ = net.SplitHostPort(mb.Addr)
+		}
+	}
+	for addr, names := range byAddr {
+		if len(names) == 1 && (addr != selfAddr || selfAddr == "") {
+			out = append(out, names[0])
 		}
 	}
 	return out

@@ -2,12 +2,19 @@ package ipam
 
 import (
 	"context"
+	"fmt"
+	"net"
 	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	goipam "github.com/docker/go-plugins-helpers/ipam"
 
+	"github.com/weftnet/weft/mesh"
 	"github.com/weftnet/weft/mesh/meshtest"
 )
 
@@ -95,3 +102,53 @@ func TestAllocatorsOverMesh(t *testing.T) {
 }
 
 type goipamAlloc struct{ goipam.Ipam }
+
+// TestAliveOnePerAddress: members posing as several (extra mesh nodes on
+// other ports of one address, with the gossip key) give no voter; the
+// hosts at addresses of their own do (the positive control).
+func TestAliveOnePerAddress(t *testing.T) {
+	c := meshtest.New(t, []string{"h1", "h2", "h3"}, nil)
+	table := NewMeshTable(c.Members[0])
+	want := "h1 h2 h3"
+	if got := strings.Join(slices.Sorted(slices.Values(table.Alive())), " "); got != want {
+		t.Fatalf("alive voters %q, want %q", got, want)
+	}
+	// Two fakes on h3's address, another port each.
+	host, _, _ := net.SplitHostPort(c.Addr(2))
+	for i, name := range []string{"fake1", "fake2"} {
+		addr := net.JoinHostPort(host, strconv.Itoa(mesh.DefaultPort+1+i))
+		tr, err := c.Net.NewTransport(addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := meshtest.Config(name)
+		cfg.Transport = tr
+		m, err := mesh.New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = m.Close() })
+		if err := m.Start(addr, []string{c.Addr(0)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	meshtest.WaitFor(t, 10*time.Second, "the fakes alive on h1", func() error {
+		if n := len(c.Members[0].Members()); n != 5 {
+			return fmt.Errorf("h1 knows %d members", n)
+		}
+		return nil
+	})
+	want = "h1 h2"
+	if got := strings.Join(slices.Sorted(slices.Values(table.Alive())), " "); got != want {
+		t.Fatalf("alive voters with fakes at h3's address %q, want %q", got, want)
+	}
+}
+
+func TestKeyOwner(t *testing.T) {
+	b := netip.MustParsePrefix("10.1.0.0/28")
+	for _, k := range []string{hostKey("h1"), claimKey("h1", b), voteKey("h1", b), deadKey("h1", "h2"), grantKey("h1", "h2", b.Addr())} {
+		if o := KeyOwner(k); o != "h1" {
+			t.Fatalf("owner of %s: %q", k, o)
+		}
+	}
+}

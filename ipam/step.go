@@ -118,7 +118,10 @@ func (a *Allocator) buildView(now time.Time) *view {
 				if err != nil || json.Unmarshal(val, &vr) != nil {
 					continue
 				}
-				if h.active && vr.Voter == h.rec.Epoch {
+				// Only the votes of alive voters count (Table.Alive: one per
+				// underlay address), so members posing as many cannot make
+				// a majority.
+				if h.active && h.alive && vr.Voter == h.rec.Epoch {
 					v.votes = append(v.votes, &voteView{voter: owner, block: b, voteRec: vr})
 				}
 			case kindDead:
@@ -126,7 +129,7 @@ func (a *Allocator) buildView(now time.Time) *view {
 				if json.Unmarshal(val, &d) != nil {
 					continue
 				}
-				v.dead = append(v.dead, &deadView{voter: owner, host: subj, deadRec: d, counted: h.active && d.Voter == h.rec.Epoch})
+				v.dead = append(v.dead, &deadView{voter: owner, host: subj, deadRec: d, counted: h.active && h.alive && d.Voter == h.rec.Epoch})
 			case kindGrant:
 				to, addr, _ := strings.Cut(subj, "/")
 				x, err := netip.ParseAddr(addr)

@@ -55,6 +55,14 @@ func grantKey(owner, to string, a netip.Addr) string {
 	return kindGrant + "/" + owner + "/" + to + "/" + a.String()
 }
 
+// KeyOwner names the host a key of the IPAM's mesh table belongs to (the
+// mesh's Config.KeyOwner for MeshTableName): the segment after the kind.
+func KeyOwner(key string) string {
+	_, rest, _ := strings.Cut(key, "/")
+	owner, _, _ := strings.Cut(rest, "/")
+	return owner
+}
+
 // splitKey returns the kind and the subject (block, host or address) of
 // owner's key; ok is false for a key that is not owner's.
 func splitKey(owner, key string) (kind, subject string, ok bool) {

@@ -107,6 +107,8 @@ const (
 	// minEntryLen is the smallest possible encoded entry: empty table, key
 	// and owner, one-byte clock, flags and one-byte value length or residual.
 	minEntryLen = 6
+	// maxDigestOwners bounds a digest: it names only alive members.
+	maxDigestOwners = 4096
 	// minDigestLen is the smallest encoded digest item.
 	minDigestLen = 1 + 1 + 1 + 8
 	// minBlockLen is the smallest encoded block: a digest item, a body
@@ -418,6 +420,10 @@ func decodeDigest(d *decoder) *digestMsg {
 	dm.Reply = flags&flagReply != 0
 	dm.Answer = flags&flagAnswer != 0
 	n := d.count(minDigestLen, "digest")
+	if n > maxDigestOwners {
+		d.err = fmt.Errorf("digest of %d owners: %w", n, errTooLarge)
+		return dm
+	}
 	dm.Owners = make([]ownerDigest, 0, n)
 	for i := uint64(0); i < n && d.err == nil; i++ {
 		var o ownerDigest

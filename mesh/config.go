@@ -157,6 +157,23 @@ type Config struct {
 	// another label are ignored, which keeps two clusters on one network
 	// apart.
 	Label string
+	// KeyOwner names the owner a key of table belongs to, for tables whose
+	// keys name their owner (ok false: the table's keys do not). An entry
+	// whose owner is not the one its key names is refused on receipt, never
+	// stored nor passed on, so it cannot displace the owner's own entry of
+	// that key; Put refuses such a key too. Every member must use the same
+	// rule. It is called under the mesh's lock and must not block. Nil: no
+	// table's keys name their owner.
+	KeyOwner func(table, key string) (owner string, ok bool)
+	// MaxEntriesPerOwner bounds the entries (tombstones included) one owner
+	// may have in one table, on every member: a key new to an owner beyond
+	// it is refused (logged), Put's included (default 65536; negative: no
+	// limit).
+	MaxEntriesPerOwner int
+	// MaxBytesPerOwner bounds the bytes of keys and values one owner may
+	// have, all tables together (default 64 MiB; negative: no limit).
+	MaxBytesPerOwner int
+
 	// EnableCompression turns on memberlist's LZW compression of packets
 	// and TCP messages. Off by default: on a LAN the bandwidth saved is
 	// small, while memberlist allocates a fresh dictionary per packet, which
@@ -186,6 +203,8 @@ func DefaultConfig() Config {
 		TCPTimeout:              5 * time.Second,
 		MaxQueuedBroadcasts:     4096,
 		UDPBufferSize:           1400,
+		MaxEntriesPerOwner:      1 << 16,
+		MaxBytesPerOwner:        64 << 20,
 	}
 }
 
@@ -255,6 +274,15 @@ func (c Config) withDefaults() (Config, error) {
 	setDur(&c.TCPTimeout, d.TCPTimeout)
 	setInt(&c.MaxQueuedBroadcasts, d.MaxQueuedBroadcasts)
 	setInt(&c.UDPBufferSize, d.UDPBufferSize)
+	setLimit := func(v *int, def int) {
+		if *v < 0 {
+			*v = 0
+		} else if *v == 0 {
+			*v = def
+		}
+	}
+	setLimit(&c.MaxEntriesPerOwner, d.MaxEntriesPerOwner)
+	setLimit(&c.MaxBytesPerOwner, d.MaxBytesPerOwner)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}

@@ -198,6 +198,9 @@ func (m *Mesh) dispatch(typ byte, body []byte, pushPull bool) error {
 	case msgBlocks:
 		return m.mergeBlocks(body)
 	case msgAnswer:
+		if err := m.checkSender(body); err != nil {
+			return err
+		}
 		d := decoder{b: body}
 		answer := decodeDigest(&d)
 		if d.err != nil {
@@ -208,6 +211,9 @@ func (m *Mesh) dispatch(typ byte, body []byte, pushPull bool) error {
 		}
 		m.digestReceived(answer)
 	case msgDigest:
+		if err := m.checkSender(body); err != nil {
+			return err
+		}
 		d := decoder{b: body}
 		dg := decodeDigest(&d)
 		if err := d.done(); err != nil {
@@ -222,6 +228,27 @@ func (m *Mesh) dispatch(typ byte, body []byte, pushPull bool) error {
 		m.leaveReceived(node)
 	default:
 		return errUnknownType
+	}
+	return nil
+}
+
+// checkSender reads only the sender of a digest or answer body, before
+// the rest is decoded or anything is queued: one that is not an alive
+// member other than this one is refused. The name is what the sender
+// says (every member holds the gossip key), so this keeps strangers'
+// digests out, not a member posing as another.
+func (m *Mesh) checkSender(body []byte) error {
+	d := decoder{b: body}
+	sender := d.bytes(maxOwnerLen)
+	if d.err != nil {
+		return d.err
+	}
+	m.mu.Lock()
+	ok := string(sender) != m.self && m.st.memberAlive(viewString(sender))
+	m.mu.Unlock()
+	if !ok {
+		m.stats.refused.Add(1)
+		return fmt.Errorf("digest from %q, not an alive member", sender)
 	}
 	return nil
 }
@@ -287,6 +314,12 @@ func (m *Mesh) merge(it *entryIter, relay bool) (changed bool) {
 			}
 			res := m.st.apply(w, now)
 			received++
+			if res.refused != refusedNone {
+				m.stats.refused.Add(1)
+				m.bad.warn("refused "+res.refused.String(), "mesh refused an entry: "+res.refused.String(),
+					"peer", w.Owner, "table", w.Table, "key", w.Key, "clock", w.Clock)
+				continue
+			}
 			if res.rec == nil {
 				continue
 			}

@@ -92,6 +92,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -153,7 +154,7 @@ type Mesh struct {
 	// coalesced.
 	probeNow chan struct{}
 
-	stats struct{ received, applied, skipped, digests atomic.Uint64 }
+	stats struct{ received, applied, skipped, digests, refused atomic.Uint64 }
 
 	// life serialises Start and Close, which hold it across memberlist's
 	// Create and Shutdown. Taken before mu, never by a delegate.
@@ -195,6 +196,11 @@ const (
 // forgetAfter is how long dead or gone members stay in Members.
 const forgetAfter = 10 * time.Minute
 
+// maxStrangers bounds how many owners that are not known members have
+// entries held: entries may outrun the news of their owner's join, but a
+// writer inventing owner names must not make the others hold without end.
+const maxStrangers = 64
+
 // New makes a member that is not yet on the network: Put, Delete,
 // Entries, Get, Watch and Members (this node only) work at once, and what
 // is written goes out when Start puts the member on the network. With a
@@ -219,6 +225,7 @@ func New(cfg Config) (*Mesh, error) {
 		sync:    syncScheduler{interval: cfg.SyncInterval},
 	}
 	m.st.watch = &m.watch
+	m.st.lim = limits{perTable: cfg.MaxEntriesPerOwner, bytes: cfg.MaxBytesPerOwner, strangers: maxStrangers, keyOwner: cfg.KeyOwner}
 	m.probeNow = make(chan struct{}, 1)
 	m.bad = newRateLog(m.log, 30*time.Second)
 	m.queue = &memberlist.TransmitLimitedQueue{
@@ -327,7 +334,14 @@ func (m *Mesh) Put(table, key string, value []byte) {
 			"table", table, "key_len", len(key), "value_len", len(value))
 		return
 	}
-	m.write(func(now time.Time) *record { return m.st.put(table, key, value, now) })
+	m.write(func(now time.Time) *record {
+		if why := m.st.refusePut(table, key, value); why != refusedNone {
+			m.bad.warn("put "+why.String(), "mesh put refused: "+why.String()+" (the other members would refuse it)",
+				"table", table, "key", key)
+			return nil
+		}
+		return m.st.put(table, key, value, now)
+	})
 }
 
 // Delete tombstones an entry this node owns and broadcasts the tombstone.
@@ -345,7 +359,7 @@ func (m *Mesh) write(f func(time.Time) *record) {
 		m.sync.changed(1)
 		m.broadcastLocked(r, now)
 		if m.cfg.StateDir != "" && m.st.clock >= m.clockCeil {
-			m.clockCeil = m.st.clock + clockReserve
+			m.clockCeil = m.st.clock + min(clockReserve, math.MaxUint64-m.st.clock)
 			ceil = m.clockCeil
 		}
 	}
@@ -397,6 +411,10 @@ type Stats struct {
 	Applied  uint64 // of those, entries that changed the table
 	Skipped  uint64 // entries in anti-entropy blocks skipped unread: already held
 	Digests  uint64 // digests sent (each starts or answers an exchange)
+	// Refused counts received entries refused (a clock too far ahead, a
+	// key naming another owner, an owner over its quota) and digests from
+	// senders that are not alive members.
+	Refused uint64
 }
 
 // SumStats adds up the counters of several members (of a simulated mesh,
@@ -409,6 +427,7 @@ func SumStats(ms []*Mesh) Stats {
 		sum.Applied += st.Applied
 		sum.Skipped += st.Skipped
 		sum.Digests += st.Digests
+		sum.Refused += st.Refused
 	}
 	return sum
 }
@@ -420,6 +439,7 @@ func (m *Mesh) Stats() Stats {
 		Applied:  m.stats.applied.Load(),
 		Skipped:  m.stats.skipped.Load(),
 		Digests:  m.stats.digests.Load(),
+		Refused:  m.stats.refused.Load(),
 	}
 }
 

@@ -11,6 +11,7 @@ package mesh
 
 import (
 	"bytes"
+	"math"
 	"math/bits"
 	"sort"
 	"strings"
@@ -41,12 +42,65 @@ type state struct {
 	alive   int                           // members alive, self included
 	names   map[string]string             // interned table and owner names
 
+	// lim bounds what one member can make the others hold (see admit).
+	lim limits
+	// strangers counts the owners held that are not in members.
+	strangers int
+
 	// watch receives every change of what Entries and Members show, at the
 	// point where it happens (see watch.go); nil: nobody listens.
 	watch *watchers
 }
 
 type tkey struct{ table, key string }
+
+// limits bounds what a member can make the others hold. Every member
+// holds the same gossip key, so the mesh cannot tell who wrote an entry:
+// a member can write under any owner's name. These limits bound what such
+// a writer costs; the owner's repair undoes what it writes under a live
+// owner's name, and the consumers check what an entry says.
+type limits struct {
+	// perTable is how many entries (tombstones included) an owner may have
+	// in one table; 0: no limit.
+	perTable int
+	// bytes bounds the keys and values an owner may have, all tables
+	// together; 0: no limit.
+	bytes int
+	// strangers is how many owners that are not known members may have
+	// entries held (hidden until they are alive); 0: no limit.
+	strangers int
+	// keyOwner names the owner a key of table belongs to (Config.KeyOwner).
+	keyOwner func(table, key string) (owner string, ok bool)
+}
+
+// maxClockLead is how far ahead of this member's clock a received entry's
+// clock may be. A Lamport clock advances by one per write of any member,
+// so a lead of 2^40 is a trillion writes: only a forger's entry is that
+// far ahead. Without the bound one entry with a clock of 2^64-1 would win
+// its key for ever and stop every member's clock.
+const maxClockLead = 1 << 40
+
+// refusal says why a received entry was not taken in.
+type refusal uint8
+
+const (
+	refusedNone  refusal = iota
+	refusedClock         // clock more than maxClockLead ahead
+	refusedKey           // the key names another owner (Config.KeyOwner)
+	refusedQuota         // over its owner's limits
+)
+
+func (r refusal) String() string {
+	switch r {
+	case refusedClock:
+		return "clock too far ahead"
+	case refusedKey:
+		return "key names another owner"
+	case refusedQuota:
+		return "owner over its quota"
+	}
+	return ""
+}
 
 // record is the newest version of one (table, key) that this node holds.
 type record struct {
@@ -62,6 +116,8 @@ type record struct {
 // swapping places with the last one (record.idx keeps each one's place).
 type ownerSet struct {
 	recs        []*record
+	perTable    map[string]int // entries per table
+	bytes       int            // keys and values
 	hash        uint64
 	maxClock    uint64
 	maxStale    bool
@@ -267,9 +323,14 @@ func (s *state) store(old *record, e Entry, reapAt time.Time, now time.Time) *re
 	t[e.Key] = r
 	set := s.owners[e.Owner]
 	if set == nil {
-		set = &ownerSet{}
+		set = &ownerSet{perTable: make(map[string]int, 1)}
 		s.owners[e.Owner] = set
+		if s.members[e.Owner] == nil {
+			s.strangers++
+		}
 	}
+	set.perTable[e.Table]++
+	set.bytes += len(e.Key) + len(e.Value)
 	if !s.memberShown(e.Owner) && set.hiddenSince.IsZero() {
 		set.hiddenSince = now
 	}
@@ -313,21 +374,90 @@ func (s *state) unlink(r *record) {
 			set.recs[len(set.recs)-1] = nil
 			set.recs = set.recs[:len(set.recs)-1]
 			set.hash ^= r.hash
+			if set.perTable[r.Table]--; set.perTable[r.Table] <= 0 {
+				delete(set.perTable, r.Table)
+			}
+			set.bytes -= len(r.Key) + len(r.Value)
 			if r.Clock >= set.maxClock {
 				set.maxStale = true
 			}
 			if len(set.recs) == 0 {
 				delete(s.owners, r.Owner)
+				if s.members[r.Owner] == nil {
+					s.strangers--
+				}
 			}
 		}
 	}
 	delete(s.tombs, r)
 }
 
-// tick advances the Lamport clock for a local write.
+// tick advances the Lamport clock for a local write. It never wraps: a
+// clock at 2^64-1 stays there (maxClockLead keeps received clocks from
+// getting it there in fewer than 2^24 forged steps).
 func (s *state) tick() uint64 {
-	s.clock++
+	if s.clock < math.MaxUint64 {
+		s.clock++
+	}
 	return s.clock
+}
+
+// admit says why a received entry must be refused before anything is
+// done with it, or refusedNone: a clock absurdly ahead of ours, or a key
+// that names another owner than the entry's.
+func (s *state) admit(e *Entry) refusal {
+	if e.Clock > s.clock && e.Clock-s.clock > maxClockLead {
+		return refusedClock
+	}
+	return s.keyRefused(e.Table, e.Key, e.Owner)
+}
+
+// keyRefused reports refusedKey if the key of table names another owner.
+func (s *state) keyRefused(table, key, owner string) refusal {
+	if s.lim.keyOwner != nil {
+		if o, ok := s.lim.keyOwner(table, key); ok && o != owner {
+			return refusedKey
+		}
+	}
+	return refusedNone
+}
+
+// overQuota reports whether storing e in place of old (nil if absent)
+// would take e's owner over its limits: a key new to the owner beyond its
+// entries in the table, any entry beyond its bytes, or an owner that is
+// not a member while as many strangers are held as allowed. Replacing a
+// key the owner holds never costs an entry.
+func (s *state) overQuota(e *Entry, old *record) bool {
+	set := s.owners[e.Owner]
+	if set == nil {
+		if s.lim.strangers > 0 && s.members[e.Owner] == nil && s.strangers >= s.lim.strangers {
+			return true
+		}
+		return s.lim.bytes > 0 && len(e.Key)+len(e.Value) > s.lim.bytes
+	}
+	same := old != nil && old.Owner == e.Owner
+	if !same && s.lim.perTable > 0 && set.perTable[e.Table] >= s.lim.perTable {
+		return true
+	}
+	size := len(e.Key) + len(e.Value)
+	if same {
+		size -= len(old.Key) + len(old.Value)
+	}
+	return s.lim.bytes > 0 && set.bytes+size > s.lim.bytes
+}
+
+// refusePut says why a local write must be refused, or refusedNone: the
+// members would refuse it (its key names another owner, or it takes this
+// member over its own quota).
+func (s *state) refusePut(table, key string, value []byte) refusal {
+	if r := s.keyRefused(table, key, s.self); r != refusedNone {
+		return r
+	}
+	e := Entry{Table: table, Key: key, Owner: s.self, Value: value}
+	if s.overQuota(&e, s.lookup(table, key)) {
+		return refusedQuota
+	}
+	return refusedNone
 }
 
 // observe advances the Lamport clock past a clock seen on the wire.
@@ -366,10 +496,14 @@ type applyResult struct {
 	rec     *record // the stored version when the table changed, else nil
 	visible bool    // what Entries shows changed
 	repair  bool    // rec is our own entry re-issued to correct a stale copy
+	refused refusal // why the entry was not taken in, if it was refused
 }
 
 // apply merges one entry received from the network.
 func (s *state) apply(in wireEntry, now time.Time) applyResult {
+	if why := s.admit(&in.Entry); why != refusedNone {
+		return applyResult{refused: why}
+	}
 	s.observe(in.Clock)
 	old := s.lookup(in.Table, in.Key)
 	if in.Owner == s.self {
@@ -391,6 +525,9 @@ func (s *state) apply(in wireEntry, now time.Time) applyResult {
 			return applyResult{}
 		}
 		reapAt = now.Add(res)
+	}
+	if s.overQuota(&in.Entry, old) {
+		return applyResult{refused: refusedQuota}
 	}
 	wasVisible := s.visible(old)
 	r := s.store(old, in.Entry, reapAt, now)
@@ -513,6 +650,9 @@ func (s *state) memberUp(m Member, port uint16, now time.Time) bool {
 		return false
 	}
 	wasDown := cur != nil && cur.State == StateDown
+	if cur == nil && s.owners[m.Name] != nil {
+		s.strangers--
+	}
 	s.members[m.Name] = &member{Member: m, port: port, since: now, returned: cur != nil && m.Name != s.self}
 	s.alive++
 	s.watch.member(m)
@@ -697,6 +837,9 @@ func (s *state) forgetMembers(now time.Time, d time.Duration) {
 	for name, m := range s.members {
 		if (m.State == StateDead || m.State == StateLeft) && now.Sub(m.since) > d {
 			delete(s.members, name)
+			if s.owners[name] != nil {
+				s.strangers++
+			}
 		}
 	}
 }

@@ -146,6 +146,7 @@ func build(cfg Config, log *slog.Logger) (*parts, error) {
 	if p.keys != nil {
 		mcfg.Keyring = p.keys
 	}
+	mcfg.KeyOwner = keyOwner
 	mcfg.DownGrace = cfg.DownGrace
 	if cfg.DownGrace == 0 {
 		mcfg.DownGrace = -1 // none: the mesh's zero is its default
@@ -298,6 +299,20 @@ func knownAddrs(m *mesh.Mesh) func() []netip.Addr {
 		}
 		return out
 	}
+}
+
+// keyOwner is the mesh's Config.KeyOwner: the tables whose keys name
+// the host that writes them, each by its own package's rule.
+func keyOwner(table, key string) (string, bool) {
+	switch table {
+	case catalog.Table:
+		return catalog.KeyOwner(key), true
+	case ipam.MeshTableName:
+		return ipam.KeyOwner(key), true
+	case vip.Table:
+		return vip.KeyOwner(key), true
+	}
+	return "", false
 }
 
 // memberAddrs returns the mesh members' addresses: the other hosts' VTEPs.

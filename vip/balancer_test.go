@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -201,9 +202,12 @@ func newGatedHosts(t *testing.T, n int, gates []*gatedStore) []*host {
 	var wg sync.WaitGroup
 	t.Cleanup(func() { cancel(); wg.Wait() })
 	var out []*host
-	for _, m := range c.Members {
+	for j, m := range c.Members {
 		h := &host{cat: catalog.New(catalog.Config{Store: m, NamesWait: time.Hour}), eng: newFakeEngine(), k: &fakeKernel{tables: map[string]Spec{}, sweeps: map[string][]Spec{}}}
-		h.cat.SetVTEP("198.18.0.1")
+		// Each host's own mesh address: the catalog takes no record
+		// whose VTEP is not its host's.
+		vtep, _, _ := strings.Cut(c.Addr(j), ":")
+		h.cat.SetVTEP(vtep)
 		h.cat.NamesReady()
 		cfg := DefaultConfig()
 		cfg.Engine, cfg.Store, cfg.Catalog, cfg.Kernel = h.eng, m, h.cat.Subscribe(), h.k

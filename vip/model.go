@@ -108,6 +108,13 @@ func claimKey(host, network, service string) string {
 	return host + "/" + network + "/" + service
 }
 
+// KeyOwner names the host a key of Table belongs to (the mesh's
+// Config.KeyOwner for Table): the part before the first slash.
+func KeyOwner(key string) string {
+	host, _, _ := strings.Cut(key, "/")
+	return host
+}
+
 // heldClaim is a claim with what ranks it against others of the same VIP.
 type heldClaim struct {
 	Claim

@@ -144,3 +144,9 @@ func TestSpecMarker(t *testing.T) {
 		t.Fatalf("spec of two networks: %+v", s)
 	}
 }
+
+func TestKeyOwner(t *testing.T) {
+	if o := KeyOwner(claimKey("h1", "net", "svc")); o != "h1" {
+		t.Fatalf("owner %q", o)
+	}
+}
