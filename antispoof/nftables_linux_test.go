@@ -340,3 +340,62 @@ func nsName(t testing.TB, h netns.NsHandle) string {
 	t.Fatal("namespace not found under /run/netns")
 	return ""
 }
+
+// received returns how many IPv4 packets the namespace ns received.
+func received(t testing.TB, ns string) int {
+	t.Helper()
+	out := run(t, "ip", "netns", "exec", ns, "cat", "/proc/net/snmp")
+	var head []string
+	for l := range strings.Lines(out) {
+		f := strings.Fields(l)
+		if len(f) == 0 || f[0] != "Ip:" {
+			continue
+		}
+		if head == nil {
+			head = f
+			continue
+		}
+		n, _ := strconv.Atoi(f[slices.Index(head, "InReceives")])
+		return n
+	}
+	t.Fatalf("no Ip InReceives in %s's /proc/net/snmp", ns)
+	return 0
+}
+
+// A container behind its host (as behind Docker's gateway bridge) that
+// sends to another host's VXLAN port: its datagrams reach the other host
+// without the table, and none do with it (counted in the other host's
+// namespace, where nothing else sends IPv4).
+func TestContainersDoNotReachTheVXLANPort(t *testing.T) {
+	needRoot(t)
+	if _, err := exec.LookPath("bash"); err != nil {
+		t.Skip("needs bash (its /dev/udp)")
+	}
+	a, b, _ := pair(t)
+	gw, _ := newNS(t)
+	run(t, "ip", "-n", a.ns, "link", "add", "g0", "type", "veth", "peer", "name", "g1", "netns", gw)
+	run(t, "ip", "-n", a.ns, "addr", "add", "172.31.0.1/24", "dev", "g0")
+	run(t, "ip", "-n", a.ns, "link", "set", "g0", "up")
+	run(t, "ip", "-n", gw, "addr", "add", "172.31.0.2/24", "dev", "g1")
+	run(t, "ip", "-n", gw, "link", "set", "g1", "up")
+	run(t, "ip", "-n", gw, "route", "add", "default", "via", "172.31.0.1")
+	run(t, "ip", "netns", "exec", a.ns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+	const n = 5
+	send := func() int {
+		before := received(t, b.ns)
+		for range n {
+			run(t, "ip", "netns", "exec", gw, "bash", "-c", "echo forged > /dev/udp/"+b.vtep.String()+"/"+strconv.Itoa(port))
+		}
+		return received(t, b.ns) - before
+	}
+	if got := send(); got != n {
+		t.Fatalf("without the table %d of %d datagrams reached the other host's VXLAN port (the control)", got, n)
+	}
+	syncs(t, a.table, Sources{Local: []Entry{a.local()}})
+	if got := send(); got != 0 {
+		t.Fatalf("with the table %d of %d datagrams reached the other host's VXLAN port", got, n)
+	}
+	if d := a.table.Dropped().Forward; d != n {
+		t.Errorf("forward drops counted: %d, want %d", d, n)
+	}
+}
