@@ -130,27 +130,32 @@ func pair(t testing.TB) (a, b host, c Entry) {
 	return hs[0], hs[1], c
 }
 
-// echoes returns how many ICMP echo requests the namespace ns took in.
-func echoes(t testing.TB, ns string) int {
+// snmp returns a counter of /proc/net/snmp in namespace ns: field of
+// group ("Icmp:", "Ip:").
+func snmp(t testing.TB, ns, group, field string) int {
 	t.Helper()
 	out := run(t, "ip", "netns", "exec", ns, "cat", "/proc/net/snmp")
 	var head []string
 	for l := range strings.Lines(out) {
 		f := strings.Fields(l)
-		if len(f) == 0 || f[0] != "Icmp:" {
+		if len(f) == 0 || f[0] != group {
 			continue
 		}
 		if head == nil {
 			head = f
 			continue
 		}
-		i := slices.Index(head, "InEchos")
-		n, _ := strconv.Atoi(f[i])
-		return n
+		if i := slices.Index(head, field); i > 0 && i < len(f) {
+			n, _ := strconv.Atoi(f[i])
+			return n
+		}
 	}
-	t.Fatalf("no Icmp InEchos in %s's /proc/net/snmp", ns)
+	t.Fatalf("no %s %s in %s's /proc/net/snmp", group, field, ns)
 	return 0
 }
+
+// echoes returns how many ICMP echo requests the namespace ns took in.
+func echoes(t testing.TB, ns string) int { return snmp(t, ns, "Icmp:", "InEchos") }
 
 // send pings from a's container to b's with source src, count times
 // (replies are not needed: b's echo counter tells what arrived), and
@@ -342,25 +347,7 @@ func nsName(t testing.TB, h netns.NsHandle) string {
 }
 
 // received returns how many IPv4 packets the namespace ns received.
-func received(t testing.TB, ns string) int {
-	t.Helper()
-	out := run(t, "ip", "netns", "exec", ns, "cat", "/proc/net/snmp")
-	var head []string
-	for l := range strings.Lines(out) {
-		f := strings.Fields(l)
-		if len(f) == 0 || f[0] != "Ip:" {
-			continue
-		}
-		if head == nil {
-			head = f
-			continue
-		}
-		n, _ := strconv.Atoi(f[slices.Index(head, "InReceives")])
-		return n
-	}
-	t.Fatalf("no Ip InReceives in %s's /proc/net/snmp", ns)
-	return 0
-}
+func received(t testing.TB, ns string) int { return snmp(t, ns, "Ip:", "InReceives") }
 
 // A container behind its host (as behind Docker's gateway bridge) that
 // sends to another host's VXLAN port: its datagrams reach the other host
