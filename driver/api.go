@@ -6,6 +6,7 @@ import (
 	"maps"
 	"net"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/docker/go-plugins-helpers/network"
@@ -124,6 +125,7 @@ func (d *Driver) DeleteNetwork(req *network.DeleteNetworkRequest) error {
 	for id := range n.Endpoints {
 		d.cat.RemoveLocal(id)
 	}
+	d.changeSourcesLocked(n, nil, slices.Collect(maps.Values(n.Endpoints)))
 	d.dropNetworkLocked(n)
 	if err := d.saveLocked(); err != nil {
 		d.log.Error("persist state", "err", err)
@@ -183,6 +185,11 @@ func (d *Driver) CreateEndpoint(req *network.CreateEndpointRequest) (*network.Cr
 		return nil, err
 	}
 	d.publishLocked(n, ep)
+	var was []*Endpoint
+	if existed && (prev.Address != ep.Address || prev.MAC != ep.MAC) {
+		was = append(was, prev)
+	}
+	d.changeSourcesLocked(n, []*Endpoint{ep}, was)
 	d.log.Info("endpoint created", "network", short(n.ID), "endpoint", short(ep.ID), "address", ep.Address, "mac", ep.MAC)
 	return resp, nil
 }
@@ -198,6 +205,7 @@ func (d *Driver) DeleteEndpoint(req *network.DeleteEndpointRequest) error {
 		return nil
 	}
 	delete(n.Endpoints, ep.ID)
+	d.changeSourcesLocked(n, nil, []*Endpoint{ep})
 	if err := d.saveLocked(); err != nil {
 		d.log.Error("persist state", "err", err)
 	}

@@ -32,6 +32,7 @@ import (
 	"github.com/docker/go-plugins-helpers/network"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/weftnet/weft/antispoof"
 	"github.com/weftnet/weft/catalog"
 	"github.com/weftnet/weft/dataplane"
 	"github.com/weftnet/weft/engine"
@@ -55,6 +56,20 @@ type Dataplane interface {
 	SetRemotes(vni uint32, want []dataplane.RemoteEndpoint) (dataplane.Repair, error)
 	// Remotes returns the remote endpoints programmed on a device.
 	Remotes(vni uint32) ([]dataplane.RemoteEndpoint, error)
+}
+
+// Sources is the table of the sources each network's packets may carry
+// between hosts (local endpoints out, each remote endpoint in from its
+// host); *antispoof.Table implements it, tests use a recording fake.
+type Sources interface {
+	// Change removes del's sources and adds add's, in one batch;
+	// antispoof.ErrNotBuilt before the first Sync.
+	Change(add, del antispoof.Sources) error
+	// Sync makes the table hold want; with prune false it keeps what it
+	// holds beyond want.
+	Sync(want antispoof.Sources, prune bool) (antispoof.Diff, error)
+	// Remove deletes the table.
+	Remove() error
 }
 
 // Catalog is the endpoint catalog as the driver uses it; *catalog.Catalog
@@ -93,6 +108,11 @@ type Config struct {
 	// Registry receives the driver's metrics (repair passes and the drift
 	// they fixed); nil keeps them unregistered.
 	Registry prometheus.Registerer
+	// Sources, when set, is kept holding the sources of every network
+	// here: each local endpoint's as it is created and deleted, each
+	// remote endpoint's as its entries are written, the whole table in
+	// every repair pass. It exists while this host has a network.
+	Sources Sources
 }
 
 // DefaultConfig returns the settings weft runs with unless told otherwise.
@@ -155,6 +175,9 @@ type Driver struct {
 	// netEvents tells subscribers (the name server) of networks coming and
 	// going; published under mu.
 	netEvents feed.Feed[NetworkEvent]
+	// sourcesOn tells that a repair pass wrote the table of sources, and
+	// no pass removed it since.
+	sourcesOn bool
 }
 
 var _ network.Driver = (*Driver)(nil)

@@ -170,6 +170,7 @@ func (d *Driver) apply(evs []catalog.Event) {
 		return
 	}
 	var ops []kernelOp
+	var src sourceChange
 	d.mu.Lock()
 	local := map[uint32]bool{}
 	for _, n := range d.networks {
@@ -183,24 +184,24 @@ func (d *Driver) apply(evs []catalog.Event) {
 		switch ev.Kind {
 		case catalog.Added, catalog.Updated:
 			if ev.Kind == catalog.Updated && ev.Old.VNI != ev.Record.VNI {
-				ops = append(ops, d.changeLocked(ev.Old.VNI, key, nil, local[ev.Old.VNI])...)
+				ops = append(ops, d.changeLocked(ev.Old.VNI, key, nil, local[ev.Old.VNI], &src)...)
 			}
 			r, err := toRemote(ev.Record)
 			if err != nil {
 				d.log.Warn("ignoring malformed endpoint record", "peer", ev.Record.Host, "err", err)
-				ops = append(ops, d.changeLocked(ev.Record.VNI, key, nil, local[ev.Record.VNI])...)
+				ops = append(ops, d.changeLocked(ev.Record.VNI, key, nil, local[ev.Record.VNI], &src)...)
 				continue
 			}
 			if n := d.networkLocked(ev.Record.VNI); n != nil {
 				if err := admit(n, r); err != nil {
 					d.refusedLocked(ev.Record, err)
-					ops = append(ops, d.changeLocked(ev.Record.VNI, key, nil, true)...)
+					ops = append(ops, d.changeLocked(ev.Record.VNI, key, nil, true, &src)...)
 					continue
 				}
 			}
-			ops = append(ops, d.changeLocked(ev.Record.VNI, key, &claim{r: r, down: ev.Record.Down}, local[ev.Record.VNI])...)
+			ops = append(ops, d.changeLocked(ev.Record.VNI, key, &claim{r: r, down: ev.Record.Down}, local[ev.Record.VNI], &src)...)
 		case catalog.Removed:
-			ops = append(ops, d.changeLocked(ev.Record.VNI, key, nil, local[ev.Record.VNI])...)
+			ops = append(ops, d.changeLocked(ev.Record.VNI, key, nil, local[ev.Record.VNI], &src)...)
 		}
 	}
 	d.mu.Unlock()
@@ -217,6 +218,7 @@ func (d *Driver) apply(evs []catalog.Event) {
 			d.log.Debug("kernel entry write failed", "vni", op.vni, "ip", op.r.IP.String(), "set", op.set, "err", err)
 		}
 	}
+	d.writeSources(src)
 }
 
 // changeLocked sets (next) or removes (nil) the claim of key on vni and,
@@ -224,7 +226,9 @@ func (d *Driver) apply(evs []catalog.Event) {
 // device from the holders of the addresses involved before the change to
 // those after it: the new holders written first, then what nothing holds
 // any more deleted, so a moved endpoint is never unreachable in between.
-func (d *Driver) changeLocked(vni uint32, key string, next *claim, here bool) []kernelOp {
+// The sources of the holders that changed go into src: the new holders'
+// added, the old ones' removed.
+func (d *Driver) changeLocked(vni uint32, key string, next *claim, here bool, src *sourceChange) []kernelOp {
 	set := d.remotes[vni]
 	if set == nil {
 		if next == nil {
@@ -263,6 +267,7 @@ func (d *Driver) changeLocked(vni uint32, key string, next *claim, here bool) []
 	for ip, a := range after {
 		if b, ok := before[ip]; !ok || !sameRemote(a.r, b.r) {
 			sets = append(sets, kernelOp{vni: vni, set: true, r: a.r})
+			src.add.Remote = append(src.add.Remote, remoteSource(vni, a.r))
 		}
 	}
 	for ip, b := range before {
@@ -270,6 +275,7 @@ func (d *Driver) changeLocked(vni uint32, key string, next *claim, here bool) []
 		if held && sameRemote(a.r, b.r) {
 			continue
 		}
+		src.del.Remote = append(src.del.Remote, remoteSource(vni, b.r))
 		var del dataplane.RemoteEndpoint
 		if !held {
 			del.IP = b.r.IP // its neighbour entry: nothing holds the address
@@ -325,6 +331,7 @@ func (d *Driver) repair(periodic bool) {
 	jobs := make([]job, 0, len(d.networks))
 	changed := false
 	passed := make(map[uint32]bool, len(d.networks))
+	quiet := false
 	for _, n := range d.networks {
 		before := n.MTU
 		seg := d.segmentLocked(n)
@@ -337,11 +344,13 @@ func (d *Driver) repair(periodic bool) {
 			want = slices.DeleteFunc(s.list(), func(r dataplane.RemoteEndpoint) bool { return admit(n, r) != nil })
 		}
 		jobs = append(jobs, job{seg: seg, want: want, first: !d.passed[n.VNI]})
+		quiet = quiet || !d.passed[n.VNI]
 		// Until the catalog is complete a pass only adds: the first
 		// complete one may still remove what the last run left.
 		passed[n.VNI] = d.passed[n.VNI] || complete
 	}
 	d.passed = passed
+	d.syncSourcesLocked(complete, quiet)
 	if changed {
 		if err := d.saveLocked(); err != nil {
 			d.log.Error("persist state", "err", err)

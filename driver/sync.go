@@ -75,6 +75,7 @@ func (d *Driver) SyncEngine(nets []EngineNetwork, grace time.Duration) (adoptedN
 			ep := &Endpoint{ID: ee.ID, Address: ee.Address, MAC: ee.MAC, IfName: ifName(ee.ID), Joined: true, seen: now}
 			n.Endpoints[ep.ID] = ep
 			d.publishLocked(n, ep)
+			d.changeSourcesLocked(n, []*Endpoint{ep}, nil)
 			adoptedEps++
 			changed = true
 		}
@@ -87,6 +88,7 @@ func (d *Driver) SyncEngine(nets []EngineNetwork, grace time.Duration) (adoptedN
 				d.log.Warn("delete interface", "endpoint", short(id), "err", err)
 			}
 			delete(n.Endpoints, id)
+			d.changeSourcesLocked(n, nil, []*Endpoint{ep})
 			dropped++
 			changed = true
 		}

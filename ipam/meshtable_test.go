@@ -34,11 +34,14 @@ func TestAllocatorsOverMesh(t *testing.T) {
 	names := []string{"h1", "h2", "h3"}
 	c := meshtest.New(t, names, nil)
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	// The loops end, and write no more state, before the test's state
+	// directories are removed (a loop still writing failed the cleanup).
+	var loops sync.WaitGroup
+	defer func() { cancel(); loops.Wait() }()
 	allocs := map[string]*goipamAlloc{}
 	for i, name := range names {
 		table := NewMeshTable(c.Members[i])
-		go table.Run(ctx)
+		loops.Go(func() { table.Run(ctx) })
 		cfg := DefaultConfig()
 		cfg.StateDir = t.TempDir()
 		cfg.Table = table
@@ -48,7 +51,7 @@ func TestAllocatorsOverMesh(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		go a.Run(ctx)
+		loops.Go(func() { a.Run(ctx) })
 		if _, err := a.RequestPool(&goipam.RequestPoolRequest{Pool: "10.40.0.0/24"}); err != nil {
 			t.Fatal(err)
 		}

@@ -68,6 +68,10 @@ type Config struct {
 	// Firewall keeps weft's ports to members with an nftables table of
 	// weft's own (WEFT_FIREWALL, true by default).
 	Firewall bool
+	// SourceFilter lets a weft network's packets cross hosts only with
+	// their endpoints' own MAC and address (WEFT_SOURCE_FILTER, true by
+	// default; see antispoof).
+	SourceFilter bool
 	// DNSDomain is the domain weft's names are answered under, besides
 	// bare (WEFT_DNS_DOMAIN).
 	DNSDomain string
@@ -106,6 +110,7 @@ func DefaultConfig() Config {
 		KeyPort:      keyservice.DefaultPort,
 		KeyRotation:  24 * time.Hour,
 		Firewall:     true,
+		SourceFilter: true,
 	}
 }
 
@@ -167,6 +172,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	}
 	boolean("WEFT_MESH_INSECURE", &c.MeshInsecure)
 	boolean("WEFT_FIREWALL", &c.Firewall)
+	boolean("WEFT_SOURCE_FILTER", &c.SourceFilter)
 	switch v := strings.TrimSpace(getenv("WEFT_KEY_ROTATION")); v {
 	case "":
 	case "never", "0":

@@ -21,6 +21,12 @@ func TestConfigFromEnv(t *testing.T) {
 	if c.DownGrace != 10*time.Minute {
 		t.Fatalf("default down grace %s, want 10m", c.DownGrace)
 	}
+	if !c.SourceFilter {
+		t.Fatal("the source filter is off by default")
+	}
+	if c, err := ConfigFromEnv(env(map[string]string{"WEFT_SOURCE_FILTER": "false"})); err != nil || c.SourceFilter {
+		t.Fatalf("WEFT_SOURCE_FILTER=false: %+v, %v", c.SourceFilter, err)
+	}
 	c, err = ConfigFromEnv(env(map[string]string{"WEFT_PEERS": "198.18.0.1, 198.18.0.2:7950", "LOG_LEVEL": "debug", "WEFT_SCOPE": "local", "WEFT_DOWN_GRACE": "1h30m", "WEFT_METRICS_ADDR": "0.0.0.0:9795"}))
 	if err != nil || len(c.Peers) != 2 || c.Scope != "local" || c.DownGrace != 90*time.Minute || c.MetricsAddr != "0.0.0.0:9795" {
 		t.Fatalf("settings: %+v, %v", c, err)

@@ -26,6 +26,7 @@ import (
 	"github.com/docker/go-plugins-helpers/network"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/weftnet/weft/antispoof"
 	"github.com/weftnet/weft/catalog"
 	"github.com/weftnet/weft/dataplane"
 	"github.com/weftnet/weft/dns"
@@ -168,6 +169,15 @@ func build(cfg Config, log *slog.Logger) (*parts, error) {
 	dcfg.VXLANPort = cfg.VXLANPort
 	dcfg.Logger = log.With("component", "driver")
 	dcfg.Registry = p.registry
+	if cfg.SourceFilter {
+		t, err := antispoof.New(antispoof.Config{VXLANPort: cfg.VXLANPort, ExemptVNI: dataplane.ProbeVNI, NetNSFd: -1})
+		if err != nil {
+			p.mesh.Close()
+			p.kernel.Close()
+			return nil, err
+		}
+		dcfg.Sources = t
+	}
 	if p.driver, err = driver.New(dcfg, p.kernel, p.catalog, p.underlay); err != nil {
 		p.mesh.Close()
 		p.kernel.Close()
