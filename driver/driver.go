@@ -193,6 +193,9 @@ type Network struct {
 	Gateway   string               `json:"gateway,omitempty"`
 	Options   map[string]string    `json:"options,omitempty"`
 	Endpoints map[string]*Endpoint `json:"endpoints"`
+
+	// seen is when this process created or restored the network.
+	seen time.Time
 }
 
 // Endpoint is one local endpoint, as persisted.
@@ -243,8 +246,9 @@ func New(cfg Config, dp Dataplane, cat Catalog, ul Underlay) (*Driver, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for _, n := range nets {
+		n.seen = time.Now()
 		for _, ep := range n.Endpoints {
-			ep.seen = time.Now()
+			ep.seen = n.seen
 		}
 		d.networks[n.ID] = n
 		if err := d.dp.EnsureSegment(d.segmentLocked(n)); err != nil {

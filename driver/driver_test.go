@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/docker/go-plugins-helpers/network"
 
@@ -559,5 +560,39 @@ func TestSyncEngineAdoptsOnlyNetworksInUse(t *testing.T) {
 	}
 	if _, ok := dp.networks[310]; !ok {
 		t.Fatal("the network in use was not adopted")
+	}
+}
+
+// TestSyncEngineDropsNetworksTheEngineLost: a network Docker removed while
+// the plugin was down (its last container gone, then the network) is not
+// listed by the engine any more; past the grace it goes, with its
+// endpoints' interfaces and its device. One still listed stays.
+func TestSyncEngineDropsNetworksTheEngineLost(t *testing.T) {
+	d, dp, _ := newTestDriver(t, "")
+	listed := EngineNetwork{ID: netA, Options: map[string]string{OptVNI: "320"}, Subnet: "10.10.0.0/24", Gateway: "10.10.0.1",
+		Endpoints: []EngineEndpoint{{ID: ep1, Address: "10.10.0.5/24", MAC: "02:77:0a:0a:00:05"}}}
+	gone := EngineNetwork{ID: netB, Options: map[string]string{OptVNI: "321"}, Subnet: "10.11.0.0/24", Gateway: "10.11.0.1",
+		Endpoints: []EngineEndpoint{{ID: ep2, Address: "10.11.0.5/24", MAC: "02:77:0a:0b:00:05"}}}
+	if n, e, _ := d.SyncEngine([]EngineNetwork{listed, gone}, time.Hour); n != 2 || e != 2 {
+		t.Fatalf("adopted %d networks and %d endpoints, want 2 and 2", n, e)
+	}
+	// Within the grace an unlisted network stays (the engine may not list
+	// it yet).
+	if _, _, dropped := d.SyncEngine([]EngineNetwork{listed}, time.Hour); dropped != 0 || len(d.Networks()) != 2 {
+		t.Fatalf("dropped %d endpoints and kept %d networks within the grace", dropped, len(d.Networks()))
+	}
+	if _, _, dropped := d.SyncEngine([]EngineNetwork{listed}, 0); dropped != 1 {
+		t.Fatalf("dropped %d endpoints, want the lost network's 1", dropped)
+	}
+	if got := d.Networks(); len(got) != 1 || got[0].ID != netA {
+		t.Fatalf("networks after the sync: %+v, want only %s", got, netA)
+	}
+	dp.mu.Lock()
+	defer dp.mu.Unlock()
+	if _, ok := dp.networks[321]; ok {
+		t.Fatal("the lost network's device is still there")
+	}
+	if _, ok := dp.networks[320]; !ok {
+		t.Fatal("the listed network's device went")
 	}
 }

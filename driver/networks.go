@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"time"
 
 	"github.com/docker/go-plugins-helpers/network"
 )
@@ -69,7 +70,7 @@ func (d *Driver) adoptLocked(id string, raw map[string]string, p pool) (*Network
 		}
 		return nil, fmt.Errorf("VNI %d is already used by network %s on this host", opts.VNI, short(other))
 	}
-	n := &Network{ID: id, VNI: opts.VNI, Subnet: p.Subnet, Gateway: p.Gateway, Options: raw, Endpoints: map[string]*Endpoint{}}
+	n := &Network{ID: id, VNI: opts.VNI, Subnet: p.Subnet, Gateway: p.Gateway, Options: raw, Endpoints: map[string]*Endpoint{}, seen: time.Now()}
 	old, replay := d.networks[id]
 	if replay {
 		n.Endpoints = old.Endpoints

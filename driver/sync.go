@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/weftnet/weft/engine"
@@ -34,15 +36,19 @@ type EngineEndpoint struct {
 // the engine no longer has, and that are older than grace (so that an
 // endpoint being created is not taken for a stale one), are deleted and
 // withdrawn: an engine that crashed never calls DeleteEndpoint for the
-// containers that died with it. Networks are only removed by
-// DeleteNetwork; devices of networks the driver does not have are. It
-// returns what it changed.
+// containers that died with it. Networks the driver holds that the engine
+// no longer lists, older than grace, go with their endpoints (Docker
+// removed them while the plugin was down), and so do devices of networks
+// the driver does not have. It returns what it changed.
 func (d *Driver) SyncEngine(nets []EngineNetwork, grace time.Duration) (adoptedNets, adoptedEps, dropped int) {
+	droppedNets := 0
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	now := time.Now()
 	changed := false
+	listed := map[string]bool{}
 	for _, en := range nets {
+		listed[en.ID] = true
 		n, ok := d.networks[en.ID]
 		if !ok && len(en.Endpoints) == 0 {
 			// Not in use here: a swarm manager lists every swarm network,
@@ -93,6 +99,30 @@ func (d *Driver) SyncEngine(nets []EngineNetwork, grace time.Duration) (adoptedN
 			changed = true
 		}
 	}
+	// Networks the engine no longer has here went while the plugin could
+	// not hear of it (Docker removed their last container, then the
+	// network, while the plugin was down): their endpoints and device go.
+	// The engine lists a network from the moment it asks weft for it, so
+	// one unlisted past the grace is gone.
+	for id, n := range d.networks {
+		if listed[id] || now.Sub(n.seen) < grace {
+			continue
+		}
+		for _, ep := range n.Endpoints {
+			d.cat.RemoveLocal(ep.ID)
+			if err := d.dp.DeleteInterface(ep.IfName); err != nil {
+				d.log.Warn("delete interface", "endpoint", short(ep.ID), "err", err)
+			}
+			dropped++
+		}
+		d.changeSourcesLocked(n, nil, slices.Collect(maps.Values(n.Endpoints)))
+		if err := d.dp.DeleteSegment(n.VNI); err != nil {
+			d.log.Warn("delete the device of a network the engine no longer has", "network", short(id), "vni", n.VNI, "err", err)
+		}
+		d.dropNetworkLocked(n)
+		droppedNets++
+		changed = true
+	}
 	// Devices of networks the driver does not have (deleted while it had
 	// lost them) go, now that its view is complete.
 	if vnis, err := d.dp.Segments(); err == nil {
@@ -111,7 +141,7 @@ func (d *Driver) SyncEngine(nets []EngineNetwork, grace time.Duration) (adoptedN
 		if err := d.saveLocked(); err != nil {
 			d.log.Error("persist state", "err", err)
 		}
-		d.log.Warn(fmt.Sprintf("state repaired from the engine: adopted %d networks and %d endpoints weft had lost, dropped %d endpoints the engine no longer has", adoptedNets, adoptedEps, dropped))
+		d.log.Warn(fmt.Sprintf("state repaired from the engine: adopted %d networks and %d endpoints weft had lost, dropped %d networks and %d endpoints the engine no longer has", adoptedNets, adoptedEps, droppedNets, dropped))
 	}
 	return adoptedNets, adoptedEps, dropped
 }
