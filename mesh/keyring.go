@@ -384,22 +384,27 @@ func (k *Keyring) saveLocked() error {
 	if err := statefile.Save(k.path, doc); err != nil {
 		return fmt.Errorf("save keyring: %w", err)
 	}
-	if len(doc.Keys) == 0 || (k.marked && k.seed == "") {
+	if len(doc.Keys) == 0 {
 		return nil
 	}
-	seed := k.seed
-	err := UpdateNode(k.dir, func(n *Node) {
-		if n.Keyed == "" {
-			n.Keyed = time.Now().UTC().Format(time.RFC3339)
+	if !k.marked || k.seed != "" {
+		seed := k.seed
+		err := UpdateNode(k.dir, func(n *Node) {
+			if n.Keyed == "" {
+				n.Keyed = time.Now().UTC().Format(time.RFC3339)
+			}
+			if seed != "" && !slices.Contains(n.Seeds, seed) {
+				n.Seeds = append(n.Seeds, seed)
+			}
+		})
+		if err != nil {
+			return fmt.Errorf("record in %s that this host has a mesh key: %w", NodeFile, err)
 		}
-		if seed != "" && !slices.Contains(n.Seeds, seed) {
-			n.Seeds = append(n.Seeds, seed)
-		}
-	})
-	if err != nil {
-		return fmt.Errorf("record in %s that this host has a mesh key: %w", NodeFile, err)
+		k.marked, k.seed = true, ""
 	}
-	k.marked, k.seed = true, ""
+	// Ready also when the host was marked already: a host whose keyring
+	// was lost or corrupt gets its keys back from the key service (or
+	// weft key install) and must start its mesh then.
 	k.readyOnce.Do(func() { close(k.ready) })
 	return nil
 }

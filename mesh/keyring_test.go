@@ -287,3 +287,39 @@ func FuzzKeyringFile(f *testing.F) {
 		}
 	})
 }
+
+// TestKeyringReadyAfterCorruptRing: a host that has had a key (node.json
+// says so) whose keyring file is corrupt starts empty and waits; the ring
+// a key service hands it makes it ready, so its mesh starts (seen in the
+// lab: the mesh stayed off after the keyring came back).
+func TestKeyringReadyAfterCorruptRing(t *testing.T) {
+	dir := t.TempDir()
+	if err := UpdateNode(dir, func(n *Node) { n.Keyed = "2026-01-01T00:00:00Z" }); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, KeysFile), []byte("{garbled"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	k, _, err := LoadKeyring(dir, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !k.Empty() || k.HadKey() == "" {
+		t.Fatalf("a corrupt keyring: empty %v, had %q", k.Empty(), k.HadKey())
+	}
+	select {
+	case <-k.Ready():
+		t.Fatal("ready without a key")
+	default:
+	}
+	s := bytes.Repeat([]byte{7}, 32)
+	r := Ring{Keys: []RingKey{{ID: KeyID{3, "m1"}, Created: time.Now(), Secret: s}}, Primary: s, Floor: KeyID{3, "m1"}}
+	if err := k.SetRing(r); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-k.Ready():
+	default:
+		t.Fatal("not ready once the key service handed a ring over")
+	}
+}
