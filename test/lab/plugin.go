@@ -2,8 +2,10 @@ package lab
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 )
@@ -23,9 +25,9 @@ func (l *Lab) InstallPlugin(ctx context.Context, dir, name string, settings ...s
 // InstallPlugin (re)installs the managed plugin in dir as name and enables
 // it: it removes any plugin of that name, creates it, points its
 // "docker-socket" mount at this host's dockerd socket, its "state" mount
-// at StateDir and its "swarm" mount at SwarmDir (the host's own data
-// root's: the default, /var/lib/docker/swarm, is another engine's or
-// none), applies settings ("KEY=VALUE", e.g. "LOG_LEVEL=debug"), and
+// at StateDir and its "swarm" mount, if its config has one, at SwarmDir
+// (the host's own data root's: the default, /var/lib/docker/swarm, is
+// another engine's or none), applies settings ("KEY=VALUE", e.g. "LOG_LEVEL=debug"), and
 // enables it.
 func (h *Host) InstallPlugin(ctx context.Context, dir, name string, settings ...string) error {
 	if _, err := os.Stat(dir + "/config.json"); err != nil {
@@ -40,11 +42,16 @@ func (h *Host) InstallPlugin(ctx context.Context, dir, name string, settings ...
 	if _, err := h.Docker(ctx, "plugin", "create", name, dir); err != nil {
 		return err
 	}
-	set := slices.Concat([]string{"plugin", "set", name,
+	mounts := []string{"plugin", "set", name,
 		"docker-socket.source=" + h.Socket,
 		"state.source=" + h.StateDir,
-		"swarm.source=" + h.SwarmDir(),
-	}, settings)
+	}
+	if has, err := hasMount(dir, "swarm"); err != nil {
+		return err
+	} else if has {
+		mounts = append(mounts, "swarm.source="+h.SwarmDir())
+	}
+	set := slices.Concat(mounts, settings)
 	if _, err := h.Docker(ctx, set...); err != nil {
 		return err
 	}
@@ -85,4 +92,27 @@ func (h *Host) EnablePlugin(ctx context.Context, name string) error {
 func notFound(err error) bool {
 	s := err.Error()
 	return strings.Contains(s, "not found") || strings.Contains(s, "No such plugin")
+}
+
+// hasMount reports whether the plugin configuration in dir declares a
+// mount named name (builds before weft's key service have no "swarm").
+func hasMount(dir, name string) (bool, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "config.json"))
+	if err != nil {
+		return false, err
+	}
+	var cfg struct {
+		Mounts []struct {
+			Name string `json:"name"`
+		} `json:"mounts"`
+	}
+	if err := json.Unmarshal(b, &cfg); err != nil {
+		return false, fmt.Errorf("plugin configuration %s: %w", dir, err)
+	}
+	for _, m := range cfg.Mounts {
+		if m.Name == name {
+			return true, nil
+		}
+	}
+	return false, nil
 }
