@@ -30,7 +30,7 @@ func renderLinks(w io.Writer, r Report) {
 	for _, l := range r.Links {
 		hs := "none yet"
 		if l.HandshakeAgeSeconds >= 0 {
-			hs = (time.Duration(l.HandshakeAgeSeconds*float64(time.Second))).Round(time.Second).String() + " ago"
+			hs = (time.Duration(l.HandshakeAgeSeconds * float64(time.Second))).Round(time.Second).String() + " ago"
 		}
 		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d/%d\n", l.Peer, l.VTEP, l.Tunnel, l.Path, hs, l.RxBytes, l.TxBytes)
 	}
