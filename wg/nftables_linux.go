@@ -12,7 +12,16 @@ package wg
 //	    type filter hook input priority filter - 10; policy accept;
 //	    iifname != "weftwg0" meta l4proto udp udp dport <vxlan> @th,96,32 & 0xffffff00 @vnis counter drop
 //	  }
+//	  chain output {
+//	    type filter hook output priority filter - 10; policy accept;
+//	    oifname != "weftwg0" meta l4proto udp udp dport <vxlan> @th,96,32 & 0xffffff00 @vnis counter drop
+//	  }
 //	}
+//
+// The output chain keeps an encrypted network's VXLAN off every other
+// interface: while weftwg0 is missing (a userspace tunnel between two runs
+// of the plugin), its route goes with it, and the device's packets would
+// otherwise follow whatever route is left, in clear.
 //
 // Decrypted VXLAN arrives on weftwg0 and passes on (to weft's table of
 // sources, which checks it like any other); the same VNI from any other
@@ -110,30 +119,41 @@ func (f *NFTFilter) Set(ifname string, port int, vnis []uint32) error {
 	}
 	policy := nftables.ChainPolicyAccept
 	prio := nftables.ChainPriorityRef(*nftables.ChainPriorityFilter - 10)
-	ch := c.AddChain(&nftables.Chain{
-		Name: "input", Table: tbl, Type: nftables.ChainTypeFilter,
-		Hooknum: nftables.ChainHookInput, Priority: prio, Policy: &policy,
-	})
 	name := make([]byte, unix.IFNAMSIZ)
 	copy(name, ifname)
 	p := binary.BigEndian.AppendUint16(nil, uint16(port))
-	c.AddRule(&nftables.Rule{Table: tbl, Chain: ch, Exprs: []expr.Any{
-		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
+	for _, h := range []struct {
+		chain string
+		hook  *nftables.ChainHook
+		iface expr.MetaKey
+	}{{"input", nftables.ChainHookInput, expr.MetaKeyIIFNAME}, {"output", nftables.ChainHookOutput, expr.MetaKeyOIFNAME}} {
+		ch := c.AddChain(&nftables.Chain{
+			Name: h.chain, Table: tbl, Type: nftables.ChainTypeFilter,
+			Hooknum: h.hook, Priority: prio, Policy: &policy,
+		})
+		c.AddRule(&nftables.Rule{Table: tbl, Chain: ch, Exprs: dropVNIs(h.iface, name, p, s)})
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("write table %s: %w", FilterTable, err)
+	}
+	return nil
+}
+
+// dropVNIs is "<iface> != name udp dport port (VNI) @s counter drop".
+func dropVNIs(iface expr.MetaKey, name, port []byte, s *nftables.Set) []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: iface, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: name},
 		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_UDP}},
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: p},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: port},
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 12, Len: 4},
 		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: []byte{0xff, 0xff, 0xff, 0}, Xor: []byte{0, 0, 0, 0}},
 		&expr.Lookup{SourceRegister: 1, SetName: s.Name, SetID: s.ID},
 		&expr.Counter{},
 		&expr.Verdict{Kind: expr.VerdictDrop},
-	}})
-	if err := c.Flush(); err != nil {
-		return fmt.Errorf("write table %s: %w", FilterTable, err)
 	}
-	return nil
 }
 
 // holds reports whether the table exists with exactly want in its set and
@@ -153,18 +173,24 @@ func (f *NFTFilter) holds(c *nftables.Conn, want [][]byte) bool {
 			return false
 		}
 	}
-	rules, err := c.GetRules(tbl, &nftables.Chain{Name: "input", Table: tbl})
-	return err == nil && len(rules) == 1
+	for _, ch := range []string{"input", "output"} {
+		rules, err := c.GetRules(tbl, &nftables.Chain{Name: ch, Table: tbl})
+		if err != nil || len(rules) != 1 {
+			return false
+		}
+	}
+	return true
 }
 
-// Dropped returns how many packets the rule dropped (0 without a table).
-func (f *NFTFilter) Dropped() uint64 {
+// Dropped returns how many packets the chain ("input" or "output")
+// dropped; 0 without a table.
+func (f *NFTFilter) Dropped(chain string) uint64 {
 	c, err := nftables.New(f.opts...)
 	if err != nil {
 		return 0
 	}
 	tbl := f.table()
-	rules, err := c.GetRules(tbl, &nftables.Chain{Name: "input", Table: tbl})
+	rules, err := c.GetRules(tbl, &nftables.Chain{Name: chain, Table: tbl})
 	if err != nil {
 		return 0
 	}
