@@ -129,7 +129,7 @@ func TestEncryptedNetwork(t *testing.T) {
 			dstIP := netip.MustParseAddr(labtest.ContainerIP(t, h2, c.dst, c.net))
 			frame := vxlanEcho(c.vni, srcMAC, dstMAC, srcIP, dstIP)
 			before := icmpInEchos(t, h2, c.dst)
-			sendUDPFrom(t, h3, h2.Addr(), 4790, frame, 20)
+			sendRawUDP(t, h3, h2, 4790, frame, 20)
 			var got int
 			err := lab.WaitFor(context.Background(), 5*time.Second, 200*time.Millisecond, func() error {
 				if got = icmpInEchos(t, h2, c.dst) - before; got < 18 {
@@ -145,8 +145,11 @@ func TestEncryptedNetwork(t *testing.T) {
 				t.Fatalf("crafted plaintext frames for the encrypted VNI delivered %d echo requests", got)
 			}
 		}
-		out, _ := h2.Exec(context.Background(), "nft", "list", "table", "ip", "weft_sealed")
-		t.Logf("h2's drop rule:\n%s", out)
+		out, _ := h2.Exec(context.Background(), "nft", "list", "chain", "ip", "weft_sealed", "input")
+		t.Logf("h2's arrival drop rule:\n%s", out)
+		if !strings.Contains(out, "counter packets 20 ") {
+			t.Errorf("h2's drop rule did not count the 20 crafted frames")
+		}
 	})
 
 	t.Run("restart", func(t *testing.T) {
@@ -217,23 +220,54 @@ func checksum(b []byte) uint16 {
 	return ^uint16(s)
 }
 
-// sendUDPFrom sends payload n times to dst:port from a socket opened in
-// h's host namespace (the socket keeps its namespace; the thread is
-// switched back before it is unlocked).
-func sendUDPFrom(t *testing.T, h *lab.Host, dst netip.Addr, port int, payload []byte, n int) {
+// sendRawUDP sends payload n times in UDP from h's underlay address to
+// dst's port, as whole Ethernet frames on h's underlay interface through
+// a packet socket opened in h's host namespace (the socket keeps its
+// namespace; the thread is switched back before it is unlocked). A packet
+// socket passes by h's own output rules, which keep an encrypted VNI's
+// VXLAN off the underlay: the frame tests dst's arrival rule alone.
+func sendRawUDP(t *testing.T, h, dst *lab.Host, port int, payload []byte, n int) {
 	t.Helper()
-	var fd int
-	err := inNetNS(h.NetNS, func() (err error) {
-		fd, err = unix.Socket(unix.AF_INET, unix.SOCK_DGRAM, 0)
+	mac := func(x *lab.Host) net.HardwareAddr {
+		out, err := x.Exec(context.Background(), "cat", "/sys/class/net/"+lab.UnderlayIf+"/address")
+		m, perr := net.ParseMAC(strings.TrimSpace(out))
+		if err != nil || perr != nil {
+			t.Fatalf("underlay MAC of %s: %q %v %v", x.Name, out, err, perr)
+		}
+		return m
+	}
+	srcMAC, dstMAC := mac(h), mac(dst)
+	udp := make([]byte, 8, 8+len(payload))
+	binary.BigEndian.PutUint16(udp[0:], 40000)
+	binary.BigEndian.PutUint16(udp[2:], uint16(port))
+	binary.BigEndian.PutUint16(udp[4:], uint16(8+len(payload)))
+	udp = append(udp, payload...) // checksum 0: none, allowed over IPv4
+	ip := make([]byte, 20)
+	ip[0], ip[8], ip[9] = 0x45, 64, unix.IPPROTO_UDP
+	binary.BigEndian.PutUint16(ip[2:], uint16(20+len(udp)))
+	s4, d4 := h.Addr().As4(), dst.Addr().As4()
+	copy(ip[12:], s4[:])
+	copy(ip[16:], d4[:])
+	binary.BigEndian.PutUint16(ip[10:], checksum(ip))
+	frame := append(append(append(append([]byte{}, dstMAC...), srcMAC...), 0x08, 0x00), append(ip, udp...)...)
+	var fd, ifindex int
+	err := inNetNS(h.NetNS, func() error {
+		ifi, err := net.InterfaceByName(lab.UnderlayIf)
+		if err != nil {
+			return err
+		}
+		ifindex = ifi.Index
+		fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, 0)
 		return err
 	})
 	if err != nil {
-		t.Fatalf("socket in %s: %v", h.Name, err)
+		t.Fatalf("packet socket in %s: %v", h.Name, err)
 	}
 	defer unix.Close(fd)
-	sa := &unix.SockaddrInet4{Port: port, Addr: dst.As4()}
+	sa := &unix.SockaddrLinklayer{Ifindex: ifindex, Halen: 6}
+	copy(sa.Addr[:], dstMAC)
 	for range n {
-		if err := unix.Sendto(fd, payload, 0, sa); err != nil {
+		if err := unix.Sendto(fd, frame, 0, sa); err != nil {
 			t.Fatalf("send from %s: %v", h.Name, err)
 		}
 		time.Sleep(20 * time.Millisecond) // paces the echo requests, not a wait for a condition
