@@ -181,18 +181,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	boolean("WEFT_MESH_INSECURE", &c.MeshInsecure)
 	boolean("WEFT_FIREWALL", &c.Firewall)
 	boolean("WEFT_SOURCE_FILTER", &c.SourceFilter)
-	switch v := strings.TrimSpace(getenv("WEFT_KEY_ROTATION")); v {
-	case "":
-	case "never", "0":
-		c.KeyRotation = -1
-	default:
-		d, err := time.ParseDuration(v)
-		if err != nil || d < time.Minute {
-			bad("WEFT_KEY_ROTATION=%q is not a duration of 1m or more, nor never", v)
-		} else {
-			c.KeyRotation = d
-		}
-	}
+	rotation("WEFT_KEY_ROTATION", getenv, bad, &c.KeyRotation)
 	if v := getenv("WEFT_PEERS"); v != "" {
 		for _, p := range strings.Split(v, ",") {
 			p = strings.TrimSpace(p)

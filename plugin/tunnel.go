@@ -32,16 +32,22 @@ func tunnelEnv(c *Config, getenv func(string) string, bad func(string, ...any)) 
 			c.WGSubnet = p.Masked()
 		}
 	}
-	switch v := strings.TrimSpace(getenv("WEFT_WG_ROTATION")); v {
+	rotation("WEFT_WG_ROTATION", getenv, bad, &c.WGRotation)
+}
+
+// rotation reads a key rotation period: a Go duration of 1m or more, or
+// never (-1).
+func rotation(name string, getenv func(string) string, bad func(string, ...any), dst *time.Duration) {
+	switch v := strings.TrimSpace(getenv(name)); v {
 	case "":
 	case "never", "0":
-		c.WGRotation = -1
+		*dst = -1
 	default:
 		d, err := time.ParseDuration(v)
 		if err != nil || d < time.Minute {
-			bad("WEFT_WG_ROTATION=%q is not a duration of 1m or more, nor never", v)
+			bad("%s=%q is not a duration of 1m or more, nor never", name, v)
 		} else {
-			c.WGRotation = d
+			*dst = d
 		}
 	}
 }
