@@ -346,10 +346,13 @@ func (t *Tunnel) reconcile(encrypted map[string]uint32, records map[string]Recor
 	}
 	want := t.wantPeersLocked(records, members, addr)
 	if err := t.dev.configure(t.priv, t.cfg.Port, t.cfg.Keepalive, want); err != nil {
-		t.log.Error("configure WireGuard peers", "device", t.cfg.Name, "err", err)
-	} else {
-		t.peers = want
+		// The interface may be gone (deleted by hand, or its TUN
+		// closed): the next pass opens it again.
+		t.log.Error("configure WireGuard peers; the tunnel is opened again", "device", t.cfg.Name, "err", err)
+		t.closeLocked(false)
+		return
 	}
+	t.peers = want
 	rec, _ := json.Marshal(Record{Key: t.priv.PublicKey().String(), VTEP: self.String(), Port: t.cfg.Port, Path: t.dev.path()})
 	if string(rec) != string(t.published) {
 		t.cfg.Store.Put(Table, t.cfg.Store.LocalNode(), rec)
