@@ -33,9 +33,10 @@ type device interface {
 	// existingKey returns the private key the interface already has (a
 	// kernel link that outlived the last run).
 	existingKey() (wgtypes.Key, bool)
-	// configure sets the key and port, and makes the peers exactly want,
-	// touching only the peers that differ, so sessions of the others go on.
-	configure(priv wgtypes.Key, port int, keepalive time.Duration, want map[string]peer) error
+	// configure sets the key and port, and makes the peers want (and,
+	// with prune, only want), touching only the peers that differ, so
+	// sessions of the others go on.
+	configure(priv wgtypes.Key, port int, keepalive time.Duration, want map[string]peer, prune bool) error
 	stats() map[wgtypes.Key]wgtypes.Peer
 	close()
 }
@@ -119,7 +120,7 @@ func (d *wgDev) existingKey() (wgtypes.Key, bool) {
 	return dv.PrivateKey, true
 }
 
-func (d *wgDev) configure(priv wgtypes.Key, port int, keepalive time.Duration, want map[string]peer) error {
+func (d *wgDev) configure(priv wgtypes.Key, port int, keepalive time.Duration, want map[string]peer, prune bool) error {
 	dv, err := d.client.Device(d.name)
 	if err != nil {
 		return fmt.Errorf("read WireGuard device %s: %w", d.name, err)
@@ -145,7 +146,7 @@ func (d *wgDev) configure(priv wgtypes.Key, port int, keepalive time.Duration, w
 		})
 	}
 	for k := range have {
-		if !wanted[k] {
+		if prune && !wanted[k] {
 			removes = append(removes, wgtypes.PeerConfig{PublicKey: k, Remove: true})
 		}
 	}

@@ -78,6 +78,7 @@ func (s *pipeStore) deliver(key string, ev mesh.Event) {
 }
 
 func (s *pipeStore) LocalNode() string { return s.self }
+func (s *pipeStore) Synced() bool      { return true }
 func (s *pipeStore) Put(table, key string, value []byte) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -77,6 +77,10 @@ type Store interface {
 	Put(table, key string, value []byte)
 	Delete(table, key string)
 	Watch(table string, members bool) *feed.Sub[mesh.Event]
+	// Synced reports whether the table is complete; until then peers the
+	// device has are kept (a kernel device that outlived the last run
+	// keeps carrying traffic while the mesh catches up).
+	Synced() bool
 }
 
 // Links is the kernel side of the interface; *dataplane.Kernel
@@ -246,41 +250,53 @@ func (t *Tunnel) Run(ctx context.Context) {
 		rotate = tk.C
 	}
 	defer t.close()
+	networks := func() {
+		for _, ev := range t.cfg.Networks.Take() {
+			if ev.Up && ev.Encrypted {
+				encrypted[ev.ID] = ev.VNI
+			} else {
+				delete(encrypted, ev.ID)
+			}
+		}
+	}
+	entries := func() {
+		for _, ev := range watch.Take() {
+			switch ev.Kind {
+			case mesh.EntryPut:
+				var r Record
+				if err := json.Unmarshal(ev.Entry.Value, &r); err != nil {
+					t.log.Warn("ignoring malformed tunnel record", "peer", ev.Entry.Key, "err", err)
+					delete(records, ev.Entry.Key)
+					continue
+				}
+				records[ev.Entry.Key] = r
+			case mesh.EntryGone:
+				delete(records, ev.Entry.Key)
+			case mesh.MemberChanged:
+				m := ev.Member
+				ap, err := netip.ParseAddrPort(m.Addr)
+				if err == nil && (m.State == mesh.StateAlive || m.State == mesh.StateSuspect || m.State == mesh.StateDown) {
+					members[m.Name] = ap.Addr().Unmap()
+				} else {
+					delete(members, m.Name)
+				}
+			}
+		}
+	}
+	// The snapshots first: the networks this host has, the records and
+	// members known, before anything is decided (a first pass without
+	// them would remove a kernel device that outlived the last run).
+	networks()
+	entries()
+	t.reconcile(encrypted, records, members)
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.cfg.Networks.Ready():
-			for _, ev := range t.cfg.Networks.Take() {
-				if ev.Up && ev.Encrypted {
-					encrypted[ev.ID] = ev.VNI
-				} else {
-					delete(encrypted, ev.ID)
-				}
-			}
+			networks()
 		case <-watch.Ready():
-			for _, ev := range watch.Take() {
-				switch ev.Kind {
-				case mesh.EntryPut:
-					var r Record
-					if err := json.Unmarshal(ev.Entry.Value, &r); err != nil {
-						t.log.Warn("ignoring malformed tunnel record", "peer", ev.Entry.Key, "err", err)
-						delete(records, ev.Entry.Key)
-						continue
-					}
-					records[ev.Entry.Key] = r
-				case mesh.EntryGone:
-					delete(records, ev.Entry.Key)
-				case mesh.MemberChanged:
-					m := ev.Member
-					ap, err := netip.ParseAddrPort(m.Addr)
-					if err == nil && (m.State == mesh.StateAlive || m.State == mesh.StateSuspect || m.State == mesh.StateDown) {
-						members[m.Name] = ap.Addr().Unmap()
-					} else {
-						delete(members, m.Name)
-					}
-				}
-			}
+			entries()
 		case <-t.cfg.Changed:
 		case <-repair.C:
 		case <-rotate:
@@ -308,12 +324,15 @@ func (t *Tunnel) reconcile(encrypted map[string]uint32, records map[string]Recor
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if len(encrypted) == 0 || !self.IsValid() {
+	if len(encrypted) == 0 {
 		if t.dev != nil {
 			t.log.Info("no encrypted network here; tunnel closed", "device", t.cfg.Name)
 		}
 		t.closeLocked(true)
 		return
+	}
+	if !self.IsValid() {
+		return // the underlay address comes: the next pass
 	}
 	addr, err := Overlay(t.cfg.Subnet, self)
 	if err != nil {
@@ -345,7 +364,7 @@ func (t *Tunnel) reconcile(encrypted map[string]uint32, records map[string]Recor
 		t.log.Error("configure the WireGuard interface", "device", t.cfg.Name, "err", err)
 	}
 	want := t.wantPeersLocked(records, members, addr)
-	if err := t.dev.configure(t.priv, t.cfg.Port, t.cfg.Keepalive, want); err != nil {
+	if err := t.dev.configure(t.priv, t.cfg.Port, t.cfg.Keepalive, want, t.cfg.Store.Synced()); err != nil {
 		// The interface may be gone (deleted by hand, or its TUN
 		// closed): the next pass opens it again.
 		t.log.Error("configure WireGuard peers; the tunnel is opened again", "device", t.cfg.Name, "err", err)
