@@ -38,6 +38,7 @@ func TestEncryptedLocalNetwork(t *testing.T) {
 	meshReach(t, cs, func(c labtest.Ctr) string { return c.IP }, time.Minute)
 	for _, h := range l.Hosts {
 		rep := labtest.Status(t, h)
+		t.Logf("%s's encrypted links: %+v", h.Name, rep.Links)
 		if len(rep.Links) != len(l.Hosts)-1 {
 			t.Errorf("%s shows %d encrypted links, want %d: %+v", h.Name, len(rep.Links), len(l.Hosts)-1, rep.Links)
 		}
