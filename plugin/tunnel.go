@@ -60,6 +60,7 @@ func buildTunnel(cfg Config, p *parts, log *slog.Logger) (*wg.Tunnel, error) {
 	wcfg := wg.DefaultConfig()
 	wcfg.Port, wcfg.Subnet, wcfg.Rotate, wcfg.VXLANPort = cfg.WGPort, cfg.WGSubnet, cfg.WGRotation, cfg.VXLANPort
 	wcfg.Store, wcfg.Links, wcfg.Networks = p.mesh, p.kernel, p.driver.SubscribeNetworks()
+	wcfg.Endpoints = p.catalog.Subscribe()
 	wcfg.Self = func() netip.Addr { return p.underlay.State().Addr }
 	wcfg.MTU, wcfg.Changed = p.underlay.MTU, p.underlay.Changed()
 	wcfg.Filter = wg.NewNFTFilter(-1)

@@ -17,9 +17,11 @@
 //     (VXLAN) for the network;
 //   - a peer per other host that published a key (mesh table "wg", one entry
 //     per host, keyed by its name): public key, underlay endpoint, allowed
-//     address its tunnel address only. A host publishes while it has an
-//     encrypted network, withdraws when it has none; a member that leaves or
-//     is found dead has its entry hidden by the mesh, and its peer removed;
+//     address its tunnel address only. A host opens the interface and
+//     publishes while it has an endpoint on an encrypted network (the
+//     catalog's local records), closes it and withdraws when it has none;
+//     a member that leaves or is found dead has its entry hidden by the
+//     mesh, and its peer removed;
 //   - table ip weft_sealed: VXLAN for an encrypted network's VNI arriving on
 //     any interface but weftwg0 is dropped (a plaintext frame, forged or from
 //     a misconfigured host, never reaches the device).
@@ -45,6 +47,7 @@ import (
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
+	"github.com/weftnet/weft/catalog"
 	"github.com/weftnet/weft/dataplane"
 	"github.com/weftnet/weft/driver"
 	"github.com/weftnet/weft/internal/feed"
@@ -115,6 +118,10 @@ type Config struct {
 	Links Links
 	// Networks streams this host's weft networks. Required.
 	Networks *feed.Sub[driver.NetworkEvent]
+	// Endpoints streams the catalog; its local records say which
+	// encrypted networks have an endpoint here. Nil: a network here is
+	// enough (tests).
+	Endpoints *feed.Sub[catalog.Event]
 	// Self returns this host's underlay address (invalid until known);
 	// Changed wakes the tunnel when it, or MTU, may have changed.
 	Self    func() netip.Addr
@@ -182,7 +189,7 @@ type Tunnel struct {
 
 	// mu guards the fields below; taken by Run and Links.
 	mu        sync.Mutex
-	dev       device // nil while no encrypted network is here
+	dev       device // nil while no endpoint on an encrypted network is here
 	priv      wgtypes.Key
 	rotatedAt time.Time
 	peers     map[string]peer // by host name, as configured
@@ -239,6 +246,12 @@ func (t *Tunnel) Run(ctx context.Context) {
 	defer watch.Close()
 	defer t.cfg.Networks.Close()
 	encrypted := map[string]uint32{} // network ID -> VNI
+	local := map[string]uint32{}     // local endpoint ID -> VNI
+	var endpointsReady <-chan struct{}
+	if t.cfg.Endpoints != nil {
+		defer t.cfg.Endpoints.Close()
+		endpointsReady = t.cfg.Endpoints.Ready()
+	}
 	records := map[string]Record{}
 	members := map[string]netip.Addr{} // alive or suspect members' addresses
 	repair := time.NewTicker(10 * time.Second)
@@ -258,6 +271,34 @@ func (t *Tunnel) Run(ctx context.Context) {
 				delete(encrypted, ev.ID)
 			}
 		}
+	}
+	endpoints := func() {
+		if t.cfg.Endpoints == nil {
+			return
+		}
+		for _, ev := range t.cfg.Endpoints.Take() {
+			if !ev.Local {
+				continue
+			}
+			if ev.Kind == catalog.Removed {
+				delete(local, ev.Record.Endpoint)
+			} else {
+				local[ev.Record.Endpoint] = ev.Record.VNI
+			}
+		}
+	}
+	active := func() bool {
+		for _, v := range encrypted {
+			if t.cfg.Endpoints == nil {
+				return true
+			}
+			for _, lv := range local {
+				if lv == v {
+					return true
+				}
+			}
+		}
+		return false
 	}
 	entries := func() {
 		for _, ev := range watch.Take() {
@@ -287,8 +328,9 @@ func (t *Tunnel) Run(ctx context.Context) {
 	// members known, before anything is decided (a first pass without
 	// them would remove a kernel device that outlived the last run).
 	networks()
+	endpoints()
 	entries()
-	t.reconcile(encrypted, records, members)
+	t.reconcile(encrypted, active(), records, members)
 	for {
 		select {
 		case <-ctx.Done():
@@ -297,18 +339,21 @@ func (t *Tunnel) Run(ctx context.Context) {
 			networks()
 		case <-watch.Ready():
 			entries()
+		case <-endpointsReady:
+			endpoints()
 		case <-t.cfg.Changed:
 		case <-repair.C:
 		case <-rotate:
 			t.rotate()
 		}
-		t.reconcile(encrypted, records, members)
+		t.reconcile(encrypted, active(), records, members)
 	}
 }
 
 // reconcile brings the device, the published record, the peers and the
-// drop rule in line with what is wanted.
-func (t *Tunnel) reconcile(encrypted map[string]uint32, records map[string]Record, members map[string]netip.Addr) {
+// drop rule in line with what is wanted: the rule for every encrypted
+// network here, the rest while one of them has an endpoint here (active).
+func (t *Tunnel) reconcile(encrypted map[string]uint32, active bool, records map[string]Record, members map[string]netip.Addr) {
 	self := t.cfg.Self()
 	vnis := slices.Sorted(func(yield func(uint32) bool) {
 		for _, v := range encrypted {
@@ -324,9 +369,9 @@ func (t *Tunnel) reconcile(encrypted map[string]uint32, records map[string]Recor
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if len(encrypted) == 0 {
+	if !active {
 		if t.dev != nil {
-			t.log.Info("no encrypted network here; tunnel closed", "device", t.cfg.Name)
+			t.log.Info("no endpoint on an encrypted network here; tunnel closed", "device", t.cfg.Name)
 		}
 		t.closeLocked(true)
 		return
@@ -458,7 +503,8 @@ func (t *Tunnel) close() {
 }
 
 // closeLocked closes the device; withdraw also deletes the interface (a
-// kernel one too) and the mesh record: no encrypted network is here.
+// kernel one too) and the mesh record: no endpoint on an encrypted
+// network is here.
 func (t *Tunnel) closeLocked(withdraw bool) {
 	if t.dev != nil {
 		t.dev.close()

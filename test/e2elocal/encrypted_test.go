@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weftnet/weft/test/lab"
 	"github.com/weftnet/weft/test/labtest"
 )
 
@@ -48,4 +49,24 @@ func TestEncryptedLocalNetwork(t *testing.T) {
 			}
 		}
 	}
+	// Peers are the hosts with an endpoint on an encrypted network: h3's
+	// last one goes (the network stays there), so h3 closes its tunnel
+	// and the others drop it.
+	h1, h3 := l.Hosts[0], l.Hosts[2]
+	h3.MustDocker(t, "rm", "-f", cs[2].Name)
+	start := time.Now()
+	err := lab.WaitFor(context.Background(), 30*time.Second, 250*time.Millisecond, func() error {
+		if n := len(labtest.Status(t, h1).Links); n != 1 {
+			return fmt.Errorf("h1 shows %d encrypted links", n)
+		}
+		if n := len(labtest.Status(t, h3).Links); n != 0 {
+			return fmt.Errorf("h3 shows %d encrypted links", n)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("h3's last encrypted endpoint removed: %v", err)
+	}
+	t.Logf("h3's last encrypted endpoint removed: h3 closed its tunnel and h1 dropped h3 within %s", time.Since(start).Round(10*time.Millisecond))
+	labtest.Reach(t, h1, cs[0].Name, cs[1].IP, 10*time.Second)
 }
