@@ -19,7 +19,8 @@ import (
 //
 //   - underlay: h1's host namespace to h2's, over the veths and the bridge;
 //   - overlay: a container on h1 to one on h2 over Docker's overlay;
-//   - weft: a container on h1 to one on h2 over weft.
+//   - weft: a container on h1 to one on h2 over weft;
+//   - weft-encrypted: the same over an encrypted weft network (encrypted.go).
 //
 // On each path: iperf3 TCP with 1 and 4 streams, busybox ping every 10 ms
 // (RTT p50/p99), and weftbench's TCP request/response client (one 64-byte
@@ -63,7 +64,7 @@ func (e *env) dataPlane(ctx context.Context, measure bool) (DataRun, error) {
 		tool: o.Self,
 		mtu:  e.mtu,
 	}}
-	for _, net := range []string{NetOverlay, NetWeft} {
+	for _, net := range []string{NetOverlay, NetWeft, NetWeftEnc} {
 		dn := netOf(net)
 		srv, cli := "srv-"+net, "cli-"+net
 		if err := e.run(ctx, h2, srv, dn, "", "sh", "-c", toolMount+" rrserver -l :"+rrPort+" & exec iperf3 -s"); err != nil {

@@ -69,8 +69,11 @@ type env struct {
 
 // netOf maps a compared path to its Docker network.
 func netOf(net string) string {
-	if net == NetOverlay {
+	switch net {
+	case NetOverlay:
 		return overlayNet
+	case NetWeftEnc:
+		return encNet
 	}
 	return weftNet
 }
@@ -92,7 +95,10 @@ func up(ctx context.Context, o *Options, mtu int) (*env, error) {
 	if _, err := m.Docker(ctx, "network", "create", "-d", cfg.PluginName, "--scope", "swarm", "--attachable", "--subnet", weftSubnet, weftNet); err != nil {
 		return e, err
 	}
-	for _, n := range []string{overlayNet, weftNet} {
+	if _, err := m.Docker(ctx, "network", "create", "-d", cfg.PluginName, "--scope", "swarm", "--attachable", "--subnet", encSubnet, "-o", "encrypted", encNet); err != nil {
+		return e, err
+	}
+	for _, n := range []string{overlayNet, weftNet, encNet} {
 		id, err := m.Docker(ctx, "network", "inspect", "-f", "{{.Id}}", n)
 		if err != nil {
 			return e, err

@@ -51,6 +51,7 @@ func Report(r *Results, analysis string) string {
 		p("%s\n\n", strings.TrimSpace(analysis))
 	}
 	dataTables(&b, r)
+	encryptedTable(&b, r)
 	controlTable(&b, r)
 	scaleTable(&b, r)
 	dnsTable(&b, r)

@@ -113,6 +113,10 @@ type Config struct {
 	// remote endpoint's as its entries are written, the whole table in
 	// every repair pass. It exists while this host has a network.
 	Sources Sources
+	// Tunnel, when set, gives each host's tunnel address, to which an
+	// encrypted network's traffic is sent (encrypted.go); nil: this host
+	// refuses encrypted networks.
+	Tunnel Tunnel
 }
 
 // DefaultConfig returns the settings weft runs with unless told otherwise.
@@ -155,6 +159,7 @@ type Driver struct {
 	store    store
 	sub      *feed.Sub[catalog.Event]
 	kick     chan struct{} // capacity 1: repair soon
+	sealed   *sealed       // the encrypted networks' VNIs (encrypted.go)
 	metrics  *repairMetrics
 
 	// mu guards the fields below.
@@ -218,6 +223,8 @@ type NetworkEvent struct {
 	VNI     uint32
 	Subnet  netip.Prefix
 	Gateway netip.Addr // invalid when Docker gave none
+	// Encrypted: the network's traffic between hosts rides in WireGuard.
+	Encrypted bool
 }
 
 // New returns a driver with the networks of its state directory loaded,
@@ -241,6 +248,7 @@ func New(cfg Config, dp Dataplane, cat Catalog, ul Underlay) (*Driver, error) {
 		remotes:  map[uint32]*remoteSet{},
 		refused:  map[string]time.Time{},
 	}
+	d.seal()
 	d.allocated = d.store.loadAllocations(log)
 	nets := d.store.load(log)
 	d.mu.Lock()
@@ -251,6 +259,7 @@ func New(cfg Config, dp Dataplane, cat Catalog, ul Underlay) (*Driver, error) {
 			ep.seen = n.seen
 		}
 		d.networks[n.ID] = n
+		d.sealed.mark(n)
 		if err := d.dp.EnsureSegment(d.segmentLocked(n)); err != nil {
 			log.Error("restore network device", "network", short(n.ID), "err", err)
 		}
@@ -317,7 +326,7 @@ func (d *Driver) pathMTU() int {
 func (d *Driver) segmentLocked(n *Network) dataplane.Segment {
 	if opts, err := parseOptions(n.Options); err == nil && opts.MTU != 0 {
 		n.MTU = opts.MTU
-	} else if mtu := d.pathMTU(); mtu >= 68 {
+	} else if mtu := d.pathMTU() - tunnelOverhead(n); mtu >= 68 {
 		n.MTU = mtu
 	}
 	return dataplane.Segment{VNI: n.VNI, MTU: n.MTU, Port: d.cfg.VXLANPort}
@@ -381,6 +390,7 @@ func networkEvent(n *Network, up bool) NetworkEvent {
 	ev := NetworkEvent{Up: up, ID: n.ID, VNI: n.VNI}
 	ev.Subnet, _ = netip.ParsePrefix(n.Subnet)
 	ev.Gateway, _ = netip.ParseAddr(n.Gateway)
+	ev.Encrypted = encrypted(n)
 	return ev
 }
 

@@ -51,6 +51,9 @@ func (d *Driver) adoptLocked(id string, raw map[string]string, p pool) (*Network
 	if err != nil {
 		return nil, err
 	}
+	if err := d.checkEncryption(opts); err != nil {
+		return nil, err
+	}
 	derived := false
 	switch {
 	case opts.VNI != 0:
@@ -79,6 +82,7 @@ func (d *Driver) adoptLocked(id string, raw map[string]string, p pool) (*Network
 		return nil, fmt.Errorf("cannot create the network's VXLAN device: %w", err)
 	}
 	d.networks[id] = n
+	d.sealed.mark(n)
 	if !replay || old.VNI != n.VNI || old.Subnet != n.Subnet || old.Gateway != n.Gateway {
 		d.netEvents.Publish(networkEvent(n, true))
 	}
@@ -89,6 +93,7 @@ func (d *Driver) adoptLocked(id string, raw map[string]string, p pool) (*Network
 // dropNetworkLocked forgets a network (its device is the caller's).
 func (d *Driver) dropNetworkLocked(n *Network) {
 	delete(d.networks, n.ID)
+	d.sealed.unmark(n.VNI)
 	d.netEvents.Publish(networkEvent(n, false))
 }
 

@@ -18,6 +18,9 @@ const (
 	OptMTU = "com.docker.network.driver.mtu"
 	// OptVNI chooses the network's VXLAN network identifier.
 	OptVNI = "weft.vni"
+	// OptEncrypted makes the network's traffic between hosts travel inside
+	// WireGuard (encrypted.go); "-o encrypted" alone means true.
+	OptEncrypted = "encrypted"
 )
 
 // genericKey is where Docker puts the driver options in CreateNetwork.
@@ -33,9 +36,11 @@ type netOptions struct {
 	MTU int
 	// VNI chosen by the user or by AllocateNetwork; 0 when unset.
 	VNI uint32
+	// Encrypted: -o encrypted.
+	Encrypted bool
 }
 
-var knownOptions = []string{OptMTU, OptVNI}
+var knownOptions = []string{OptMTU, OptVNI, OptEncrypted}
 
 // parseOptions checks the driver options of a network. Keys Docker itself
 // adds (com.docker.*) are passed over; any other unknown key is refused so
@@ -60,6 +65,12 @@ func parseOptions(opts map[string]string) (netOptions, error) {
 				return o, fmt.Errorf("option %s=%q: VNI %d is reserved for weft's data-path probe; choose another", k, opts[k], n)
 			}
 			o.VNI = uint32(n)
+		case OptEncrypted:
+			b, err := parseEncrypted(v)
+			if err != nil {
+				return o, fmt.Errorf("option %s=%q is not true or false", k, opts[k])
+			}
+			o.Encrypted = b
 		default:
 			if strings.HasPrefix(k, "com.docker.") {
 				continue

@@ -91,6 +91,11 @@ type Config struct {
 	// (WEFT_DOWN_GRACE, a Go duration; 0: not at all, they go as soon as
 	// the mesh finds this host silent).
 	DownGrace time.Duration
+	// WGPort, WGSubnet and WGRotation set the encrypted networks'
+	// WireGuard tunnel (tunnel.go); WGPort 0 turns it off.
+	WGPort     int
+	WGSubnet   netip.Prefix
+	WGRotation time.Duration
 }
 
 // DefaultConfig returns the settings a plugin has with no environment.
@@ -111,6 +116,9 @@ func DefaultConfig() Config {
 		KeyRotation:  24 * time.Hour,
 		Firewall:     true,
 		SourceFilter: true,
+		WGPort:       51820,
+		WGSubnet:     netip.MustParsePrefix("10.250.0.0/16"),
+		WGRotation:   24 * time.Hour,
 	}
 }
 
@@ -173,18 +181,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	boolean("WEFT_MESH_INSECURE", &c.MeshInsecure)
 	boolean("WEFT_FIREWALL", &c.Firewall)
 	boolean("WEFT_SOURCE_FILTER", &c.SourceFilter)
-	switch v := strings.TrimSpace(getenv("WEFT_KEY_ROTATION")); v {
-	case "":
-	case "never", "0":
-		c.KeyRotation = -1
-	default:
-		d, err := time.ParseDuration(v)
-		if err != nil || d < time.Minute {
-			bad("WEFT_KEY_ROTATION=%q is not a duration of 1m or more, nor never", v)
-		} else {
-			c.KeyRotation = d
-		}
-	}
+	rotation("WEFT_KEY_ROTATION", getenv, bad, &c.KeyRotation)
 	if v := getenv("WEFT_PEERS"); v != "" {
 		for _, p := range strings.Split(v, ",") {
 			p = strings.TrimSpace(p)
@@ -237,6 +234,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 			c.MeshKey = v
 		}
 	}
+	tunnelEnv(&c, getenv, bad)
 	if v := getenv("WEFT_DNS_DOMAIN"); v != "" {
 		v = strings.TrimSuffix(strings.ToLower(v), ".")
 		if !dns.ValidName(v) {

@@ -41,6 +41,7 @@ import (
 	"github.com/weftnet/weft/status"
 	"github.com/weftnet/weft/underlay"
 	"github.com/weftnet/weft/vip"
+	"github.com/weftnet/weft/wg"
 )
 
 // Version is reported in the status and to the mesh; set by the main
@@ -68,6 +69,7 @@ type parts struct {
 	vips     *vip.Balancer
 	engine   *engine.Client
 	probe    *probe.Prober
+	tunnel   *wg.Tunnel // nil: WEFT_WG_PORT=0
 	registry *prometheus.Registry
 	// meshOff keeps the mesh off the network (an unusable keyring).
 	meshOff bool
@@ -106,6 +108,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	run(func(ctx context.Context) {
 		p.driver.FollowEngine(ctx, p.engine, entrypoint, log.With("component", "engine"))
 	})
+	if p.tunnel != nil {
+		run(p.tunnel.Run)
+	}
 	if p.keysvc != nil {
 		run(p.keysvc.Run)
 	}
@@ -178,7 +183,15 @@ func build(cfg Config, log *slog.Logger) (*parts, error) {
 		}
 		dcfg.Sources = t
 	}
+	if cfg.WGPort != 0 {
+		dcfg.Tunnel = wgAddrs{cfg.WGSubnet} // the tunnel itself needs the driver's networks
+	}
 	if p.driver, err = driver.New(dcfg, p.kernel, p.catalog, p.underlay); err != nil {
+		p.mesh.Close()
+		p.kernel.Close()
+		return nil, err
+	}
+	if p.tunnel, err = buildTunnel(cfg, p, log.With("component", "tunnel")); err != nil {
 		p.mesh.Close()
 		p.kernel.Close()
 		return nil, err
@@ -236,7 +249,7 @@ func build(cfg Config, log *slog.Logger) (*parts, error) {
 		fcfg := firewall.Config{
 			Table: firewall.NewNFTable(-1), VXLANPort: cfg.VXLANPort, MeshPort: cfg.MeshPort,
 			Networks: p.driver.SubscribeNetworks(), MemberEvents: p.mesh.Watch("", true),
-			Members: knownAddrs(p.mesh), Fixed: hostAddrs(cfg.Peers),
+			Members: tunnelAddrs(knownAddrs(p.mesh), cfg.WGSubnet, p.tunnel != nil), Fixed: hostAddrs(cfg.Peers),
 			Self:   func() netip.Addr { return p.underlay.State().Addr },
 			Logger: log.With("component", "firewall"),
 		}
@@ -321,6 +334,8 @@ func keyOwner(table, key string) (string, bool) {
 		return ipam.KeyOwner(key), true
 	case vip.Table:
 		return vip.KeyOwner(key), true
+	case wg.Table:
+		return wg.KeyOwner(key), true
 	}
 	return "", false
 }
@@ -415,6 +430,7 @@ func serve(ctx context.Context, cfg Config, p *parts, log *slog.Logger) error {
 			Version: Version, Scope: cfg.Scope, VTEP: p.underlay.State().Addr,
 			Mesh: p.mesh, Driver: p.driver, Catalog: p.catalog,
 			Probe: p.probe, VXLANPort: cfg.VXLANPort, MeshPort: cfg.MeshPort,
+			Links: links(p.tunnel),
 		})
 	}
 	if sl, err := net.Listen("tcp", cfg.StatusAddr); err != nil {

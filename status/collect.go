@@ -22,12 +22,17 @@ type Sources struct {
 	Probe ProbeSource
 	// VXLANPort and MeshPort are named in the problems.
 	VXLANPort, MeshPort int
+	// Links returns the encrypted links; nil leaves them out.
+	Links func() []Link
 }
 
 // Collect reads this host's report from its parts.
 func Collect(s Sources) Report {
 	rep := Report{Node: s.Mesh.LocalNode(), Version: s.Version, Scope: s.Scope, VXLANPort: s.VXLANPort, MeshPort: s.MeshPort}
 	rep.Probe = probeView(s.Probe, time.Now())
+	if s.Links != nil {
+		rep.Links = s.Links()
+	}
 	rep.Repairs = repairsOf(s.Driver.RecentRepairs())
 	if s.VTEP.IsValid() {
 		rep.VTEP = s.VTEP.String()

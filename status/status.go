@@ -38,6 +38,8 @@ type Report struct {
 	Probe *Probe `json:"probe,omitempty"`
 	// Repairs is the drift the periodic repair fixed in the last hour.
 	Repairs Repairs `json:"repairs_last_hour"`
+	// Links are the encrypted links (WireGuard peers) of this host.
+	Links []Link `json:"encrypted_links,omitempty"`
 }
 
 // Member is one member of the mesh.
@@ -167,6 +169,7 @@ func Render(w io.Writer, r Report) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", m.Name, m.Addr, StateText(m.State), v)
 	}
 	renderProbe(tw, r)
+	renderLinks(tw, r)
 	for _, n := range r.Networks {
 		fmt.Fprintf(tw, "\nNETWORK %s  vni %d  subnet %s  mtu %d\n", engine.ShortID(n.ID), n.VNI, n.Subnet, n.MTU)
 		fmt.Fprintln(tw, "ENDPOINT\tIP\tMAC\tWHERE\tNAMES")
