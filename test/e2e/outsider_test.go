@@ -294,8 +294,8 @@ func TestOutsiderFramesDeliverNothing(t *testing.T) {
 	// how many the container received.
 	deliver := func(src netip.Addr) int {
 		t.Helper()
-		ox("ip", "link", "add", "vxa", "type", "vxlan", "id", strconv.Itoa(int(vni)), "remote", h1.Addr().String(),
-			"local", src.String(), "dstport", "4790", "dev", lab.UnderlayIf, "nolearning", "address", mac2)
+		ox("ip", "link", "add", "vxa", "address", mac2, "type", "vxlan", "id", strconv.Itoa(int(vni)), "remote", h1.Addr().String(),
+			"local", src.String(), "dstport", "4790", "dev", lab.UnderlayIf, "nolearning")
 		defer func() { _, _ = o.Exec(context.Background(), "ip", "link", "del", "vxa") }()
 		ox("ip", "addr", "add", ip2+"/24", "dev", "vxa")
 		ox("ip", "link", "set", "vxa", "up")
