@@ -11,7 +11,7 @@ if [ "$(id -u)" != 0 ]; then
 	exit 1
 fi
 
-pkgs=(docker.io busybox-static iperf3 iptables iproute2 iputils-ping make git curl ca-certificates unzip util-linux procps kmod)
+pkgs=(docker.io busybox-static iperf3 iptables nftables iproute2 iputils-ping make git curl ca-certificates unzip util-linux procps kmod)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -49,6 +49,9 @@ const (
 // rollMeshKey keys the mesh of the roll from 0.1.0 (32 bytes, base64).
 const rollMeshKey = "d2VmdC1sYWItY2x1c3Rlci1rZXktMzItYnl0ZXMhISE="
 
+// weftTables are the nftables tables weft keeps in a host's namespace.
+var weftTables = []string{"weft", "weft_sources", "weft_sealed"}
+
 // Versions the tests release this tree as.
 const (
 	testVersion1 = "0.2.0-e2e.1"
@@ -84,6 +87,14 @@ func newReleaseLab(t *testing.T) *releaseLab {
 	for _, h := range l.Hosts {
 		if err := h.RemovePlugin(ctx, pluginName); err != nil {
 			t.Fatalf("%s: %v", h.Name, err)
+		}
+		// weft's nftables tables outlive its plugin (they guard devices
+		// that do too); 0.1.0 knows none of them, and the table of sources
+		// would drop its traffic. Removed as README says for a downgrade.
+		for _, table := range weftTables {
+			if out, err := h.Exec(ctx, "nft", "delete", "table", "ip", table); err != nil && !strings.Contains(out+err.Error(), "No such file") {
+				t.Fatalf("%s: nft delete table ip %s: %v: %s", h.Name, table, err, out)
+			}
 		}
 		if err := os.RemoveAll(rl.stateDir(h)); err != nil {
 			t.Fatal(err)
