@@ -5,9 +5,9 @@ import (
 	"testing"
 )
 
-// run draws n operations from seed, applying each to a fresh model, and
+// draw draws n operations from seed, applying each to a fresh model, and
 // checks that every one fits the model it was drawn for.
-func run(t *testing.T, seed uint64, kinds []Kind, n int) []Op {
+func draw(t *testing.T, seed uint64, kinds []Kind, n int) []Op {
 	t.Helper()
 	s := NewScheduler(seed, kinds, DefaultLimits)
 	m := NewModel()
@@ -94,8 +94,8 @@ func checkFits(t *testing.T, m *Model, op Op) {
 // another sequence.
 func TestSchedulerDeterministic(t *testing.T) {
 	kinds, _ := ParseKinds("all")
-	a := run(t, 42, kinds, 500)
-	b := run(t, 42, kinds, 500)
+	a := draw(t, 42, kinds, 500)
+	b := draw(t, 42, kinds, 500)
 	if !slices.Equal(a, b) {
 		for i := range a {
 			if a[i] != b[i] {
@@ -103,7 +103,7 @@ func TestSchedulerDeterministic(t *testing.T) {
 			}
 		}
 	}
-	c := run(t, 43, kinds, 500)
+	c := draw(t, 43, kinds, 500)
 	if slices.Equal(a, c) {
 		t.Fatal("seeds 42 and 43 drew the same 500 operations")
 	}
@@ -118,7 +118,7 @@ func TestSchedulerCoversKinds(t *testing.T) {
 			t.Fatal(err)
 		}
 		seen := map[Kind]int{}
-		for _, op := range run(t, 7, kinds, 2000) {
+		for _, op := range draw(t, 7, kinds, 2000) {
 			seen[op.Kind]++
 		}
 		for _, k := range kinds {
