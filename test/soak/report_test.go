@@ -115,20 +115,22 @@ func (r *run) figures(elapsed time.Duration) string {
 	var b strings.Builder
 	n := len(r.done)
 	fmt.Fprintf(&b, "seed %d, operations %s: %d operations in %s, %.1f per minute\n", r.s.seed, r.s.ops, n, elapsed.Round(time.Second), float64(n)/elapsed.Minutes())
-	byKind := map[Kind][]time.Duration{}
-	var all []time.Duration
+	byKind, weftByKind := map[Kind][]time.Duration{}, map[Kind][]time.Duration{}
+	var all, weft []time.Duration
 	for _, d := range r.done {
 		byKind[d.op.Kind] = append(byKind[d.op.Kind], d.settled)
+		weftByKind[d.op.Kind] = append(weftByKind[d.op.Kind], d.weft)
 		all = append(all, d.settled)
+		weft = append(weft, d.weft)
 	}
-	fmt.Fprintf(&b, "settle time, all: %s\n", dist(all))
+	fmt.Fprintf(&b, "settle time (operation's end to settled), all: %s; weft's part (engines as meant to settled): %s\n", dist(all), dist(weft))
 	var kinds []Kind
 	for k := range byKind {
 		kinds = append(kinds, k)
 	}
 	slices.Sort(kinds)
 	for _, k := range kinds {
-		fmt.Fprintf(&b, "settle time, %s (%d): %s\n", k, len(byKind[k]), dist(byKind[k]))
+		fmt.Fprintf(&b, "%s (%d): settle %s; weft's part %s\n", k, len(byKind[k]), dist(byKind[k]), dist(weftByKind[k]))
 	}
 	return b.String()
 }

@@ -142,7 +142,7 @@ func TestSoak(t *testing.T) {
 		fail(nil, err)
 	}
 	r.pinger = labtest.StartPinger(t, l.Hosts[0], pingerName, BaseNet, target)
-	if _, err := r.settle(ctx); err != nil {
+	if _, _, err := r.settle(ctx); err != nil {
 		fail(nil, err)
 	}
 	if r.plugins, err = newPluginWatch(l); err != nil {
@@ -166,15 +166,15 @@ func TestSoak(t *testing.T) {
 				fail(&op, err)
 			}
 		}
-		settled, err := r.settle(ctx)
+		settled, weft, err := r.settle(ctx)
 		if err != nil {
 			fail(&op, fmt.Errorf("not settled within %s: %w", settleWithin, err))
 		}
-		r.record(op, took, settled)
+		r.done = append(r.done, result{op, took, settled, weft})
 		if err := r.check(ctx); err != nil {
 			fail(&op, err)
 		}
-		r.logf("  done in %s, settled %s after", took.Round(100*time.Millisecond), settled.Round(100*time.Millisecond))
+		r.logf("  done in %s, settled %s after (weft %s of it)", took.Round(100*time.Millisecond), settled.Round(100*time.Millisecond), weft.Round(100*time.Millisecond))
 	}
 	elapsed := time.Since(r.start)
 
@@ -210,8 +210,11 @@ type run struct {
 
 // result is one operation's figures.
 type result struct {
-	op            Op
-	took, settled time.Duration
+	op Op
+	// took: the operation itself; settled: from its end until the lab
+	// was settled; weft: of that, from when the engines were as the
+	// model says.
+	took, settled, weft time.Duration
 }
 
 func newRun(l *lab.Lab, s settings) (*run, error) {
@@ -235,22 +238,26 @@ func (r *run) logf(format string, args ...any) {
 	fmt.Printf("%s %s\n", time.Now().Format("15:04:05"), line)
 }
 
-func (r *run) record(op Op, took, settled time.Duration) {
-	r.done = append(r.done, result{op, took, settled})
-}
-
 // settle waits until the lab is as the model says and weft agrees with
-// the engines (labtest.Check on every host), and returns how long that
-// took.
-func (r *run) settle(ctx context.Context) (time.Duration, error) {
+// the engines (labtest.Check on every host). It returns how long that
+// took, and how long weft took of it: from when the engines first were as
+// the model says.
+func (r *run) settle(ctx context.Context) (all, weft time.Duration, err error) {
 	start := time.Now()
-	err := lab.WaitFor(ctx, settleWithin, 250*time.Millisecond, func() error {
+	var dockerDone time.Time
+	err = lab.WaitFor(ctx, settleWithin, 250*time.Millisecond, func() error {
 		if err := r.dockerAsModel(ctx); err != nil {
 			return err
 		}
+		if dockerDone.IsZero() {
+			dockerDone = time.Now()
+		}
 		return labtest.Check(ctx, r.l.Hosts)
 	})
-	return time.Since(start), err
+	if !dockerDone.IsZero() {
+		weft = time.Since(dockerDone)
+	}
+	return time.Since(start), weft, err
 }
 
 // dockerAsModel says how the engines differ from the model: containers
