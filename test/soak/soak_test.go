@@ -154,6 +154,13 @@ func TestSoak(t *testing.T) {
 	for time.Since(r.start) < s.duration {
 		op := sched.Next(r.model)
 		r.logf("op %s", op)
+		// A plugin restarted, down or with a damaged state directory
+		// takes nothing from any kernel: no host deletes an FDB or
+		// neighbour entry from the operation's start until settled.
+		var deletes func() []string
+		if slices.Contains(keepEntries, op.Kind) {
+			deletes = labtest.WatchDeletes(t, l.Hosts)
+		}
 		began := time.Now()
 		restarted, err := do(ctx, l, r.model, op)
 		took := time.Since(began)
@@ -171,6 +178,11 @@ func TestSoak(t *testing.T) {
 			fail(&op, fmt.Errorf("not settled within %s: %w", settleWithin, err))
 		}
 		r.done = append(r.done, result{op, took, settled, weft})
+		if deletes != nil {
+			if d := deletes(); len(d) > 0 {
+				fail(&op, fmt.Errorf("kernel entries deleted across the %s: %s", op.Kind, strings.Join(d, "; ")))
+			}
+		}
 		if err := r.check(ctx); err != nil {
 			fail(&op, err)
 		}
@@ -190,6 +202,10 @@ func TestSoak(t *testing.T) {
 	}
 	r.summary(elapsed)
 }
+
+// keepEntries are the kinds across which no host may delete a kernel
+// entry: the plugin's process goes and comes back, nothing else changes.
+var keepEntries = []Kind{PluginRestart, PluginKill, PluginDown, StateDamage}
 
 // pingerName is the pinger's container, on h1.
 const pingerName = "sk-pinger"
