@@ -6,7 +6,6 @@ package soak
 
 import (
 	"fmt"
-	"hash/fnv"
 	"net/netip"
 	"os"
 	"testing"
@@ -50,20 +49,12 @@ func labConfig(getenv func(string) string) (lab.Config, error) {
 	cfg.Underlay = netip.MustParsePrefix("198.18.8.254/24")
 	cfg.StateRoot, cfg.RunRoot = "", ""
 	if name := getenv("WEFT_SOAK_LAB"); name != "" && name != cfg.Name {
-		cfg.Name = name
-		cfg.Bridge = name + "0"
-		h := fnv.New32a()
-		h.Write([]byte(name))
-		cfg.VethPrefix = fmt.Sprintf("s%04x", h.Sum32()&0xffff)
-		subnet := getenv("WEFT_SOAK_SUBNET")
-		if subnet == "" {
-			return cfg, fmt.Errorf("WEFT_SOAK_LAB=%s needs WEFT_SOAK_SUBNET (the bridge's address and prefix, e.g. 198.18.9.254/24) apart from other labs'", name)
+		// Veth prefix "s...": apart from the tests' labs' (wci, wlh, e...)
+		// and weft's devices.
+		var err error
+		if cfg, err = cfg.Rename(name, getenv("WEFT_SOAK_SUBNET"), 's'); err != nil {
+			return cfg, fmt.Errorf("WEFT_SOAK_LAB, WEFT_SOAK_SUBNET: %w", err)
 		}
-		p, err := netip.ParsePrefix(subnet)
-		if err != nil {
-			return cfg, fmt.Errorf("WEFT_SOAK_SUBNET=%q: %w", subnet, err)
-		}
-		cfg.Underlay = p
 	}
 	return cfg, nil
 }
