@@ -24,9 +24,13 @@ const meshKeyring = "mesh-keys.json"
 // partitionTag marks the soak's iptables rules, to remove them.
 const partitionTag = "weft-soak-partition"
 
+// purgeWithin bounds how soon each side of a partition forgets the other.
+const purgeWithin = 10 * time.Second
+
 // do carries op out on l. restarted names the host whose plugin the op
-// restarts on purpose (nil: none).
-func do(ctx context.Context, l *lab.Lab, m *Model, op Op) (restarted *lab.Host, err error) {
+// restarts on purpose (nil: none); purged, for a partition, is how long
+// its sides took to forget each other.
+func do(ctx context.Context, l *lab.Lab, m *Model, op Op) (restarted *lab.Host, purged time.Duration, err error) {
 	h := l.Hosts[op.Host]
 	mgr := l.Manager()
 	docker := func(h *lab.Host, args ...string) error {
@@ -136,12 +140,30 @@ func do(ctx context.Context, l *lab.Lab, m *Model, op Op) (restarted *lab.Host, 
 			_ = partition(ctx, l, h, false)
 			return
 		}
-		time.Sleep(op.Dur)
-		err = partition(ctx, l, h, false)
+		cut := time.Now()
+		// Each side forgets the other, and only the other, within
+		// purgeWithin (the mesh's failure detection and a margin).
+		var rest []*lab.Host
+		for _, o := range l.Hosts {
+			if o != h {
+				rest = append(rest, o)
+			}
+		}
+		err = lab.WaitFor(ctx, purgeWithin, 250*time.Millisecond, func() error {
+			return errors.Join(labtest.Check(ctx, rest), labtest.Check(ctx, []*lab.Host{h}))
+		})
+		if err != nil {
+			err = fmt.Errorf("the sides of the partition did not forget each other within %s: %w", purgeWithin, err)
+		} else {
+			purged = time.Since(cut)
+			// The partition's length is the operation, not a wait.
+			time.Sleep(time.Until(cut.Add(op.Dur)))
+		}
+		err = errors.Join(err, partition(ctx, l, h, false))
 	default:
 		err = fmt.Errorf("unknown operation kind %s", op.Kind)
 	}
-	return restarted, err
+	return restarted, purged, err
 }
 
 // waitPlugin waits until a plugin process other than old serves weft's

@@ -123,6 +123,15 @@ func (r *run) figures(elapsed time.Duration) string {
 		all = append(all, d.settled)
 		weft = append(weft, d.weft)
 	}
+	var purges []time.Duration
+	for _, d := range r.done {
+		if d.purged > 0 {
+			purges = append(purges, d.purged)
+		}
+	}
+	if len(purges) > 0 {
+		fmt.Fprintf(&b, "partitions (%d): each side forgot the other after %s\n", len(purges), dist(purges))
+	}
 	fmt.Fprintf(&b, "settle time (operation's end to settled), all: %s; weft's part (engines as meant to settled): %s\n", dist(all), dist(weft))
 	var kinds []Kind
 	for k := range byKind {

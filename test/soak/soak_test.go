@@ -162,7 +162,7 @@ func TestSoak(t *testing.T) {
 			deletes = labtest.WatchDeletes(t, l.Hosts)
 		}
 		began := time.Now()
-		restarted, err := do(ctx, l, r.model, op)
+		restarted, purged, err := do(ctx, l, r.model, op)
 		took := time.Since(began)
 		r.model.Apply(op)
 		if err != nil {
@@ -177,7 +177,7 @@ func TestSoak(t *testing.T) {
 		if err != nil {
 			fail(&op, fmt.Errorf("not settled within %s: %w", settleWithin, err))
 		}
-		r.done = append(r.done, result{op, took, settled, weft})
+		r.done = append(r.done, result{op, took, settled, weft, purged})
 		if deletes != nil {
 			if d := deletes(); len(d) > 0 {
 				fail(&op, fmt.Errorf("kernel entries deleted across the %s: %s", op.Kind, strings.Join(d, "; ")))
@@ -185,6 +185,9 @@ func TestSoak(t *testing.T) {
 		}
 		if err := r.check(ctx); err != nil {
 			fail(&op, err)
+		}
+		if purged > 0 {
+			r.logf("  partition: each side forgot the other %s after it began", purged.Round(100*time.Millisecond))
 		}
 		r.logf("  done in %s, settled %s after (weft %s of it)", took.Round(100*time.Millisecond), settled.Round(100*time.Millisecond), weft.Round(100*time.Millisecond))
 	}
@@ -231,6 +234,9 @@ type result struct {
 	// was settled; weft: of that, from when the engines were as the
 	// model says.
 	took, settled, weft time.Duration
+	// purged: a partition's sides forgot each other this long after it
+	// began.
+	purged time.Duration
 }
 
 func newRun(l *lab.Lab, s settings) (*run, error) {
