@@ -150,3 +150,23 @@ func TestParseKinds(t *testing.T) {
 		}
 	}
 }
+
+func TestBlips(t *testing.T) {
+	deleted := []string{
+		"h2: deleted fdb 02:77:0a:61:00:03 dst 198.18.63.1 dev weft10",
+		"h2: deleted neighbour 10.97.0.3 lladdr - dev weft10",
+		"h3: deleted fdb 02:77:0a:61:00:05 dst 198.18.63.3 dev weft10",
+		"h3: deleted neighbour 10.97.0.5 lladdr - dev weft10",
+		"h1: watch failed: buffer overrun",
+	}
+	after := []string{
+		"h2 weft10 fdb 02:77:0a:61:00:03 198.18.63.1",
+		"h2 weft10 neigh 10.97.0.3 02:77:0a:61:00:03",
+		"h3 weft10 fdb 02:77:0a:61:00:05 198.18.63.2",
+	}
+	got := blips(deleted, after)
+	want := []string{deleted[0], deleted[1], deleted[4]}
+	if !slices.Equal(got, want) {
+		t.Fatalf("blips %q, want %q", got, want)
+	}
+}
