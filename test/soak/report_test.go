@@ -123,6 +123,10 @@ func (r *run) figures(elapsed time.Duration) string {
 		all = append(all, d.settled)
 		weft = append(weft, d.weft)
 	}
+	fmt.Fprintf(&b, "findings: %d\n", len(r.findings))
+	for _, f := range r.findings {
+		fmt.Fprintf(&b, "finding: %s\n", f)
+	}
 	var purges []time.Duration
 	for _, d := range r.done {
 		if d.purged > 0 {

@@ -183,7 +183,16 @@ func TestSoak(t *testing.T) {
 		r.done = append(r.done, result{op, took, settled, weft, purged})
 		if deletes != nil {
 			if d := blips(deletes(), labtest.Entries(t, l.Hosts)); len(d) > 0 {
-				fail(&op, fmt.Errorf("kernel entries deleted and written again across the %s: %s", op.Kind, strings.Join(d, "; ")))
+				err := fmt.Errorf("kernel entries deleted and written again across the %s: %s", op.Kind, strings.Join(d, "; "))
+				if op.Kind != StateDamage {
+					fail(&op, err)
+				}
+				// weft promises no more than Check and connectivity across
+				// a lost state directory (the pinger and the samples
+				// hold it to that): a blip there is a finding, not a
+				// violation.
+				r.findings = append(r.findings, op.String()+": "+err.Error())
+				r.logf("  FINDING: %v", err)
 			}
 		}
 		if err := r.check(ctx); err != nil {
@@ -259,6 +268,8 @@ type run struct {
 	plugins *pluginWatch
 	start   time.Time
 	done    []result
+	// findings are what broke no promise of weft's but should not happen.
+	findings []string
 }
 
 // result is one operation's figures.
