@@ -344,3 +344,16 @@ func pingLosses(out string) (lost, replies int, gaps []string) {
 	}
 	return lost, replies, gaps
 }
+
+// sameEndpoints reports whether a and b hold the same endpoints.
+func sameEndpoints(a, b map[string]*netView) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for name, nv := range a {
+		if o := b[name]; o == nil || !slices.Equal(nv.eps, o.eps) {
+			return false
+		}
+	}
+	return true
+}

@@ -53,7 +53,8 @@ func do(ctx context.Context, l *lab.Lab, m *Model, op Op) (restarted *lab.Host, 
 	case CtrRemove:
 		err = docker(h, "rm", op.Name)
 	case SvcCreate:
-		args := []string{"service", "create", "--detach", "--no-resolve-image", "--name", op.Name, "--network", op.Net, "--replicas", fmt.Sprint(op.Replicas)}
+		// The serving command ignores SIGTERM (pid 1): a short grace.
+		args := []string{"service", "create", "--detach", "--no-resolve-image", "--stop-grace-period", "2s", "--name", op.Name, "--network", op.Net, "--replicas", fmt.Sprint(op.Replicas)}
 		if !op.VIP {
 			args = append(args, "--endpoint-mode", "dnsrr")
 		}
