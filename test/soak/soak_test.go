@@ -120,9 +120,10 @@ func TestSoak(t *testing.T) {
 	defer r.close()
 	replay := fmt.Sprintf("make soak SOAK_SEED=%d SOAK_DURATION=%s SOAK_OPS=%s", s.seed, s.duration, s.ops)
 	r.logf("soak: seed %d, %s, operations %s; replay: %s; report in %s", s.seed, s.duration, s.ops, replay, r.dir)
+	phase := "during setup"
 	fail := func(op *Op, err error) {
 		t.Helper()
-		where := "during setup"
+		where := phase
 		if op != nil {
 			where = "at " + op.String()
 		}
@@ -205,6 +206,7 @@ func TestSoak(t *testing.T) {
 		r.logf("  done in %s, settled %s after (weft %s of it)", took.Round(100*time.Millisecond), settled.Round(100*time.Millisecond), weft.Round(100*time.Millisecond))
 	}
 	elapsed := time.Since(r.start)
+	phase = "at the end"
 
 	// The end: everything the soak made goes, and nothing of weft's stays.
 	r.logf("soak: %d operations in %s; removing what it made", len(r.done), elapsed.Round(time.Second))
