@@ -95,13 +95,32 @@ test-unit: ## unit and root (namespace) tests with the race detector
 test-e2e: plugin-dir ## end-to-end tests: real dockerd engines, swarm and the plugin in a lab of namespaces (root)
 	WEFT_E2E=1 WEFT_PLUGIN_DIR=$(CURDIR)/$(BUILD)/plugin $(GO) test -count=1 -timeout 60m -v ./test/... 2>&1 | tee $(BUILD)/e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go:'; exit $${PIPESTATUS[0]}
 
+# The soak (test/soak): SOAK_DURATION of random operations on a lab of its
+# own (weftsoak); SOAK_SEED replays a run, SOAK_OPS picks the kinds (all,
+# ci, or a comma list). Its report goes in build/soak/<time>-seed<seed>.
+SOAK_DURATION ?= 10m
+SOAK_SEED ?=
+SOAK_OPS ?= all
+SOAK_TIMEOUT ?= 3h
+SOAK_ENV = WEFT_E2E=1 WEFT_SOAK=1 WEFT_PLUGIN_DIR=$(CURDIR)/$(BUILD)/plugin WEFT_SOAK_REPORT=$(CURDIR)/$(BUILD)/soak
+
+.PHONY: soak
+soak: plugin-dir ## random churn and faults on a 3-host swarm lab, invariants checked all along (SOAK_DURATION=10m, SOAK_SEED, SOAK_OPS); report in build/soak
+	$(SOAK_ENV) WEFT_SOAK_DURATION=$(SOAK_DURATION) WEFT_SOAK_SEED=$(SOAK_SEED) WEFT_SOAK_OPS=$(SOAK_OPS) \
+	  $(GO) test -count=1 -timeout $(SOAK_TIMEOUT) -run 'TestSoak$$' -v ./test/soak
+
+.PHONY: test-soak
+test-soak: plugin-dir ## the short soak CI runs: 3 minutes of churn and plugin restarts (SOAK_OPS=ci), a random seed
+	$(SOAK_ENV) WEFT_SOAK_DURATION=3m WEFT_SOAK_SEED=$(SOAK_SEED) WEFT_SOAK_OPS=ci \
+	  $(GO) test -count=1 -timeout 30m -run 'TestSoak$$' -v ./test/soak 2>&1 | tee $(BUILD)/soak-ci.log; exit $${PIPESTATUS[0]}
+
 FUZZ_TIME ?= 10s
 .PHONY: fuzz
 fuzz: ## run every fuzz target for FUZZ_TIME (default 10s); crashers land in testdata/fuzz
 	GO=$(GO) FUZZ_TIME=$(FUZZ_TIME) ./hack/fuzz.sh
 
 .PHONY: test
-test: check test-unit fuzz test-e2e ## everything CI runs
+test: check test-unit fuzz test-e2e test-soak ## everything CI runs
 
 .PHONY: bench-build
 bench-build: ## build weftbench (harness and in-lab load tools) and its own plugin directory in build/bench

@@ -1,6 +1,7 @@
 package driver
 
 import (
+	"bytes"
 	"cmp"
 	"fmt"
 	"net"
@@ -205,7 +206,7 @@ func (d *Driver) apply(evs []catalog.Event) {
 		}
 	}
 	d.mu.Unlock()
-	for _, op := range ops {
+	for _, op := range undone(ops) {
 		var err error
 		if op.set {
 			err = d.dp.SetRemote(op.vni, op.r)
@@ -219,6 +220,33 @@ func (d *Driver) apply(evs []catalog.Event) {
 		}
 	}
 	d.writeSources(src)
+}
+
+// undone leaves out of a batch's kernel writes each delete that a later
+// write of the batch puts back: a host that restarts with a new mesh
+// identity (its state directory lost) republishes its endpoints under new
+// keys, and the old keys' records go in the same batch; deleting their
+// entries before writing them again would cut its containers' traffic
+// for that instant.
+func undone(ops []kernelOp) []kernelOp {
+	out := ops[:0:0]
+	for i, op := range ops {
+		if !op.set && slices.ContainsFunc(ops[i+1:], func(later kernelOp) bool {
+			return later.set && later.vni == op.vni && rewrites(later.r, op.r)
+		}) {
+			continue
+		}
+		out = append(out, op)
+	}
+	return out
+}
+
+// rewrites reports whether setting w writes again every entry that
+// deleting del removes: del's fields that are set, w has alike.
+func rewrites(w, del dataplane.RemoteEndpoint) bool {
+	return (del.IP == nil || w.IP.Equal(del.IP)) &&
+		(del.MAC == nil || bytes.Equal(w.MAC, del.MAC)) &&
+		(del.VTEP == nil || w.VTEP.Equal(del.VTEP))
 }
 
 // changeLocked sets (next) or removes (nil) the claim of key on vni and,

@@ -3,6 +3,7 @@ package driver
 import (
 	"context"
 	"fmt"
+	"net"
 	"slices"
 	"strings"
 	"testing"
@@ -360,4 +361,72 @@ func TestRecordsInsideTheirSubnet(t *testing.T) {
 	waitTable(t, dp, 300, "10.10.0.20 02:77:0a:0a:00:14 198.18.0.2")
 	d.repair(true)
 	waitTable(t, dp, 300, "10.10.0.20 02:77:0a:0a:00:14 198.18.0.2")
+}
+
+// A host back with a new mesh identity (its state directory lost)
+// republishes its endpoints under new keys while its old keys' records go,
+// in one batch: the entries stay in the kernel all along, never deleted
+// and written again (found by the soak: a state-damage).
+func TestNewIdentityKeepsEntries(t *testing.T) {
+	d, dp, cat := newTestDriver(t, "")
+	if err := createNet(t, d, netA, map[string]any{OptVNI: "300"}); err != nil {
+		t.Fatal(err)
+	}
+	d.repair(false)
+	old := rec("h2-old", "r1", 300, "10.10.0.20", "02:77:0a:0a:00:14", "198.18.0.2")
+	cat.events.Publish(catalog.Event{Kind: catalog.Added, Record: old})
+	d.apply(d.sub.Take())
+	waitTable(t, dp, 300, "10.10.0.20 02:77:0a:0a:00:14 198.18.0.2")
+	dp.mu.Lock()
+	deletes := dp.calls["DeleteRemote"]
+	dp.mu.Unlock()
+
+	cat.events.Publish(
+		catalog.Event{Kind: catalog.Removed, Record: old},
+		catalog.Event{Kind: catalog.Added, Record: rec("h2-new", "r1", 300, "10.10.0.20", "02:77:0a:0a:00:14", "198.18.0.2")},
+	)
+	d.apply(d.sub.Take())
+	waitTable(t, dp, 300, "10.10.0.20 02:77:0a:0a:00:14 198.18.0.2")
+	dp.mu.Lock()
+	defer dp.mu.Unlock()
+	if n := dp.calls["DeleteRemote"] - deletes; n != 0 {
+		t.Fatalf("%d kernel deletes for an endpoint that only changed owner", n)
+	}
+}
+
+func TestUndone(t *testing.T) {
+	r := func(ip, mac, vtep string) dataplane.RemoteEndpoint {
+		var e dataplane.RemoteEndpoint
+		if ip != "" {
+			e.IP = net.ParseIP(ip).To4()
+		}
+		if mac != "" {
+			e.MAC, _ = net.ParseMAC(mac)
+		}
+		if vtep != "" {
+			e.VTEP = net.ParseIP(vtep).To4()
+		}
+		return e
+	}
+	a := r("10.0.0.2", "02:00:00:00:00:02", "198.18.0.2")
+	moved := r("10.0.0.2", "02:00:00:00:00:02", "198.18.0.3")
+	ops := []kernelOp{
+		{vni: 1, r: a},                     // put back below: dropped
+		{vni: 2, r: a},                     // another network: kept
+		{vni: 1, r: r("10.0.0.9", "", "")}, // nothing puts it back: kept
+		{vni: 1, set: true, r: a},
+		{vni: 1, r: moved},                 // only a set before it: kept
+		{vni: 1, r: r("10.0.0.2", "", "")}, // neighbour only, put back below: dropped
+		{vni: 1, set: true, r: a},
+	}
+	got := undone(ops)
+	want := []kernelOp{ops[1], ops[2], ops[3], ops[4], ops[6]}
+	if len(got) != len(want) {
+		t.Fatalf("kept %d writes, want %d: %+v", len(got), len(want), got)
+	}
+	for i := range want {
+		if got[i].vni != want[i].vni || got[i].set != want[i].set || !rewrites(got[i].r, want[i].r) || !rewrites(want[i].r, got[i].r) {
+			t.Fatalf("write %d: %+v, want %+v", i, got[i], want[i])
+		}
+	}
 }

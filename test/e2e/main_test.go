@@ -7,7 +7,6 @@ package e2e
 
 import (
 	"fmt"
-	"hash/fnv"
 	"net/netip"
 	"os"
 	"strconv"
@@ -62,22 +61,12 @@ func labConfig(getenv func(string) string) (lab.Config, error) {
 	cfg.Underlay = netip.MustParsePrefix("198.18.2.254/24")
 	cfg.StateRoot, cfg.RunRoot = "", ""
 	if name := getenv("WEFT_E2E_LAB"); name != "" && name != cfg.Name {
-		cfg.Name = name
-		cfg.Bridge = name + "0"
-		// Short, derived from the name, and starting with a letter that
-		// no other lab's prefix (wci, wlh) nor weft's devices use.
-		h := fnv.New32a()
-		h.Write([]byte(name))
-		cfg.VethPrefix = fmt.Sprintf("e%04x", h.Sum32()&0xffff)
-		subnet := getenv("WEFT_E2E_SUBNET")
-		if subnet == "" {
-			return cfg, fmt.Errorf("WEFT_E2E_LAB=%s needs WEFT_E2E_SUBNET (the bridge's address and prefix, e.g. 198.18.4.254/24) apart from other labs'", name)
+		// Veth prefix "e...": no other lab's prefix (wci, wlh) nor weft's
+		// devices start with it.
+		var err error
+		if cfg, err = cfg.Rename(name, getenv("WEFT_E2E_SUBNET"), 'e'); err != nil {
+			return cfg, fmt.Errorf("WEFT_E2E_LAB, WEFT_E2E_SUBNET: %w", err)
 		}
-		p, err := netip.ParsePrefix(subnet)
-		if err != nil {
-			return cfg, fmt.Errorf("WEFT_E2E_SUBNET=%q: %w", subnet, err)
-		}
-		cfg.Underlay = p
 	}
 	err := withOutside(&cfg, getenv)
 	return cfg, err

@@ -2,6 +2,7 @@ package lab
 
 import (
 	"fmt"
+	"hash/fnv"
 	"net/netip"
 	"path/filepath"
 	"regexp"
@@ -156,6 +157,28 @@ func DefaultConfig() Config {
 }
 
 var namePattern = regexp.MustCompile(`^[a-z][a-z0-9]{0,11}$`)
+
+// Rename gives c another lab's name and what must differ with it for
+// two labs to share one machine: the bridge <name>0, a veth prefix of
+// letter and four hex digits derived from the name (letter: one that no
+// other lab's prefix nor weft's devices start with), the underlay subnet
+// (the bridge's address and prefix, apart from other labs'), and the
+// default state and run roots.
+func (c Config) Rename(name, subnet string, letter byte) (Config, error) {
+	if subnet == "" {
+		return c, fmt.Errorf("lab %s needs an underlay subnet of its own (the bridge's address and prefix, e.g. 198.18.4.254/24)", name)
+	}
+	p, err := netip.ParsePrefix(subnet)
+	if err != nil {
+		return c, fmt.Errorf("lab %s: underlay subnet %q: %w", name, subnet, err)
+	}
+	h := fnv.New32a()
+	h.Write([]byte(name))
+	c.Name, c.Bridge, c.Underlay = name, name+"0", p
+	c.VethPrefix = fmt.Sprintf("%c%04x", letter, h.Sum32()&0xffff)
+	c.StateRoot, c.RunRoot = "", ""
+	return c, nil
+}
 
 // withDefaults fills zero fields from DefaultConfig and checks the result.
 func (c Config) withDefaults() (Config, error) {

@@ -61,6 +61,13 @@ func readDocker(ctx context.Context, h *lab.Host) (dockerView, error) {
 			if err := json.Unmarshal([]byte(line), &n); err != nil {
 				return v, fmt.Errorf("%s: network inspect: %w", h.Name, err)
 			}
+			// A swarm manager lists every swarm network, also those its
+			// engine has not made here (no container of this host on
+			// them, so the driver was never asked): their Containers are
+			// null, never {}. weft has nothing of theirs on this host.
+			if n.Containers == nil {
+				continue
+			}
 			dn := dockerNetwork{id: n.ID}
 			if s, ok := n.Options["weft.vni"]; ok {
 				vni, err := strconv.ParseUint(s, 10, 32)

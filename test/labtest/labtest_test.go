@@ -1,7 +1,9 @@
 package labtest
 
 import (
+	"fmt"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/weftnet/weft/dataplane"
@@ -46,5 +48,22 @@ func TestStray(t *testing.T) {
 		if endpointIf.MatchString(name) != want {
 			t.Errorf("endpoint interface name %q: %v, want %v", name, !want, want)
 		}
+	}
+}
+
+// A run past busybox's 65536th ping starts its seq again at 0: no
+// duplicate, and a gap in the second lap is a loss.
+func TestCountPings(t *testing.T) {
+	var b strings.Builder
+	for i := 0; i < 70000; i++ {
+		if i == 66000 {
+			continue
+		}
+		fmt.Fprintf(&b, "64 bytes from 10.0.0.2: seq=%d ttl=64 time=0.1 ms\n", i%65536)
+	}
+	b.WriteString("70001 packets transmitted, 69999 packets received, 0% packet loss\n")
+	r := countPings(b.String())
+	if r.Sent != 70001 || r.Received != 69999 || r.Dups != 0 || len(r.Lost) != 1 || r.Lost[0] != 66000 {
+		t.Fatalf("%s, lost %v", r, r.Lost)
 	}
 }

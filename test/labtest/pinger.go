@@ -100,11 +100,29 @@ func (p *Pinger) Stop(t testing.TB) PingResult {
 	p.h.MustDocker(t, "kill", "-s", "INT", p.name)
 	p.h.MustDocker(t, "wait", p.name)
 	out := p.h.MustDocker(t, "logs", p.name)
+	r := countPings(out)
+	if r.Sent == 0 {
+		t.Fatalf("%s printed no summary:\n%s", p, out)
+	}
+	return r
+}
+
+// countPings reads a busybox ping's output: one line per reply, then its
+// summary.
+func countPings(out string) PingResult {
 	var r PingResult
 	got := map[int]bool{}
+	// busybox's seq wraps at 65536 (after 11 minutes at 10 ms): unwrapped
+	// here, so that a long run's second lap is no duplicate.
+	prev, lap := -1, 0
 	for _, line := range strings.Split(out, "\n") {
 		if m := pingSeq.FindStringSubmatch(line); m != nil {
 			seq, _ := strconv.Atoi(m[1])
+			if prev >= 0 && seq+lap < prev-30000 {
+				lap += 65536
+			}
+			seq += lap
+			prev = seq
 			if got[seq] || strings.Contains(line, "DUP!") {
 				r.Dups++
 			}
@@ -115,13 +133,10 @@ func (p *Pinger) Stop(t testing.TB) PingResult {
 			r.Received, _ = strconv.Atoi(m[2])
 		}
 	}
-	if r.Sent == 0 {
-		t.Fatalf("%s printed no summary:\n%s", p, out)
-	}
 	for seq := 0; seq < r.Sent; seq++ {
 		// busybox counts seq 0..sent-1; the last may have been in flight
 		// when the ping was interrupted.
-		if !got[seq%65536] && seq != r.Sent-1 {
+		if !got[seq] && seq != r.Sent-1 {
 			r.Lost = append(r.Lost, seq)
 		}
 	}
