@@ -249,10 +249,11 @@ func (k *Kernel) tables(dev string) (idx int, fdb, arp []netlink.Neigh, err erro
 	return idx, fdb, arp, nil
 }
 
-// isStaticFDB reports whether n is an FDB entry weft writes: a permanent
-// MAC -> VTEP entry.
+// isStaticFDB reports whether n is an FDB entry weft writes for a remote
+// endpoint: a permanent MAC -> VTEP entry (not a flood entry, whose MAC is
+// all zeros: flood_linux.go owns those).
 func isStaticFDB(n netlink.Neigh) bool {
-	return n.IP != nil && n.HardwareAddr != nil && n.State&netlink.NUD_PERMANENT != 0
+	return n.IP != nil && n.HardwareAddr != nil && n.State&netlink.NUD_PERMANENT != 0 && !isZeroMAC(n.HardwareAddr)
 }
 
 // isStaticNeigh reports whether n is a neighbour entry weft writes: a
