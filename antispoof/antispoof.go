@@ -27,6 +27,14 @@
 //     on), there is no IPv6 on weft networks, and without a default FDB
 //     entry no broadcast or unknown destination is sent. So ARP, VLAN-tagged
 //     frames and every other type are dropped, whatever their sender.
+//   - Broadcast and multicast (group-addressed inner destination MAC) pass
+//     only on the VNIs of networks that carry them (set flood; the driver
+//     floods them to the other hosts, dataplane/flood_linux.go), their
+//     sources checked as above; elsewhere they are dropped whatever their
+//     source. On those networks the kernel's flood entry also sends unknown
+//     unicast to every host; so there a unicast frame leaves only towards
+//     the host the catalog places its destination (MAC and address) on,
+//     and the flooded copies are dropped.
 //   - The probe's segment (dataplane.ProbeVNI) is let through: only weft's
 //     process sends on it, from a namespace of its own.
 //   - Containers sending to the VXLAN port through the host (a container's
@@ -79,10 +87,13 @@ func (e Entry) String() string {
 }
 
 // Sources is what the table lets through: Local, the sources this host's
-// endpoints may send with; Remote, those each other host may.
+// endpoints may send with; Remote, those each other host may; Flood, the
+// VNIs of the networks that carry broadcast and multicast (opt-in), whose
+// group-addressed frames pass, their sources checked like any other.
 type Sources struct {
 	Local  []Entry
 	Remote []Entry
+	Flood  []uint32
 }
 
 // Diff counts what one Sync changed in the kernel, by set. All zero: the
@@ -90,6 +101,7 @@ type Sources struct {
 type Diff struct {
 	LocalAdded, LocalRemoved   int
 	RemoteAdded, RemoteRemoved int
+	FloodAdded, FloodRemoved   int
 }
 
 // Dropped counts the packets the table dropped: leaving this host with a

@@ -9,18 +9,25 @@ package antispoof
 // the inner Ethernet header at th+16 (source MAC th+22, type th+28), the
 // inner IPv4 header at th+30 (source th+42).
 //
+// The inner destination MAC is at th+16 (its first byte's low bit: group
+// addressed), the inner IPv4 destination at th+46.
+//
 //	table ip weft_sources {
 //	  set local  { type ipv4_addr . ether_addr . ipv4_addr }              # vni . mac . ip
 //	  set remote { type ipv4_addr . ipv4_addr . ether_addr . ipv4_addr }  # vtep . vni . mac . ip
+//	  set flood  { type ipv4_addr }                                       # vni
 //	  chain output {
 //	    type filter hook output priority filter; policy accept;
 //	    udp dport <vxlan> @th,88,32 <probe vni> accept
+//	    udp dport <vxlan> @th,128,8 & 1 == 1 @th,88,32 != @flood counter drop
+//	    udp dport <vxlan> @th,128,8 & 1 == 0 @th,88,32 @flood ip daddr . @th,88,32 . @th,128,48 . @th,368,32 != @remote counter drop
 //	    udp dport <vxlan> @th,224,16 0x0800 @th,88,32 . @th,176,48 . @th,336,32 @local accept
 //	    udp dport <vxlan> counter drop
 //	  }
 //	  chain input {
 //	    type filter hook input priority filter; policy accept;
 //	    udp dport <vxlan> @th,88,32 <probe vni> accept
+//	    udp dport <vxlan> @th,128,8 & 1 == 1 @th,88,32 != @flood counter drop
 //	    udp dport <vxlan> @th,224,16 0x0800 ip saddr . @th,88,32 . @th,176,48 . @th,336,32 @remote accept
 //	    udp dport <vxlan> counter drop
 //	  }
@@ -36,6 +43,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 
 	"github.com/google/nftables"
@@ -49,6 +57,7 @@ const TableName = "weft_sources"
 const (
 	localSet  = "local"
 	remoteSet = "remote"
+	floodSet  = "flood"
 	outChain  = "output"
 	inChain   = "input"
 	fwdChain  = "forward"
@@ -86,8 +95,8 @@ type Table struct {
 	// built tells that this process wrote the table whole and that local
 	// and remote mirror the elements the kernel holds; false: the next
 	// Sync builds it again from what it is asked for.
-	built         bool
-	local, remote map[string]bool
+	built                bool
+	local, remote, flood map[string]bool
 }
 
 // New returns the table of cfg; nothing is written until Sync.
@@ -117,6 +126,10 @@ func (t *Table) table() *nftables.Table {
 func (t *Table) sets(tbl *nftables.Table) (local, remote *nftables.Set) {
 	return &nftables.Set{Table: tbl, Name: localSet, KeyType: localKey, Concatenation: true},
 		&nftables.Set{Table: tbl, Name: remoteSet, KeyType: remoteKey, Concatenation: true}
+}
+
+func (t *Table) floodSet(tbl *nftables.Table) *nftables.Set {
+	return &nftables.Set{Table: tbl, Name: floodSet, KeyType: nftables.TypeIPAddr}
 }
 
 // ErrNotBuilt is returned by Change before Sync has written the table (or
@@ -206,12 +219,12 @@ func (t *Table) Sync(want Sources, prune bool) (Diff, error) {
 			bad = append(bad, err)
 		}
 	}
-	wl, wr := keysOf(want.Local, false), keysOf(want.Remote, true)
+	wl, wr, wf := keysOf(want.Local, false), keysOf(want.Remote, true), floodKeys(want.Flood)
 	c, err := t.conn()
 	if err != nil {
 		return d, err
 	}
-	hl, hr, whole := t.current(c)
+	hl, hr, hf, whole := t.current(c)
 	if !prune {
 		for k := range hl {
 			wl[k] = true
@@ -222,23 +235,24 @@ func (t *Table) Sync(want Sources, prune bool) (Diff, error) {
 	}
 	d.LocalAdded, d.LocalRemoved = count(wl, hl)
 	d.RemoteAdded, d.RemoteRemoved = count(wr, hr)
+	d.FloodAdded, d.FloodRemoved = count(wf, hf)
 	if !t.built || !whole {
-		if err := t.build(c, wl, wr); err != nil {
+		if err := t.build(c, wl, wr, wf); err != nil {
 			t.built = false
 			return Diff{}, err
 		}
-		t.built, t.local, t.remote = true, wl, wr
+		t.built, t.local, t.remote, t.flood = true, wl, wr, wf
 		return d, errors.Join(bad...)
 	}
 	if d == (Diff{}) {
-		t.local, t.remote = wl, wr
+		t.local, t.remote, t.flood = wl, wr, wf
 		return d, errors.Join(bad...)
 	}
 	ls, rs := t.sets(t.table())
 	for _, op := range []struct {
 		s         *nftables.Set
 		want, has map[string]bool
-	}{{ls, wl, hl}, {rs, wr, hr}} {
+	}{{ls, wl, hl}, {rs, wr, hr}, {t.floodSet(t.table()), wf, hf}} {
 		var add, del []string
 		for k := range op.want {
 			if !op.has[k] {
@@ -265,21 +279,21 @@ func (t *Table) Sync(want Sources, prune bool) (Diff, error) {
 		t.built = false
 		return Diff{}, fmt.Errorf("sync the sources of table %s: %w", TableName, err)
 	}
-	t.local, t.remote = wl, wr
+	t.local, t.remote, t.flood = wl, wr, wf
 	return d, errors.Join(bad...)
 }
 
-// current returns the elements of both sets, and whether the table is
-// whole (both sets, the three chains with their rules).
-func (t *Table) current(c *nftables.Conn) (local, remote map[string]bool, whole bool) {
-	local, remote = map[string]bool{}, map[string]bool{}
+// current returns the elements of the sets, and whether the table is
+// whole (the three sets, the three chains with their rules).
+func (t *Table) current(c *nftables.Conn) (local, remote, flood map[string]bool, whole bool) {
+	local, remote, flood = map[string]bool{}, map[string]bool{}, map[string]bool{}
 	tbl := t.table()
 	ls, rs := t.sets(tbl)
 	whole = true
 	for _, s := range []struct {
 		set *nftables.Set
 		out map[string]bool
-	}{{ls, local}, {rs, remote}} {
+	}{{ls, local}, {rs, remote}, {t.floodSet(tbl), flood}} {
 		have, err := c.GetSetByName(tbl, s.set.Name)
 		if err != nil {
 			whole = false
@@ -300,29 +314,33 @@ func (t *Table) current(c *nftables.Conn) (local, remote map[string]bool, whole 
 			whole = false
 		}
 	}
-	return local, remote, whole
+	return local, remote, flood, whole
 }
 
 func (t *Table) ruleCounts() map[string]int {
-	n := 2
+	out, in := 4, 3
 	if t.cfg.ExemptVNI != 0 {
-		n = 3
+		out, in = out+1, in+1
 	}
-	return map[string]int{outChain: n, inChain: n, fwdChain: 1}
+	return map[string]int{outChain: out, inChain: in, fwdChain: 1}
 }
 
 // build replaces the table, in one batch: create (a no-op if it exists),
 // delete, create afresh with its sets, chains and rules.
-func (t *Table) build(c *nftables.Conn, local, remote map[string]bool) error {
+func (t *Table) build(c *nftables.Conn, local, remote, flood map[string]bool) error {
 	tbl := c.AddTable(t.table())
 	c.DelTable(tbl)
 	tbl = c.AddTable(t.table())
 	ls, rs := t.sets(tbl)
+	fs := t.floodSet(tbl)
 	if err := c.AddSet(ls, elements(keys(local))); err != nil {
 		return fmt.Errorf("nftables set %s: %w", ls.Name, err)
 	}
 	if err := c.AddSet(rs, elements(keys(remote))); err != nil {
 		return fmt.Errorf("nftables set %s: %w", rs.Name, err)
+	}
+	if err := c.AddSet(fs, elements(keys(flood))); err != nil {
+		return fmt.Errorf("nftables set %s: %w", fs.Name, err)
 	}
 	policy := nftables.ChainPolicyAccept
 	chain := func(name string, hook *nftables.ChainHook) *nftables.Chain {
@@ -339,6 +357,10 @@ func (t *Table) build(c *nftables.Conn, local, remote map[string]bool) error {
 	}{{chain(outChain, nftables.ChainHookOutput), ls, false}, {chain(inChain, nftables.ChainHookInput), rs, true}} {
 		if t.cfg.ExemptVNI != 0 {
 			c.AddRule(&nftables.Rule{Table: tbl, Chain: ch.chain, Exprs: exempt(port, t.cfg.ExemptVNI)})
+		}
+		c.AddRule(&nftables.Rule{Table: tbl, Chain: ch.chain, Exprs: groupElsewhere(port, fs)})
+		if !ch.remote {
+			c.AddRule(&nftables.Rule{Table: tbl, Chain: ch.chain, Exprs: unknownUnicast(port, fs, rs)})
 		}
 		c.AddRule(&nftables.Rule{Table: tbl, Chain: ch.chain, Exprs: listed(port, ch.set, ch.remote)})
 		c.AddRule(&nftables.Rule{Table: tbl, Chain: ch.chain, Exprs: drop(port)})
@@ -405,6 +427,50 @@ func listed(port int, s *nftables.Set, remote bool) []expr.Any {
 	return e
 }
 
+// groupBit loads the inner destination MAC's first byte, and keeps its
+// group bit.
+func groupBit() []expr.Any {
+	return []expr.Any{
+		th(reg1, 16, 1),
+		&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 1, Mask: []byte{1}, Xor: []byte{0}},
+	}
+}
+
+// groupElsewhere is "udp dport <port> @th,128,8 & 1 == 1 @th,88,32 !=
+// @flood counter drop": a broadcast or multicast frame on a network that
+// does not carry them.
+func groupElsewhere(port int, flood *nftables.Set) []expr.Any {
+	e := append(vxlanPort(port), groupBit()...)
+	return append(e,
+		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{1}},
+		th(reg1, 11, 4),
+		&expr.Lookup{SourceRegister: reg1, SetName: flood.Name, SetID: flood.ID, Invert: true},
+		&expr.Counter{},
+		&expr.Verdict{Kind: expr.VerdictDrop},
+	)
+}
+
+// unknownUnicast is "udp dport <port> @th,128,8 & 1 == 0 @th,88,32 @flood
+// ip daddr . @th,88,32 . @th,128,48 . @th,368,32 != @remote counter
+// drop": on a network with flood entries, a unicast frame sent to a host
+// the catalog does not place its destination on (the kernel's flooded
+// copies of an unknown destination).
+func unknownUnicast(port int, flood, remote *nftables.Set) []expr.Any {
+	e := append(vxlanPort(port), groupBit()...)
+	return append(e,
+		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{0}},
+		th(reg1, 11, 4),
+		&expr.Lookup{SourceRegister: reg1, SetName: flood.Name, SetID: flood.ID},
+		&expr.Payload{DestRegister: reg3200, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
+		th(reg3200+1, 11, 4), // vni
+		th(reg3200+2, 16, 6), // inner destination MAC, padded to 8 bytes
+		th(reg3200+4, 46, 4), // inner destination address
+		&expr.Lookup{SourceRegister: reg3200, SetName: remote.Name, SetID: remote.ID, Invert: true},
+		&expr.Counter{},
+		&expr.Verdict{Kind: expr.VerdictDrop},
+	)
+}
+
 // drop is "udp dport <port> counter drop".
 func drop(port int) []expr.Any {
 	return append(vxlanPort(port), &expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop})
@@ -441,11 +507,15 @@ func (t *Table) Sources() (Sources, error) {
 	if err != nil {
 		return Sources{}, err
 	}
-	l, r, whole := t.current(c)
+	l, r, f, whole := t.current(c)
 	if !whole {
 		return Sources{}, fmt.Errorf("no whole table %s", TableName)
 	}
 	var s Sources
+	for k := range f {
+		s.Flood = append(s.Flood, binary.BigEndian.Uint32([]byte(k)))
+	}
+	slices.Sort(s.Flood)
 	for k := range l {
 		s.Local = append(s.Local, decode(k, false))
 	}
@@ -467,7 +537,7 @@ func (t *Table) Remove() error {
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("remove table %s: %w", TableName, err)
 	}
-	t.built, t.local, t.remote = false, nil, nil
+	t.built, t.local, t.remote, t.flood = false, nil, nil, nil
 	return nil
 }
 
@@ -496,6 +566,17 @@ func decode(k string, remote bool) Entry {
 	e.MAC = net.HardwareAddr(append([]byte(nil), b[4:10]...))
 	e.IP = netip.AddrFrom4([4]byte(b[12:16]))
 	return e
+}
+
+// floodKeys returns the set keys of the VNIs vnis (valid ones only).
+func floodKeys(vnis []uint32) map[string]bool {
+	out := make(map[string]bool, len(vnis))
+	for _, v := range vnis {
+		if v != 0 && v <= 1<<24-1 {
+			out[string(binary.BigEndian.AppendUint32(nil, v))] = true
+		}
+	}
+	return out
 }
 
 // keysOf returns the keys of the valid entries of es.
