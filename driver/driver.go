@@ -56,6 +56,9 @@ type Dataplane interface {
 	SetRemotes(vni uint32, want []dataplane.RemoteEndpoint) (dataplane.Repair, error)
 	// Remotes returns the remote endpoints programmed on a device.
 	Remotes(vni uint32) ([]dataplane.RemoteEndpoint, error)
+	// Flooder writes the flood lists of the networks that carry
+	// broadcast and multicast (multicast.go).
+	Flooder
 }
 
 // Sources is the table of the sources each network's packets may carry
@@ -167,6 +170,8 @@ type Driver struct {
 	// remotes are the remote endpoints the catalog holds, by VNI, whether
 	// or not this host has the network.
 	remotes map[uint32]*remoteSet
+	// flood holds the flood list last written per VNI (multicast.go).
+	flood map[uint32][]string
 	// refused is when a record of each host was last logged as refused.
 	refused map[string]time.Time
 	// passed holds the VNIs of the networks the last repair pass saw, so
@@ -239,6 +244,7 @@ func New(cfg Config, dp Dataplane, cat Catalog, ul Underlay) (*Driver, error) {
 		metrics:  newRepairMetrics(cfg.Registry),
 		networks: map[string]*Network{},
 		remotes:  map[uint32]*remoteSet{},
+		flood:    map[uint32][]string{},
 		refused:  map[string]time.Time{},
 	}
 	d.allocated = d.store.loadAllocations(log)

@@ -26,6 +26,7 @@ type fakePlane struct {
 	ifaces   map[string]uint32
 	fdb      map[uint32]map[string]map[string]bool // vni -> mac -> vteps
 	neigh    map[uint32]map[string]string          // vni -> ip -> mac
+	flood    map[uint32]map[string]bool            // vni -> vteps (multicast_test.go)
 	// calls counts the writes by method.
 	calls    map[string]int
 	failNext error

@@ -18,6 +18,9 @@ const (
 	OptMTU = "com.docker.network.driver.mtu"
 	// OptVNI chooses the network's VXLAN network identifier.
 	OptVNI = "weft.vni"
+	// OptMulticast, "true", makes the network carry broadcast and
+	// multicast to every host with an endpoint on it (multicast.go).
+	OptMulticast = "weft.multicast"
 )
 
 // genericKey is where Docker puts the driver options in CreateNetwork.
@@ -33,9 +36,11 @@ type netOptions struct {
 	MTU int
 	// VNI chosen by the user or by AllocateNetwork; 0 when unset.
 	VNI uint32
+	// Multicast: the network carries broadcast and multicast.
+	Multicast bool
 }
 
-var knownOptions = []string{OptMTU, OptVNI}
+var knownOptions = []string{OptMTU, OptVNI, OptMulticast}
 
 // parseOptions checks the driver options of a network. Keys Docker itself
 // adds (com.docker.*) are passed over; any other unknown key is refused so
@@ -60,6 +65,14 @@ func parseOptions(opts map[string]string) (netOptions, error) {
 				return o, fmt.Errorf("option %s=%q: VNI %d is reserved for weft's data-path probe; choose another", k, opts[k], n)
 			}
 			o.VNI = uint32(n)
+		case OptMulticast:
+			switch v {
+			case "true":
+				o.Multicast = true
+			case "false":
+			default:
+				return o, fmt.Errorf("option %s=%q is neither true nor false", k, opts[k])
+			}
 		default:
 			if strings.HasPrefix(k, "com.docker.") {
 				continue

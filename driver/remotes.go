@@ -176,10 +176,12 @@ func (d *Driver) apply(evs []catalog.Event) {
 	for _, n := range d.networks {
 		local[n.VNI] = true
 	}
+	touched := map[uint32]bool{}
 	for _, ev := range evs {
 		if ev.Local {
 			continue
 		}
+		touched[ev.Record.VNI], touched[ev.Old.VNI] = true, true
 		key := catalog.Key(ev.Record.Host, ev.Record.Endpoint)
 		switch ev.Kind {
 		case catalog.Added, catalog.Updated:
@@ -204,6 +206,7 @@ func (d *Driver) apply(evs []catalog.Event) {
 			ops = append(ops, d.changeLocked(ev.Record.VNI, key, nil, local[ev.Record.VNI], &src)...)
 		}
 	}
+	flood := d.floodOpsLocked(touched)
 	d.mu.Unlock()
 	for _, op := range ops {
 		var err error
@@ -218,6 +221,7 @@ func (d *Driver) apply(evs []catalog.Event) {
 			d.log.Debug("kernel entry write failed", "vni", op.vni, "ip", op.r.IP.String(), "set", op.set, "err", err)
 		}
 	}
+	d.writeFlood(flood)
 	d.writeSources(src)
 }
 
@@ -315,6 +319,8 @@ func (d *Driver) repair(periodic bool) {
 	type job struct {
 		seg  dataplane.Segment
 		want []dataplane.RemoteEndpoint
+		// flood is the device's flood list (multicast.go).
+		flood []string
 		// first marks a network's first pass since it came here (or
 		// since the start) with the catalog complete: it programs the
 		// entries, it repairs nothing.
@@ -331,6 +337,7 @@ func (d *Driver) repair(periodic bool) {
 	jobs := make([]job, 0, len(d.networks))
 	changed := false
 	passed := make(map[uint32]bool, len(d.networks))
+	flood := make(map[uint32][]string, len(d.networks))
 	quiet := false
 	for _, n := range d.networks {
 		before := n.MTU
@@ -343,13 +350,17 @@ func (d *Driver) repair(periodic bool) {
 		if s := d.remotes[n.VNI]; s != nil {
 			want = slices.DeleteFunc(s.list(), func(r dataplane.RemoteEndpoint) bool { return admit(n, r) != nil })
 		}
-		jobs = append(jobs, job{seg: seg, want: want, first: !d.passed[n.VNI]})
+		jobs = append(jobs, job{seg: seg, want: want, flood: d.floodWantLocked(n), first: !d.passed[n.VNI]})
+		if f := jobs[len(jobs)-1].flood; len(f) > 0 {
+			flood[n.VNI] = f
+		}
 		quiet = quiet || !d.passed[n.VNI]
 		// Until the catalog is complete a pass only adds: the first
 		// complete one may still remove what the last run left.
 		passed[n.VNI] = d.passed[n.VNI] || complete
 	}
 	d.passed = passed
+	d.flood = flood
 	d.syncSourcesLocked(complete, quiet)
 	if changed {
 		if err := d.saveLocked(); err != nil {
@@ -380,6 +391,7 @@ func (d *Driver) repair(periodic bool) {
 			d.log.Error("program entries", "vni", j.seg.VNI, "err", err)
 			d.metrics.failed()
 		}
+		d.repairFlood(j.seg.VNI, j.flood, complete, j.first)
 		if j.first {
 			continue
 		}

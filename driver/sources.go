@@ -114,6 +114,9 @@ func (d *Driver) syncSourcesLocked(complete, quiet bool) {
 				want.Remote = append(want.Remote, remoteSource(n.VNI, r))
 			}
 		}
+		if multicast(n) {
+			want.Flood = append(want.Flood, n.VNI)
+		}
 	}
 	diff, err := s.Sync(want, complete)
 	if err != nil {
