@@ -29,6 +29,7 @@ type dockerEndpoint struct {
 type dockerNetwork struct {
 	id        string
 	vni       uint32 // 0: not in Docker's options
+	multicast bool   // -o weft.multicast=true
 	endpoints []dockerEndpoint
 }
 
@@ -61,7 +62,7 @@ func readDocker(ctx context.Context, h *lab.Host) (dockerView, error) {
 			if err := json.Unmarshal([]byte(line), &n); err != nil {
 				return v, fmt.Errorf("%s: network inspect: %w", h.Name, err)
 			}
-			dn := dockerNetwork{id: n.ID}
+			dn := dockerNetwork{id: n.ID, multicast: n.Options["weft.multicast"] == "true"}
 			if s, ok := n.Options["weft.vni"]; ok {
 				vni, err := strconv.ParseUint(s, 10, 32)
 				if err != nil {
@@ -111,7 +112,9 @@ func entryDiff(what string, have, want []string) []string {
 // device per weft network Docker has on the host and none other, up, with
 // learning off and proxy on, of the MTU weft reports; on it one static FDB
 // entry (MAC -> VTEP) and one permanent neighbour entry (IP -> MAC) per
-// endpoint of that network on the other hosts of side, and nothing else;
+// endpoint of that network on the other hosts of side, and one flood entry
+// (00:00:00:00:00:00 -> VTEP) per other host with endpoints on a network
+// created with -o weft.multicast=true, and nothing else;
 // no endpoint interface left in the host namespace; no bridge but
 // Docker's docker_gwbridge; and a status that lists the same
 // networks and endpoints, every host of side alive in its mesh.
@@ -165,9 +168,11 @@ func Check(ctx context.Context, side []*lab.Host) error {
 			return err
 		}
 		nets := map[uint32]string{}
+		flooding := map[uint32]bool{}
 		for _, n := range v.nets {
 			if n.vni != 0 {
 				nets[n.vni] = n.id
+				flooding[n.vni] = n.multicast
 			}
 		}
 		repNets := map[uint32]status.Network{}
@@ -210,6 +215,9 @@ func Check(ctx context.Context, side []*lab.Host) error {
 					continue
 				}
 				wantFDB = append(wantFDB, e.mac+" "+e.host.Addr().String())
+				if flood := "00:00:00:00:00:00 " + e.host.Addr().String(); flooding[vni] && !slices.Contains(wantFDB, flood) {
+					wantFDB = append(wantFDB, flood)
+				}
 				wantNeigh = append(wantNeigh, e.ip+" "+e.mac)
 				wantRemote = append(wantRemote, e.ip+" "+e.mac+" "+e.host.Addr().String())
 			}
