@@ -3,9 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -30,15 +27,7 @@ func TestMulticastAndBroadcast(t *testing.T) {
 	l := need(t)
 	ctx := context.Background()
 	h1 := l.Hosts[0]
-	bin := filepath.Join(t.TempDir(), "mcastprobe")
-	build := exec.Command("go", "build", "-trimpath", "-o", bin, "github.com/weftnet/weft/test/mcastprobe")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build mcastprobe: %v\n%s", err, out)
-	}
-	if err := l.ImportBinary(ctx, bin, mcastImage); err != nil {
-		t.Fatalf("import %s: %v", mcastImage, err)
-	}
+	bin := labtest.GoImage(t, l, "github.com/weftnet/weft/test/mcastprobe", mcastImage)
 	labtest.NoLeaksAfter(t, l, "mcast", "nomcast")
 	const (
 		mcSubnet, mcBcast = "10.93.0.0/24", "10.93.0.255"
