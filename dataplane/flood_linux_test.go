@@ -260,7 +260,8 @@ func joinGroup(t *testing.T, ns netns.NsHandle, ifname, group string, port int) 
 }
 
 // captureIn opens a packet socket on device dev of namespace ns; the
-// function returned reports whether a frame that match accepts arrives
+// function returned reports whether a frame that match accepts, received
+// by the device (not sent), arrives
 // within 500 ms, reading through what arrived since the last call (frames
 // it passes over are gone).
 func captureIn(t *testing.T, ns netns.NsHandle, dev string) func(match func([]byte) bool) bool {
@@ -290,7 +291,10 @@ func captureIn(t *testing.T, ns netns.NsHandle, dev string) func(match func([]by
 	return func(match func([]byte) bool) bool {
 		deadline := time.Now().Add(500 * time.Millisecond)
 		for time.Now().Before(deadline) {
-			n, _, err := unix.Recvfrom(fd, buf, 0)
+			n, from, err := unix.Recvfrom(fd, buf, 0)
+			if ll, ok := from.(*unix.SockaddrLinklayer); ok && ll.Pkttype == unix.PACKET_OUTGOING {
+				continue // the device's own, sent nowhere without an entry
+			}
 			if err == nil && n >= 14 && match(buf[:n]) {
 				return true
 			}
