@@ -67,9 +67,9 @@ const (
 	local6Set  = "local6"
 	remote6Set = "remote6"
 	floodSet   = "flood"
-	outChain  = "output"
-	inChain   = "input"
-	fwdChain  = "forward"
+	outChain   = "output"
+	inChain    = "input"
+	fwdChain   = "forward"
 )
 
 var (
@@ -77,8 +77,8 @@ var (
 	// that nft's command line shows and parses (VNI 42 is 0.0.0.42); an
 	// integer without the "typeof" annotation, which the library does not
 	// write, shows there with no length.
-	localKey  = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeEtherAddr, nftables.TypeIPAddr)
-	remoteKey = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeIPAddr, nftables.TypeEtherAddr, nftables.TypeIPAddr)
+	localKey   = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeEtherAddr, nftables.TypeIPAddr)
+	remoteKey  = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeIPAddr, nftables.TypeEtherAddr, nftables.TypeIPAddr)
 	local6Key  = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeEtherAddr, nftables.TypeIP6Addr)
 	remote6Key = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeIPAddr, nftables.TypeEtherAddr, nftables.TypeIP6Addr)
 )
