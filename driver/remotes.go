@@ -271,7 +271,7 @@ func (d *Driver) changeLocked(vni uint32, key string, next *claim, here bool, sr
 	for ip, a := range after {
 		if b, ok := before[ip]; !ok || !sameRemote(a.r, b.r) {
 			sets = append(sets, kernelOp{vni: vni, set: true, r: a.r})
-			src.add.Remote = append(src.add.Remote, remoteSource(vni, a.r))
+			src.add.Remote = append(src.add.Remote, remoteSources(vni, a.r)...)
 		}
 	}
 	for ip, b := range before {
@@ -279,15 +279,18 @@ func (d *Driver) changeLocked(vni uint32, key string, next *claim, here bool, sr
 		if held && sameRemote(a.r, b.r) {
 			continue
 		}
-		src.del.Remote = append(src.del.Remote, remoteSource(vni, b.r))
+		src.del.Remote = append(src.del.Remote, remoteSources(vni, b.r)...)
 		var del dataplane.RemoteEndpoint
 		if !held {
 			del.IP = b.r.IP // its neighbour entry: nothing holds the address
 		}
+		if b.r.IP6 != nil && !set.ip6Held(b.r.IP6) {
+			del.IP6 = b.r.IP6 // its IPv6 neighbour entry, likewise
+		}
 		if !set.macHeld(b.r) {
 			del.MAC, del.VTEP = b.r.MAC, b.r.VTEP // its FDB entry, towards that VTEP only
 		}
-		if del.IP != nil || del.MAC != nil {
+		if del.IP != nil || del.IP6 != nil || del.MAC != nil {
 			dels = append(dels, kernelOp{vni: vni, r: del})
 		}
 	}
@@ -295,7 +298,7 @@ func (d *Driver) changeLocked(vni uint32, key string, next *claim, here bool, sr
 }
 
 func sameRemote(a, b dataplane.RemoteEndpoint) bool {
-	return a.IP.Equal(b.IP) && a.VTEP.Equal(b.VTEP) && string(a.MAC) == string(b.MAC)
+	return a.IP.Equal(b.IP) && a.VTEP.Equal(b.VTEP) && string(a.MAC) == string(b.MAC) && a.IP6.Equal(b.IP6)
 }
 
 // toRemote turns a catalog record into the kernel's view of it.
@@ -304,7 +307,15 @@ func toRemote(r catalog.Record) (dataplane.RemoteEndpoint, error) {
 	if err != nil {
 		return dataplane.RemoteEndpoint{}, err
 	}
-	return dataplane.RemoteEndpoint{IP: net.IP(ip.AsSlice()), MAC: mac, VTEP: net.IP(vtep.AsSlice())}, nil
+	ip6, err := r.Addr6()
+	if err != nil {
+		return dataplane.RemoteEndpoint{}, err
+	}
+	out := dataplane.RemoteEndpoint{IP: net.IP(ip.AsSlice()), MAC: mac, VTEP: net.IP(vtep.AsSlice())}
+	if ip6.IsValid() {
+		out.IP6 = net.IP(ip6.AsSlice())
+	}
+	return out, nil
 }
 
 // repair brings every device of this host in line: its MTU with the
@@ -451,7 +462,7 @@ func admit(n *Network, r dataplane.RemoteEndpoint) error {
 			return fmt.Errorf("address %s is this host's endpoint %s", ip, short(ep.ID))
 		}
 	}
-	return nil
+	return admit6(n, r)
 }
 
 // refusedLocked logs a record that is not programmed, once a minute per
