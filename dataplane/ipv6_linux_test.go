@@ -2,6 +2,7 @@ package dataplane
 
 import (
 	"net"
+	"net/netip"
 	"os/exec"
 	"slices"
 	"testing"
@@ -83,5 +84,49 @@ func TestDualStackTwoHosts(t *testing.T) {
 	}
 	if slices.ContainsFunc(nd, isStaticNeigh) {
 		t.Fatalf("neighbour entries left after DeleteRemote: %v", nd)
+	}
+}
+
+// TestGateway6: a dual-stack network's IPv6 gateway (a second gateway, its
+// own child and MAC) answers a container of the network on its IPv6
+// address, beside the IPv4 one, and goes on Close.
+func TestGateway6(t *testing.T) {
+	needRoot(t)
+	h, hh := newNS(t)
+	c, _ := newNS(t)
+	k := newKernel(t, hh)
+	if err := k.EnsureSegment(Segment{VNI: 601, MTU: 1450, Port: 4790}); err != nil {
+		t.Fatal(err)
+	}
+	if err := k.CreateInterface(601, "wc6", mac("02:77:0a:3d:00:02")); err != nil {
+		t.Fatal(err)
+	}
+	run(t, "ip", "-n", h, "link", "set", "wc6", "netns", c)
+	run(t, "ip", "-n", c, "addr", "add", "10.61.0.2/24", "dev", "wc6")
+	run(t, "ip", "-n", c, "-6", "addr", "add", "fd00:61::2/64", "dev", "wc6", "nodad")
+	run(t, "ip", "-n", c, "link", "set", "wc6", "up")
+	gw4 := netip.MustParsePrefix("10.61.0.1/24")
+	gw6 := netip.MustParsePrefix("fd00:61::1/64")
+	if m := MACFor(gw6.Addr()); m.String() != "06:77:00:00:00:01" {
+		t.Fatalf("MACFor(%s) = %s", gw6, m)
+	}
+	g4, err := k.OpenGateway(601, gw4, MACFor(gw4.Addr()), 53)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g4.Close()
+	g6, err := k.OpenGateway(601, gw6, MACFor(gw6.Addr()), 53)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g6.UDP.LocalAddr().String() != "[fd00:61::1]:53" {
+		t.Fatalf("IPv6 gateway listens on %s", g6.UDP.LocalAddr())
+	}
+	if !ping6(c, "fd00:61::1") || !ping(c, "10.61.0.1") {
+		t.Fatal("a container cannot reach both gateways")
+	}
+	g6.Close()
+	if ping6(c, "fd00:61::1") {
+		t.Fatal("IPv6 gateway still answers after Close")
 	}
 }
