@@ -22,6 +22,7 @@ type dockerEndpoint struct {
 	host    *lab.Host
 	vni     uint32
 	ip, mac string
+	ip6     string // on a dual-stack network
 }
 
 // dockerNetwork is a weft network as one engine has it. The VNI is in its
@@ -57,6 +58,7 @@ func readDocker(ctx context.Context, h *lab.Host) (dockerView, error) {
 				Containers map[string]struct {
 					MacAddress  string
 					IPv4Address string
+					IPv6Address string
 				}
 			}
 			if err := json.Unmarshal([]byte(line), &n); err != nil {
@@ -72,7 +74,8 @@ func readDocker(ctx context.Context, h *lab.Host) (dockerView, error) {
 			}
 			for _, c := range n.Containers {
 				ip, _, _ := strings.Cut(c.IPv4Address, "/")
-				dn.endpoints = append(dn.endpoints, dockerEndpoint{host: h, ip: ip, mac: c.MacAddress})
+				ip6, _, _ := strings.Cut(c.IPv6Address, "/")
+				dn.endpoints = append(dn.endpoints, dockerEndpoint{host: h, ip: ip, ip6: ip6, mac: c.MacAddress})
 			}
 			v.nets = append(v.nets, dn)
 		}
@@ -112,6 +115,7 @@ func entryDiff(what string, have, want []string) []string {
 // device per weft network Docker has on the host and none other, up, with
 // learning off and proxy on, of the MTU weft reports; on it one static FDB
 // entry (MAC -> VTEP) and one permanent neighbour entry (IP -> MAC) per
+// address (IPv4, and IPv6 on a dual-stack network) per
 // endpoint of that network on the other hosts of side, and one flood entry
 // (00:00:00:00:00:00 -> VTEP) per other host with endpoints on a network
 // created with -o weft.multicast=true, and nothing else;
@@ -219,6 +223,9 @@ func Check(ctx context.Context, side []*lab.Host) error {
 					wantFDB = append(wantFDB, flood)
 				}
 				wantNeigh = append(wantNeigh, e.ip+" "+e.mac)
+				if e.ip6 != "" {
+					wantNeigh = append(wantNeigh, e.ip6+" "+e.mac)
+				}
 				wantRemote = append(wantRemote, e.ip+" "+e.mac+" "+e.host.Addr().String())
 			}
 			var haveFDB, haveNeigh []string
