@@ -82,7 +82,19 @@ func removeContainers(h *lab.Host, names ...string) {
 // ends.
 func CreateSwarmNetwork(t testing.TB, l *lab.Lab, name, subnet string, opts ...string) {
 	t.Helper()
-	args := []string{"network", "create", "-d", l.Config().PluginName, "--scope", "swarm", "--attachable", "--subnet", subnet}
+	createSwarmNetwork(t, l, name, []string{"--subnet", subnet}, opts)
+}
+
+// CreateDualStackNetwork makes a swarm-scoped, attachable, dual-stack
+// network (--ipv6, an IPv4 and an IPv6 subnet) like CreateSwarmNetwork.
+func CreateDualStackNetwork(t testing.TB, l *lab.Lab, name, subnet4, subnet6 string, opts ...string) {
+	t.Helper()
+	createSwarmNetwork(t, l, name, []string{"--ipv6", "--subnet", subnet4, "--subnet", subnet6}, opts)
+}
+
+func createSwarmNetwork(t testing.TB, l *lab.Lab, name string, pools, opts []string) {
+	t.Helper()
+	args := append([]string{"network", "create", "-d", l.Config().PluginName, "--scope", "swarm", "--attachable"}, pools...)
 	for _, o := range opts {
 		args = append(args, "-o", o)
 	}

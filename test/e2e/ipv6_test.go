@@ -1,0 +1,84 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/weftnet/weft/test/lab"
+	"github.com/weftnet/weft/test/labtest"
+)
+
+// TestDualStack: on a network created with --ipv6 and an IPv4 and an IPv6
+// subnet, a container on each host gets an IPv6 address; every container
+// reaches every other host's container over IPv6, by ICMP and TCP; weft's
+// name server answers AAAA for each container's name and the ip6.arpa PTR
+// of its address, on the IPv4 gateway and on the IPv6 one. An IPv4-only
+// network beside it, with a container on each host, works as before:
+// IPv4 across hosts, no IPv6 address given. Every host's kernel holds
+// exactly the entries the checker expects (IPv6 neighbour entries on the
+// dual-stack network only).
+func TestDualStack(t *testing.T) {
+	l := need(t)
+	ctx := context.Background()
+	labtest.NoLeaksAfter(t, l, "ds", "ds4")
+	const gw4, gw6 = "10.92.0.1", "fd00:92::1"
+	labtest.CreateDualStackNetwork(t, l, "ds", "10.92.0.0/24", "fd00:92::/64")
+	labtest.CreateSwarmNetwork(t, l, "ds4", "10.91.0.0/24")
+	ds := labtest.RunOnEach(t, l, "ds", "ds")
+	v4 := labtest.RunOnEach(t, l, "ds4", "ds4")
+	ip6 := map[string]string{}
+	for _, c := range ds {
+		a := strings.TrimSpace(c.Host.MustDocker(t, "inspect", "-f", `{{with index .NetworkSettings.Networks "ds"}}{{.GlobalIPv6Address}}{{end}}`, c.Name))
+		if !strings.HasPrefix(a, "fd00:92::") {
+			t.Fatalf("%s on %s has IPv6 address %q on the dual-stack network", c.Name, c.Host.Name, a)
+		}
+		ip6[c.Name] = a
+	}
+	for _, c := range v4 {
+		if a := strings.TrimSpace(c.Host.MustDocker(t, "inspect", "-f", `{{with index .NetworkSettings.Networks "ds4"}}{{.GlobalIPv6Address}}{{end}}`, c.Name)); a != "" {
+			t.Fatalf("%s on the IPv4-only network has IPv6 address %q", c.Name, a)
+		}
+	}
+	labtest.WaitConverged(t, l.Hosts, 60*time.Second)
+
+	start := time.Now()
+	for _, from := range ds {
+		for _, to := range ds {
+			if from.Host != to.Host {
+				labtest.Reach(t, from.Host, from.Name, ip6[to.Name], 30*time.Second)
+			}
+		}
+	}
+	t.Logf("FIGURE IPv6 ping and TCP between containers on all 6 ordered pairs of hosts within %s", time.Since(start).Round(time.Millisecond))
+	for _, from := range v4 {
+		for _, to := range v4 {
+			if from.Host != to.Host {
+				labtest.Reach(t, from.Host, from.Name, to.IP, 30*time.Second)
+			}
+		}
+	}
+
+	// Names: AAAA and PTR of another host's container, asked on both
+	// gateways from h1's container.
+	h1, target := ds[0], ds[1]
+	for _, server := range []string{gw4, gw6} {
+		err := lab.WaitFor(ctx, 20*time.Second, 200*time.Millisecond, func() error {
+			out, err := h1.Host.Docker(ctx, "exec", h1.Name, "nslookup", "-type=AAAA", target.Name, server)
+			if err != nil || !strings.Contains(out, ip6[target.Name]) {
+				return fmt.Errorf("AAAA %s on %s: %v\n%s", target.Name, server, err, out)
+			}
+			out, err = h1.Host.Docker(ctx, "exec", h1.Name, "nslookup", "-type=PTR", ip6[target.Name], server)
+			if err != nil || !strings.Contains(out, target.Name+".weft.local") {
+				return fmt.Errorf("PTR %s on %s: %v\n%s", ip6[target.Name], server, err, out)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("FIGURE AAAA %s = %s and its ip6.arpa PTR answered on %s and %s", target.Name, ip6[target.Name], gw4, gw6)
+}
