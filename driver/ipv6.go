@@ -21,6 +21,28 @@ import (
 // IPv4 address stays the endpoint's identity: claims on an address
 // (remoteSet) are decided by it, and a claim's IPv6 address goes with it.
 
+// byFamily moves the IPv6 pools of the IPv4 list (swarm's leader passes
+// them there) to the IPv6 list, after its own; the rest stays where it
+// was, to be checked there.
+func byFamily(v4, v6 []*network.IPAMData) (four, six []*network.IPAMData) {
+	six = append(six, v6...)
+	for _, d := range v4 {
+		if p, err := netip.ParsePrefix(poolOf(d)); err == nil && p.Addr().Is6() && !p.Addr().Is4In6() {
+			six = append(six, d)
+		} else {
+			four = append(four, d)
+		}
+	}
+	return four, six
+}
+
+func poolOf(d *network.IPAMData) string {
+	if d == nil {
+		return ""
+	}
+	return d.Pool
+}
+
 // parsePool6 checks the IPv6 pools Docker passes with a network: none, or
 // one IPv6 subnet with an optional gateway.
 func parsePool6(v6 []*network.IPAMData) (subnet, gateway string, err error) {

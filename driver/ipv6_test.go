@@ -119,3 +119,21 @@ func TestDualStackRemotes(t *testing.T) {
 	d.repair(false)
 	waitTable(t, dp, 300)
 }
+
+// Swarm's leader passes a dual-stack network's IPv6 pool among the IPv4
+// ones (in either order): AllocateNetwork takes it as the IPv6 pool.
+func TestAllocateDualStackFromSwarm(t *testing.T) {
+	d, _, _ := newTestDriver(t, "")
+	for i, pools := range [][]network.IPAMData{
+		{{Pool: "fd00:10::/64"}, {Pool: "10.10.0.0/24"}},
+		{{Pool: "10.10.0.0/24"}, {Pool: "fd00:10::/64"}},
+	} {
+		if _, err := d.AllocateNetwork(&network.AllocateNetworkRequest{NetworkID: netA, IPv4Data: pools}); err != nil {
+			t.Fatalf("order %d: %v", i, err)
+		}
+	}
+	p, err := parsePool([]*network.IPAMData{{Pool: "fd00:10::/64", Gateway: "fd00:10::1/64"}, {Pool: "10.10.0.0/24", Gateway: "10.10.0.1/24"}}, nil)
+	if err != nil || p.Subnet != "10.10.0.0/24" || p.Gateway != "10.10.0.1" || p.Subnet6 != "fd00:10::/64" || p.Gateway6 != "fd00:10::1" {
+		t.Fatalf("parsePool: %+v, %v", p, err)
+	}
+}

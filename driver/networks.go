@@ -18,8 +18,11 @@ type pool struct {
 }
 
 // parsePool checks the address pools Docker passes with a network: one
-// IPv4 subnet, and one IPv6 subnet or none (ipv6.go).
+// IPv4 subnet, and one IPv6 subnet or none (ipv6.go). Swarm's leader
+// passes every pool of a network in AllocateNetwork's IPv4 list, IPv6
+// ones included, so each list is sorted by its pools' family first.
 func parsePool(v4, v6 []*network.IPAMData) (pool, error) {
+	v4, v6 = byFamily(v4, v6)
 	s6, g6, err := parsePool6(v6)
 	if err != nil {
 		return pool{}, err
