@@ -37,8 +37,12 @@ func (d *Driver) AllocateNetwork(req *network.AllocateNetworkRequest) (*network.
 	for i := range req.IPv6Data {
 		v6[i] = &req.IPv6Data[i]
 	}
-	if _, err := parsePool(v4, v6); err != nil {
+	p, err := parsePool(v4, v6)
+	if err != nil {
 		return nil, fmt.Errorf("weft: %w", err)
+	}
+	if p.Subnet6 != "" {
+		return nil, errSwarmIPv6
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()

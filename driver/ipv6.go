@@ -1,6 +1,7 @@
 package driver
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -20,6 +21,14 @@ import (
 // it, as it answers ARP), so nothing is flooded for IPv6 either. The
 // IPv4 address stays the endpoint's identity: claims on an address
 // (remoteSet) are decided by it, and a claim's IPv6 address goes with it.
+
+// errSwarmIPv6 refuses a dual-stack swarm-scoped network. Swarm's
+// allocator (Docker 20.10) gives each task and attached container one
+// address, from one of the network's pools, and each engine then picks the
+// other family's address alone: seen in the lab, the same IPv4 address on
+// two hosts, or the same IPv6 one on all three. weft's IPAM in local scope
+// gives both.
+var errSwarmIPv6 = errors.New("weft: IPv6 is not supported on swarm-scoped networks (swarm gives each container an address of one family only, and the engines pick the other alike); create the network with --ipv6 in local scope, with --ipam-driver weft, on every host")
 
 // byFamily moves the IPv6 pools of the IPv4 list (swarm's leader passes
 // them there) to the IPv6 list, after its own; the rest stays where it

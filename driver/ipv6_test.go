@@ -121,16 +121,21 @@ func TestDualStackRemotes(t *testing.T) {
 }
 
 // Swarm's leader passes a dual-stack network's IPv6 pool among the IPv4
-// ones (in either order): AllocateNetwork takes it as the IPv6 pool.
+// ones (in either order): AllocateNetwork sees it there, and refuses the
+// network in one sentence (swarm gives each container one address);
+// parsePool takes it as the IPv6 pool.
 func TestAllocateDualStackFromSwarm(t *testing.T) {
 	d, _, _ := newTestDriver(t, "")
 	for i, pools := range [][]network.IPAMData{
 		{{Pool: "fd00:10::/64"}, {Pool: "10.10.0.0/24"}},
 		{{Pool: "10.10.0.0/24"}, {Pool: "fd00:10::/64"}},
 	} {
-		if _, err := d.AllocateNetwork(&network.AllocateNetworkRequest{NetworkID: netA, IPv4Data: pools}); err != nil {
-			t.Fatalf("order %d: %v", i, err)
+		if _, err := d.AllocateNetwork(&network.AllocateNetworkRequest{NetworkID: netA, IPv4Data: pools}); err != errSwarmIPv6 {
+			t.Fatalf("order %d: %v, want %v", i, err, errSwarmIPv6)
 		}
+	}
+	if strings.Contains(errSwarmIPv6.Error(), "\n") || !strings.HasPrefix(errSwarmIPv6.Error(), "weft: ") {
+		t.Fatal("the refusal is not one weft sentence")
 	}
 	p, err := parsePool([]*network.IPAMData{{Pool: "fd00:10::/64", Gateway: "fd00:10::1/64"}, {Pool: "10.10.0.0/24", Gateway: "10.10.0.1/24"}}, nil)
 	if err != nil || p.Subnet != "10.10.0.0/24" || p.Gateway != "10.10.0.1" || p.Subnet6 != "fd00:10::/64" || p.Gateway6 != "fd00:10::1" {

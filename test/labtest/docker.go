@@ -82,19 +82,7 @@ func removeContainers(h *lab.Host, names ...string) {
 // ends.
 func CreateSwarmNetwork(t testing.TB, l *lab.Lab, name, subnet string, opts ...string) {
 	t.Helper()
-	createSwarmNetwork(t, l, name, []string{"--subnet", subnet}, opts)
-}
-
-// CreateDualStackNetwork makes a swarm-scoped, attachable, dual-stack
-// network (--ipv6, an IPv4 and an IPv6 subnet) like CreateSwarmNetwork.
-func CreateDualStackNetwork(t testing.TB, l *lab.Lab, name, subnet4, subnet6 string, opts ...string) {
-	t.Helper()
-	createSwarmNetwork(t, l, name, []string{"--ipv6", "--subnet", subnet4, "--subnet", subnet6}, opts)
-}
-
-func createSwarmNetwork(t testing.TB, l *lab.Lab, name string, pools, opts []string) {
-	t.Helper()
-	args := append([]string{"network", "create", "-d", l.Config().PluginName, "--scope", "swarm", "--attachable"}, pools...)
+	args := []string{"network", "create", "-d", l.Config().PluginName, "--scope", "swarm", "--attachable", "--subnet", subnet}
 	for _, o := range opts {
 		args = append(args, "-o", o)
 	}
@@ -114,8 +102,20 @@ func createSwarmNetwork(t testing.TB, l *lab.Lab, name string, pools, opts []str
 // containers still on it, from every engine that runs.
 func CreateLocalNetwork(t testing.TB, l *lab.Lab, name, subnet string, ipamOpts ...string) {
 	t.Helper()
+	createLocalNetwork(t, l, name, []string{"--subnet", subnet}, ipamOpts)
+}
+
+// CreateLocalDualStackNetwork makes a dual-stack local-scope network
+// (--ipv6, an IPv4 and an IPv6 subnet) like CreateLocalNetwork.
+func CreateLocalDualStackNetwork(t testing.TB, l *lab.Lab, name, subnet4, subnet6 string) {
+	t.Helper()
+	createLocalNetwork(t, l, name, []string{"--ipv6", "--subnet", subnet4, "--subnet", subnet6}, nil)
+}
+
+func createLocalNetwork(t testing.TB, l *lab.Lab, name string, pools, ipamOpts []string) {
+	t.Helper()
 	plugin := l.Config().PluginName
-	args := []string{"network", "create", "-d", plugin, "--ipam-driver", plugin, "--subnet", subnet}
+	args := append([]string{"network", "create", "-d", plugin, "--ipam-driver", plugin}, pools...)
 	for _, o := range ipamOpts {
 		args = append(args, "--ipam-opt", o)
 	}

@@ -1,4 +1,4 @@
-package e2e
+package e2elocal
 
 import (
 	"context"
@@ -11,31 +11,32 @@ import (
 	"github.com/weftnet/weft/test/labtest"
 )
 
-// TestDualStack: on a network created with --ipv6 and an IPv4 and an IPv6
-// subnet, a container on each host gets an IPv6 address; every container
-// reaches every other host's container over IPv6, by ICMP and TCP; weft's
-// name server answers AAAA for each container's name and the ip6.arpa PTR
-// of its address, on the IPv4 gateway and on the IPv6 one. An IPv4-only
-// network beside it, with a container on each host, works as before:
-// IPv4 across hosts, no IPv6 address given. Every host's kernel holds
-// exactly the entries the checker expects (IPv6 neighbour entries on the
-// dual-stack network only).
+// TestDualStack: on a network created on each engine with --ipv6 and an
+// IPv4 and an IPv6 subnet, addressed by weft's IPAM, a container on each
+// host gets a distinct IPv6 address; every container reaches every other
+// host's container over IPv6, by ICMP and TCP; weft's name server answers
+// AAAA for another host's container's name and the ip6.arpa PTR of its
+// address, on the IPv4 gateway and on the IPv6 one. An IPv4-only network
+// beside it, with a container on each host, works as before: IPv4 across
+// hosts, no IPv6 address given. Every host's kernel holds exactly the
+// entries the checker expects (IPv6 neighbour entries on the dual-stack
+// network only).
 func TestDualStack(t *testing.T) {
 	l := need(t)
 	ctx := context.Background()
-	labtest.NoLeaksAfter(t, l, "ds", "ds4")
 	const gw4, gw6 = "10.92.0.1", "fd00:92::1"
-	labtest.CreateDualStackNetwork(t, l, "ds", "10.92.0.0/24", "fd00:92::/64")
-	labtest.CreateSwarmNetwork(t, l, "ds4", "10.91.0.0/24")
-	ds := labtest.RunOnEach(t, l, "ds", "ds")
+	labtest.CreateLocalDualStackNetwork(t, l, "ds", "10.92.0.0/24", "fd00:92::/64")
+	labtest.CreateLocalNetwork(t, l, "ds4", "10.91.0.0/24")
+	ds := labtest.RunOnEach(t, l, "ds", "ds", "--dns", gw4)
 	v4 := labtest.RunOnEach(t, l, "ds4", "ds4")
 	ip6 := map[string]string{}
+	seen := map[string]bool{}
 	for _, c := range ds {
 		a := strings.TrimSpace(c.Host.MustDocker(t, "inspect", "-f", `{{with index .NetworkSettings.Networks "ds"}}{{.GlobalIPv6Address}}{{end}}`, c.Name))
-		if !strings.HasPrefix(a, "fd00:92::") {
-			t.Fatalf("%s on %s has IPv6 address %q on the dual-stack network", c.Name, c.Host.Name, a)
+		if !strings.HasPrefix(a, "fd00:92::") || seen[a] {
+			t.Fatalf("%s on %s has IPv6 address %q on the dual-stack network (seen: %v)", c.Name, c.Host.Name, a, seen)
 		}
-		ip6[c.Name] = a
+		ip6[c.Name], seen[a] = a, true
 	}
 	for _, c := range v4 {
 		if a := strings.TrimSpace(c.Host.MustDocker(t, "inspect", "-f", `{{with index .NetworkSettings.Networks "ds4"}}{{.GlobalIPv6Address}}{{end}}`, c.Name)); a != "" {
