@@ -26,17 +26,17 @@ type persisted struct {
 	Node    string `json:"node"`
 	Epoch   uint64 `json:"epoch"`
 	// Restoring: this host was removed and is re-homing what it kept.
-	Restoring bool                  `json:"restoring,omitempty"`
-	Pools     map[string]*pool      `json:"pools"`
+	Restoring bool             `json:"restoring,omitempty"`
+	Pools     map[string]*pool `json:"pools"`
 	// Pools6 are the IPv6 pools (ipv6.go), with this host's addresses.
-	Pools6 map[string]*pool6 `json:"pools6,omitempty"`
-	Claims    map[string]*claim     `json:"claims"` // own, by block
-	Old       map[string]*claim     `json:"old,omitempty"`
-	Votes     map[string]*voteRec   `json:"votes"` // own, by block
-	Dead      map[string]*deadRec   `json:"dead"`  // own, by host
-	Removed   map[string]*removal   `json:"removed"`
-	Lent      map[netip.Addr]string `json:"lent"`    // own block's address -> borrower
-	Foreign   map[netip.Addr]string `json:"foreign"` // address in another's block -> its holder
+	Pools6  map[string]*pool6     `json:"pools6,omitempty"`
+	Claims  map[string]*claim     `json:"claims"` // own, by block
+	Old     map[string]*claim     `json:"old,omitempty"`
+	Votes   map[string]*voteRec   `json:"votes"` // own, by block
+	Dead    map[string]*deadRec   `json:"dead"`  // own, by host
+	Removed map[string]*removal   `json:"removed"`
+	Lent    map[netip.Addr]string `json:"lent"`    // own block's address -> borrower
+	Foreign map[netip.Addr]string `json:"foreign"` // address in another's block -> its holder
 	// Cache holds the other hosts' entries: owner -> key -> value.
 	Cache map[string]map[string]json.RawMessage `json:"cache"`
 }

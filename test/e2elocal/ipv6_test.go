@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	mdns "github.com/miekg/dns"
+
 	"github.com/weftnet/weft/test/lab"
 	"github.com/weftnet/weft/test/labtest"
 )
@@ -65,15 +67,19 @@ func TestDualStack(t *testing.T) {
 	// Names: AAAA and PTR of another host's container, asked on both
 	// gateways from h1's container.
 	h1, target := ds[0], ds[1]
+	ptr, err := mdns.ReverseAddr(ip6[target.Name])
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, server := range []string{gw4, gw6} {
 		err := lab.WaitFor(ctx, 20*time.Second, 200*time.Millisecond, func() error {
 			out, err := h1.Host.Docker(ctx, "exec", h1.Name, "nslookup", "-type=AAAA", target.Name, server)
 			if err != nil || !strings.Contains(out, ip6[target.Name]) {
 				return fmt.Errorf("AAAA %s on %s: %v\n%s", target.Name, server, err, out)
 			}
-			out, err = h1.Host.Docker(ctx, "exec", h1.Name, "nslookup", "-type=PTR", ip6[target.Name], server)
+			out, err = h1.Host.Docker(ctx, "exec", h1.Name, "nslookup", "-type=PTR", ptr, server)
 			if err != nil || !strings.Contains(out, target.Name+".weft.local") {
-				return fmt.Errorf("PTR %s on %s: %v\n%s", ip6[target.Name], server, err, out)
+				return fmt.Errorf("PTR %s on %s: %v\n%s", ptr, server, err, out)
 			}
 			return nil
 		})
