@@ -71,6 +71,8 @@ func TestDualStack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A PTR names the container's hostname, as for IPv4.
+	hostname := strings.TrimSpace(target.Host.MustDocker(t, "inspect", "-f", "{{.Config.Hostname}}", target.Name))
 	for _, server := range []string{gw4, gw6} {
 		err := lab.WaitFor(ctx, 20*time.Second, 200*time.Millisecond, func() error {
 			out, err := h1.Host.Docker(ctx, "exec", h1.Name, "nslookup", "-type=AAAA", target.Name, server)
@@ -78,7 +80,7 @@ func TestDualStack(t *testing.T) {
 				return fmt.Errorf("AAAA %s on %s: %v\n%s", target.Name, server, err, out)
 			}
 			out, err = h1.Host.Docker(ctx, "exec", h1.Name, "nslookup", "-type=PTR", ptr, server)
-			if err != nil || !strings.Contains(out, target.Name+".weft.local") {
+			if err != nil || !strings.Contains(out, "name = "+hostname+".weft.local") {
 				return fmt.Errorf("PTR %s on %s: %v\n%s", ptr, server, err, out)
 			}
 			return nil
@@ -87,5 +89,5 @@ func TestDualStack(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	t.Logf("FIGURE AAAA %s = %s and its ip6.arpa PTR answered on %s and %s", target.Name, ip6[target.Name], gw4, gw6)
+	t.Logf("FIGURE AAAA %s = %s and its ip6.arpa PTR (%s.weft.local) answered on %s and %s", target.Name, ip6[target.Name], hostname, gw4, gw6)
 }
