@@ -2,6 +2,7 @@ package e2elocal
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -90,4 +91,30 @@ func TestDualStack(t *testing.T) {
 		}
 	}
 	t.Logf("FIGURE AAAA %s = %s and its ip6.arpa PTR (%s.weft.local) answered on %s and %s", target.Name, ip6[target.Name], hostname, gw4, gw6)
+
+	// The cost: iperf3, one TCP stream from h1's container to h2's, over
+	// IPv4 and over IPv6 in turn, 3 s each, twice.
+	h2 := ds[1]
+	h2.Host.MustDocker(t, "exec", h2.Name, "iperf3", "-s", "-D")
+	rate := func(addr string) float64 {
+		t.Helper()
+		out := h1.Host.MustDocker(t, "exec", h1.Name, "iperf3", "-c", addr, "-t", "3", "-J")
+		var r struct {
+			End struct {
+				SumReceived struct {
+					BitsPerSecond float64 `json:"bits_per_second"`
+				} `json:"sum_received"`
+			} `json:"end"`
+		}
+		if err := json.Unmarshal([]byte(out), &r); err != nil || r.End.SumReceived.BitsPerSecond <= 0 {
+			t.Fatalf("iperf3 to %s: %v\n%s", addr, err, out)
+		}
+		return r.End.SumReceived.BitsPerSecond / 1e9
+	}
+	var sum4, sum6 float64
+	for range 2 {
+		sum4 += rate(h2.IP)
+		sum6 += rate(ip6[h2.Name])
+	}
+	t.Logf("FIGURE TCP h1 -> h2 container, one stream: IPv4 %.2f Gbit/s, IPv6 %.2f Gbit/s, IPv6/IPv4 %.2f (mean of 2 runs of 3 s each)", sum4/2, sum6/2, sum6/sum4)
 }
