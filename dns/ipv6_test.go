@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/netip"
 	"slices"
-	"sync"
 	"testing"
 
 	mdns "github.com/miekg/dns"
@@ -89,35 +88,13 @@ func TestAAAAAndPTR6(t *testing.T) {
 func TestServiceListensOnGateway6(t *testing.T) {
 	var cat feed.Feed[catalog.Event]
 	var nets feed.Feed[driver.NetworkEvent]
-	var mu sync.Mutex
-	opened := map[netip.Prefix]string{}
-	open := func(vni uint32, addr netip.Prefix, mac net.HardwareAddr, port int) (net.PacketConn, net.Listener, func(), error) {
-		pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
-		if err != nil {
-			return nil, nil, nil, err
-		}
-		tl, err := net.Listen("tcp4", pc.LocalAddr().String())
-		if err != nil {
-			pc.Close()
-			return nil, nil, nil, err
-		}
-		mu.Lock()
-		opened[addr] = pc.LocalAddr().String()
-		mu.Unlock()
-		return pc, tl, func() {
-			pc.Close()
-			tl.Close()
-			mu.Lock()
-			delete(opened, addr)
-			mu.Unlock()
-		}, nil
-	}
+	lb := &loopback{addrs: map[uint32]string{}, closed: map[uint32]int{}}
 	at := func(p string) string {
-		mu.Lock()
-		defer mu.Unlock()
-		return opened[netip.MustParsePrefix(p)]
+		lb.mu.Lock()
+		defer lb.mu.Unlock()
+		return lb.byGW[netip.MustParsePrefix(p)]
 	}
-	svc := NewService(ServiceConfig{Server: DefaultConfig(), Open: open, Catalog: cat.Subscribe(), Networks: nets.Subscribe()})
+	svc := NewService(ServiceConfig{Server: DefaultConfig(), Open: lb.open, Catalog: cat.Subscribe(), Networks: nets.Subscribe()})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); svc.Run(ctx) }()
