@@ -21,12 +21,22 @@
 //     concatenations that hold the VNI, serve every network at once:
 //     nothing to make or remove per device, and no hook that goes with a
 //     device.
-//   - What passes: inner IPv4 frames whose source pair is listed. Nothing
-//     else of a weft network crosses hosts legitimately: ARP never does (the
-//     devices answer it from their neighbour tables and consume it, proxy
-//     on), there is no IPv6 on weft networks, and without a default FDB
-//     entry no broadcast or unknown destination is sent. So ARP, VLAN-tagged
-//     frames and every other type are dropped, whatever their sender.
+//   - What passes: inner IPv4 and IPv6 frames whose source pair is listed
+//     (sets local and remote for IPv4, local6 and remote6 for IPv6). Nothing
+//     else of a weft network crosses hosts legitimately: ARP and IPv6
+//     neighbour solicitations never do (the devices answer them from their
+//     neighbour tables and consume them, proxy on), and without a flood
+//     entry no broadcast or unknown destination is sent. So ARP, IPv6 from
+//     an address not listed (a link-local one), VLAN-tagged frames and
+//     every other type are dropped, whatever their sender.
+//   - Broadcast and multicast (group-addressed inner destination MAC) pass
+//     only on the VNIs of networks that carry them (set flood; the driver
+//     floods them to the other hosts, dataplane/flood_linux.go), their
+//     sources checked as above; elsewhere they are dropped whatever their
+//     source. On those networks the kernel's flood entry also sends unknown
+//     unicast to every host; so there a unicast frame leaves only towards
+//     the host the catalog places its destination (MAC and address) on,
+//     and the flooded copies are dropped.
 //   - The probe's segment (dataplane.ProbeVNI) is let through: only weft's
 //     process sends on it, from a namespace of its own.
 //   - Containers sending to the VXLAN port through the host (a container's
@@ -51,7 +61,8 @@ import (
 )
 
 // Entry is one source a network's packets may carry across hosts: an
-// endpoint's MAC and IPv4 address on the network of VNI. VTEP is the
+// endpoint's MAC and IPv4 or IPv6 address on the network of VNI (a
+// dual-stack endpoint has one of each). VTEP is the
 // underlay address of the host that holds it; it is left invalid for this
 // host's own endpoints.
 type Entry struct {
@@ -62,10 +73,11 @@ type Entry struct {
 }
 
 // Validate reports whether e can be written: a VNI, a 6-byte MAC, an IPv4
-// address and, when remote is set, an IPv4 VTEP.
+// or IPv6 address and, when remote is set, an IPv4 VTEP.
 func (e Entry) Validate(remote bool) error {
-	if e.VNI == 0 || e.VNI > 1<<24-1 || len(e.MAC) != 6 || !e.IP.Is4() || (remote && !e.VTEP.Is4()) {
-		return fmt.Errorf("source %s is not a VNI, a 6-byte MAC and an IPv4 address%s", e, map[bool]string{true: " from an IPv4 VTEP"}[remote])
+	ipOK := e.IP.Is4() || (e.IP.Is6() && !e.IP.Is4In6() && e.IP.Zone() == "")
+	if e.VNI == 0 || e.VNI > 1<<24-1 || len(e.MAC) != 6 || !ipOK || (remote && !e.VTEP.Is4()) {
+		return fmt.Errorf("source %s is not a VNI, a 6-byte MAC and an IP address%s", e, map[bool]string{true: " from an IPv4 VTEP"}[remote])
 	}
 	return nil
 }
@@ -79,10 +91,13 @@ func (e Entry) String() string {
 }
 
 // Sources is what the table lets through: Local, the sources this host's
-// endpoints may send with; Remote, those each other host may.
+// endpoints may send with; Remote, those each other host may; Flood, the
+// VNIs of the networks that carry broadcast and multicast (opt-in), whose
+// group-addressed frames pass, their sources checked like any other.
 type Sources struct {
 	Local  []Entry
 	Remote []Entry
+	Flood  []uint32
 }
 
 // Diff counts what one Sync changed in the kernel, by set. All zero: the
@@ -90,6 +105,7 @@ type Sources struct {
 type Diff struct {
 	LocalAdded, LocalRemoved   int
 	RemoteAdded, RemoteRemoved int
+	FloodAdded, FloodRemoved   int
 }
 
 // Dropped counts the packets the table dropped: leaving this host with a

@@ -24,6 +24,9 @@ type Record struct {
 	Endpoint string `json:"ep"`
 	// IP is the endpoint's IPv4 address (no prefix).
 	IP string `json:"ip"`
+	// IP6 is the endpoint's IPv6 address (no prefix) on a dual-stack
+	// network; empty otherwise. Builds before it ignore the field.
+	IP6 string `json:"ip6,omitempty"`
 	// MAC is the endpoint's hardware address.
 	MAC string `json:"mac"`
 	// VTEP is the underlay address of the endpoint's host.
@@ -44,7 +47,7 @@ type Record struct {
 // Equal reports whether two records say the same.
 func (r Record) Equal(o Record) bool {
 	return r.Network == o.Network && r.VNI == o.VNI && r.Endpoint == o.Endpoint &&
-		r.IP == o.IP && r.MAC == o.MAC && r.VTEP == o.VTEP && r.Host == o.Host &&
+		r.IP == o.IP && r.IP6 == o.IP6 && r.MAC == o.MAC && r.VTEP == o.VTEP && r.Host == o.Host &&
 		slices.Equal(r.Names, o.Names) && r.Down == o.Down
 }
 
@@ -70,6 +73,19 @@ func (r Record) Addrs() (ip netip.Addr, mac net.HardwareAddr, vtep netip.Addr, e
 		return ip, nil, vtep, fmt.Errorf("endpoint %s: VTEP %q is not IPv4", r.Endpoint, r.VTEP)
 	}
 	return ip, mac, vtep, nil
+}
+
+// Addr6 returns the record's IPv6 address; an invalid Addr when it has
+// none, an error when it is malformed.
+func (r Record) Addr6() (netip.Addr, error) {
+	if r.IP6 == "" {
+		return netip.Addr{}, nil
+	}
+	ip, err := netip.ParseAddr(r.IP6)
+	if err != nil || !ip.Is6() || ip.Is4In6() || ip.Zone() != "" {
+		return netip.Addr{}, fmt.Errorf("endpoint %s: address %q is not IPv6", r.Endpoint, r.IP6)
+	}
+	return ip, nil
 }
 
 // Key is the mesh key of an endpoint's record. It names the host, so that

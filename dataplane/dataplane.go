@@ -63,6 +63,10 @@ type Segment struct {
 type RemoteEndpoint struct {
 	// IP is the endpoint's address on the weft network.
 	IP net.IP
+	// IP6 is the endpoint's IPv6 address on a dual-stack network; nil on
+	// an IPv4-only one. It gets a neighbour entry of its own, to the same
+	// MAC.
+	IP6 net.IP
 	// MAC is the endpoint's hardware address.
 	MAC net.HardwareAddr
 	// VTEP is the underlay address of the host that holds the endpoint.
@@ -70,12 +74,21 @@ type RemoteEndpoint struct {
 }
 
 // Validate reports whether r can be programmed: an IPv4 address, a 6-byte
-// MAC and an IPv4 VTEP.
+// MAC and an IPv4 VTEP, and no IPv6 address or an IPv6 one.
 func (r RemoteEndpoint) Validate() error {
 	if r.IP.To4() == nil || len(r.MAC) != 6 || r.VTEP.To4() == nil {
 		return fmt.Errorf("remote endpoint %s is not an IPv4 address, a 6-byte MAC and an IPv4 VTEP", remoteKey(r))
 	}
+	if r.IP6 != nil && !isIPv6(r.IP6) {
+		return fmt.Errorf("remote endpoint %s: %v is not an IPv6 address", remoteKey(r), r.IP6)
+	}
 	return nil
+}
+
+// isIPv6 reports whether ip is an IPv6 address (not an IPv4 one in any
+// form).
+func isIPv6(ip net.IP) bool {
+	return len(ip) == net.IPv6len && ip.To4() == nil
 }
 
 // Repair counts what one SetRemotes call changed in the kernel, by table.
@@ -121,5 +134,9 @@ func (n Segment) Validate() error {
 
 // remoteKey identifies a remote endpoint: its neighbour + FDB pair.
 func remoteKey(p RemoteEndpoint) string {
-	return p.IP.String() + "|" + p.MAC.String() + "|" + p.VTEP.String()
+	k := p.IP.String() + "|" + p.MAC.String() + "|" + p.VTEP.String()
+	if p.IP6 != nil {
+		k += "|" + p.IP6.String()
+	}
+	return k
 }

@@ -54,10 +54,16 @@ func (g *Gateway) Close() {
 
 // OpenGateway makes the gateway of the network vni: a new namespace, a
 // macvlan child of the device with the given MAC in it, addr on it, and
-// UDP and TCP sockets bound to addr's address on port.
+// UDP and TCP sockets bound to addr's address on port. A dual-stack
+// network has a second gateway for its IPv6 address (its own namespace
+// and child, with another MAC): addr may be IPv6, and is then usable at
+// once (no duplicate address detection: the address is weft's).
 func (k *Kernel) OpenGateway(vni uint32, addr netip.Prefix, mac net.HardwareAddr, port int) (_ *Gateway, err error) {
-	if !addr.Addr().Is4() {
-		return nil, fmt.Errorf("gateway address %s is not IPv4", addr)
+	bits, udp, tcp := 32, "udp4", "tcp4"
+	if addr.Addr().Is6() && !addr.Addr().Is4In6() {
+		bits, udp, tcp = 128, "udp6", "tcp6"
+	} else if !addr.Addr().Is4() {
+		return nil, fmt.Errorf("gateway address %s is not IPv4 nor IPv6", addr)
 	}
 	ns, err := newNamespace()
 	if err != nil {
@@ -86,7 +92,10 @@ func (k *Kernel) OpenGateway(vni uint32, addr netip.Prefix, mac net.HardwareAddr
 			return nil, fmt.Errorf("look up %s in gateway namespace: %w", n, err)
 		}
 		if n == g.name {
-			a := &netlink.Addr{IPNet: &net.IPNet{IP: net.IP(addr.Addr().AsSlice()), Mask: net.CIDRMask(addr.Bits(), 32)}}
+			a := &netlink.Addr{IPNet: &net.IPNet{IP: net.IP(addr.Addr().AsSlice()), Mask: net.CIDRMask(addr.Bits(), bits)}}
+			if bits == 128 {
+				a.Flags = unix.IFA_F_NODAD
+			}
 			if err := h.AddrReplace(l, a); err != nil {
 				return nil, fmt.Errorf("set gateway address %s: %w", addr, err)
 			}
@@ -99,10 +108,10 @@ func (k *Kernel) OpenGateway(vni uint32, addr netip.Prefix, mac net.HardwareAddr
 	hostport := net.JoinHostPort(addr.Addr().String(), strconv.Itoa(port))
 	err = inNamespace(ns, func() error {
 		var lerr error
-		if g.UDP, lerr = net.ListenPacket("udp4", hostport); lerr != nil {
+		if g.UDP, lerr = net.ListenPacket(udp, hostport); lerr != nil {
 			return lerr
 		}
-		g.TCP, lerr = net.Listen("tcp4", hostport)
+		g.TCP, lerr = net.Listen(tcp, hostport)
 		return lerr
 	})
 	if err != nil {

@@ -139,6 +139,17 @@ func Inspect(nsPath string) (*KernelState, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list neighbour entries in %s: %w", nsPath, err)
 	}
+	nd, err := retryDump(func() ([]netlink.Neigh, error) { return h.NeighList(0, unix.AF_INET6) })
+	if err != nil {
+		return nil, fmt.Errorf("list IPv6 neighbour entries in %s: %w", nsPath, err)
+	}
+	for _, n := range nd {
+		// The kernel's own entries for multicast groups are no
+		// neighbours.
+		if !n.IP.IsMulticast() {
+			neigh = append(neigh, n)
+		}
+	}
 
 	names := map[int]string{}
 	for _, l := range links {
@@ -283,7 +294,7 @@ func (w *EntryWatch) receive() {
 		switch u.Family {
 		case unix.AF_BRIDGE:
 			c.FDB = true
-		case unix.AF_INET:
+		case unix.AF_INET, unix.AF_INET6:
 		default:
 			continue
 		}

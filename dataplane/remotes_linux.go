@@ -46,8 +46,13 @@ func (k *Kernel) SetRemote(vni uint32, r RemoteEndpoint) error {
 	if err := k.setFDB(idx, r); err != nil {
 		return fmt.Errorf("set FDB entry %s -> %s on %s: %w", r.MAC, r.VTEP, dev, err)
 	}
-	if err := k.setNeigh(idx, r); err != nil {
+	if err := k.setNeigh(idx, r.IP, r.MAC); err != nil {
 		return fmt.Errorf("set neighbour %s -> %s on %s: %w", r.IP, r.MAC, dev, err)
+	}
+	if r.IP6 != nil {
+		if err := k.setNeigh(idx, r.IP6, r.MAC); err != nil {
+			return fmt.Errorf("set neighbour %s -> %s on %s: %w", r.IP6, r.MAC, dev, err)
+		}
 	}
 	k.log.Debug("remote endpoint set", "device", dev, "ip", r.IP.String(), "mac", r.MAC.String(), "vtep", r.VTEP.String())
 	k.announceLocked(vni, []RemoteEndpoint{r})
@@ -78,9 +83,12 @@ func (k *Kernel) DeleteRemote(vni uint32, r RemoteEndpoint) error {
 			errs = append(errs, fmt.Errorf("delete FDB entry %s -> %s on %s: %w", r.MAC, r.VTEP, dev, err))
 		}
 	}
-	if r.IP.To4() != nil {
-		if _, err := k.delNeigh(idx, r.IP); err != nil {
-			errs = append(errs, fmt.Errorf("delete neighbour %s on %s: %w", r.IP, dev, err))
+	for _, ip := range []net.IP{r.IP.To4(), r.IP6} {
+		if ip == nil {
+			continue
+		}
+		if _, err := k.delNeigh(idx, ip); err != nil {
+			errs = append(errs, fmt.Errorf("delete neighbour %s on %s: %w", ip, dev, err))
 		}
 	}
 	k.log.Debug("remote endpoint deleted", "device", dev, "ip", r.IP.String(), "mac", r.MAC.String(), "vtep", r.VTEP.String())
@@ -118,14 +126,18 @@ func (k *Kernel) SetRemotes(vni uint32, remotes []RemoteEndpoint) (Repair, error
 	}
 
 	wantFDB := map[string]RemoteEndpoint{}
-	wantARP := map[string]RemoteEndpoint{}
+	wantARP := map[string]RemoteEndpoint{} // by IPv4 and IPv6 address
+	addr := map[string]net.IP{}
 	for _, r := range remotes {
 		if err := r.Validate(); err != nil {
 			k.log.Warn("skipping malformed remote endpoint", "device", dev, "err", err)
 			continue
 		}
 		wantFDB[r.MAC.String()] = r
-		wantARP[r.IP.String()] = r
+		wantARP[r.IP.String()], addr[r.IP.String()] = r, r.IP
+		if r.IP6 != nil {
+			wantARP[r.IP6.String()], addr[r.IP6.String()] = r, r.IP6
+		}
 	}
 
 	var errs []error
@@ -148,7 +160,7 @@ func (k *Kernel) SetRemotes(vni uint32, remotes []RemoteEndpoint) (Repair, error
 		if haveARP[ip] == r.MAC.String() {
 			continue
 		}
-		if err := k.setNeigh(idx, r); err != nil {
+		if err := k.setNeigh(idx, addr[ip], r.MAC); err != nil {
 			errs = append(errs, fmt.Errorf("set neighbour %s -> %s on %s: %w", ip, r.MAC, dev, err))
 			continue
 		}
@@ -207,7 +219,8 @@ func (k *Kernel) SetRemotes(vni uint32, remotes []RemoteEndpoint) (Repair, error
 }
 
 // Remotes returns the remote endpoints programmed on the device of vni: one
-// per permanent neighbour entry whose MAC also has a static FDB entry.
+// per permanent IPv4 neighbour entry whose MAC also has a static FDB entry,
+// with the IPv6 address of a permanent IPv6 entry to the same MAC.
 func (k *Kernel) Remotes(vni uint32) ([]RemoteEndpoint, error) {
 	_, fdb, arp, err := k.tables(DeviceName(vni))
 	if err != nil {
@@ -219,13 +232,19 @@ func (k *Kernel) Remotes(vni uint32) ([]RemoteEndpoint, error) {
 			vtep[n.HardwareAddr.String()] = n.IP
 		}
 	}
+	ip6 := map[string]net.IP{}
+	for _, n := range arp {
+		if isStaticNeigh(n) && isIPv6(n.IP) {
+			ip6[n.HardwareAddr.String()] = n.IP
+		}
+	}
 	var out []RemoteEndpoint
 	for _, n := range arp {
-		if !isStaticNeigh(n) {
+		if !isStaticNeigh(n) || n.IP.To4() == nil {
 			continue
 		}
 		if v, ok := vtep[n.HardwareAddr.String()]; ok {
-			out = append(out, RemoteEndpoint{IP: n.IP, MAC: n.HardwareAddr, VTEP: v})
+			out = append(out, RemoteEndpoint{IP: n.IP, MAC: n.HardwareAddr, VTEP: v, IP6: ip6[n.HardwareAddr.String()]})
 		}
 	}
 	return out, nil
@@ -246,17 +265,22 @@ func (k *Kernel) tables(dev string) (idx int, fdb, arp []netlink.Neigh, err erro
 	if err != nil {
 		return 0, nil, nil, fmt.Errorf("list neighbours of %s: %w", dev, err)
 	}
-	return idx, fdb, arp, nil
+	nd, err := retryDump(func() ([]netlink.Neigh, error) { return k.h.NeighList(idx, unix.AF_INET6) })
+	if err != nil {
+		return 0, nil, nil, fmt.Errorf("list IPv6 neighbours of %s: %w", dev, err)
+	}
+	return idx, fdb, append(arp, nd...), nil
 }
 
-// isStaticFDB reports whether n is an FDB entry weft writes: a permanent
-// MAC -> VTEP entry.
+// isStaticFDB reports whether n is an FDB entry weft writes for a remote
+// endpoint: a permanent MAC -> VTEP entry (not a flood entry, whose MAC is
+// all zeros: flood_linux.go owns those).
 func isStaticFDB(n netlink.Neigh) bool {
-	return n.IP != nil && n.HardwareAddr != nil && n.State&netlink.NUD_PERMANENT != 0
+	return n.IP != nil && n.HardwareAddr != nil && n.State&netlink.NUD_PERMANENT != 0 && !isZeroMAC(n.HardwareAddr)
 }
 
 // isStaticNeigh reports whether n is a neighbour entry weft writes: a
-// permanent IP -> MAC entry.
+// permanent IP -> MAC entry (IPv4 or IPv6).
 func isStaticNeigh(n netlink.Neigh) bool {
 	return n.IP != nil && n.State&netlink.NUD_PERMANENT != 0
 }
@@ -274,15 +298,23 @@ func (k *Kernel) setFDB(idx int, r RemoteEndpoint) error {
 	})
 }
 
-// setNeigh writes the permanent neighbour entry r.IP -> r.MAC.
-func (k *Kernel) setNeigh(idx int, r RemoteEndpoint) error {
+// setNeigh writes the permanent neighbour entry ip -> mac, IPv4 (the ARP
+// table) or IPv6 (neighbour discovery's).
+func (k *Kernel) setNeigh(idx int, ip net.IP, mac net.HardwareAddr) error {
 	return k.h.NeighSet(&netlink.Neigh{
 		LinkIndex:    idx,
-		Family:       unix.AF_INET,
+		Family:       family(ip),
 		State:        netlink.NUD_PERMANENT,
-		IP:           r.IP,
-		HardwareAddr: r.MAC,
+		IP:           ip,
+		HardwareAddr: mac,
 	})
+}
+
+func family(ip net.IP) int {
+	if ip.To4() != nil {
+		return unix.AF_INET
+	}
+	return unix.AF_INET6
 }
 
 // delFDB removes the FDB entry mac -> vtep. It reports false when the
@@ -305,7 +337,7 @@ func (k *Kernel) delFDB(idx int, mac net.HardwareAddr, vtep net.IP) (bool, error
 // delNeigh removes the neighbour entry of ip, and reports whether there
 // was one to remove.
 func (k *Kernel) delNeigh(idx int, ip net.IP) (bool, error) {
-	err := k.h.NeighDel(&netlink.Neigh{LinkIndex: idx, Family: unix.AF_INET, IP: ip})
+	err := k.h.NeighDel(&netlink.Neigh{LinkIndex: idx, Family: family(ip), IP: ip})
 	if isNotFound(err) {
 		return false, nil
 	}

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -137,10 +138,13 @@ func (s *Server) answer(n *network, r *mdns.Msg, from net.Addr) *mdns.Msg {
 	case found:
 		m.SetReply(r)
 		m.Authoritative = true
-		if q.Qtype == mdns.TypeA || q.Qtype == mdns.TypeANY {
-			rand.Shuffle(len(addrs), func(i, j int) { addrs[i], addrs[j] = addrs[j], addrs[i] })
-			for _, a := range addrs {
+		rand.Shuffle(len(addrs), func(i, j int) { addrs[i], addrs[j] = addrs[j], addrs[i] })
+		for _, a := range addrs {
+			switch {
+			case a.Is4() && (q.Qtype == mdns.TypeA || q.Qtype == mdns.TypeANY):
 				m.Answer = append(m.Answer, &mdns.A{Hdr: s.hdr(q.Name, mdns.TypeA), A: net.IP(a.AsSlice())})
+			case a.Is6() && (q.Qtype == mdns.TypeAAAA || q.Qtype == mdns.TypeANY):
+				m.Answer = append(m.Answer, &mdns.AAAA{Hdr: s.hdr(q.Name, mdns.TypeAAAA), AAAA: net.IP(a.AsSlice())})
 			}
 		}
 		// Other types of a weft name: NOERROR with no answer.
@@ -239,8 +243,12 @@ func (s *Server) warnOnce(key, msg string, args ...any) {
 	}
 }
 
-// reverseAddr parses d.c.b.a.in-addr.arpa.
+// reverseAddr parses d.c.b.a.in-addr.arpa, and the 32 nibbles of an
+// ip6.arpa name.
 func reverseAddr(name string) (netip.Addr, bool) {
+	if rest, ok := strings.CutSuffix(name, ".ip6.arpa."); ok {
+		return reverseAddr6(rest)
+	}
 	rest, ok := strings.CutSuffix(name, ".in-addr.arpa.")
 	if !ok {
 		return netip.Addr{}, false
@@ -254,6 +262,32 @@ func reverseAddr(name string) (netip.Addr, bool) {
 		return netip.Addr{}, false
 	}
 	return a, true
+}
+
+// reverseAddr6 parses the nibbles of an ip6.arpa name, least significant
+// first.
+func reverseAddr6(rest string) (netip.Addr, bool) {
+	p := strings.Split(rest, ".")
+	if len(p) != 32 {
+		return netip.Addr{}, false
+	}
+	var b [16]byte
+	for i, n := range p {
+		if len(n) != 1 {
+			return netip.Addr{}, false
+		}
+		v, err := strconv.ParseUint(n, 16, 8)
+		if err != nil {
+			return netip.Addr{}, false
+		}
+		// Nibble i counts from the end: byte 15-i/2, low nibble first.
+		if i%2 == 0 {
+			b[15-i/2] |= byte(v)
+		} else {
+			b[15-i/2] |= byte(v) << 4
+		}
+	}
+	return netip.AddrFrom16(b), true
 }
 
 func addrString(a net.Addr) string {

@@ -54,7 +54,8 @@ type ServiceConfig struct {
 
 // Service runs weft's name server on this host: for every weft network it
 // serves, one listener on the network's gateway address (in a namespace of
-// the plugin's, see dataplane.Gateway), answering from a zone it keeps in
+// the plugin's, see dataplane.Gateway), and on a dual-stack network one
+// more on its IPv6 gateway address, answering from a zone it keeps in
 // step with the endpoint catalog. It consumes two event streams and calls
 // nothing back.
 type Service struct {
@@ -66,8 +67,15 @@ type Service struct {
 	// Owned by Run's goroutine.
 	hosts    map[uint32]map[string]Host // by VNI, by catalog key
 	networks map[uint32]driver.NetworkEvent
-	served   map[uint32]*served
-	failed   map[uint32]string // last error per VNI, logged once
+	served   map[gateway]*served
+	failed   map[gateway]string // last error per gateway, logged once
+}
+
+// gateway names one listener: a network's IPv4 gateway, or the IPv6
+// gateway of a dual-stack network (its own address, its own child).
+type gateway struct {
+	vni uint32
+	v6  bool
 }
 
 type served struct {
@@ -94,8 +102,8 @@ func NewService(cfg ServiceConfig) *Service {
 		server:   NewServer(cfg.Server, table),
 		hosts:    map[uint32]map[string]Host{},
 		networks: map[uint32]driver.NetworkEvent{},
-		served:   map[uint32]*served{},
-		failed:   map[uint32]string{},
+		served:   map[gateway]*served{},
+		failed:   map[gateway]string{},
 	}
 }
 
@@ -160,7 +168,8 @@ func (s *Service) applyEndpoint(ev catalog.Event, dirty map[uint32]bool) {
 		}
 		return
 	}
-	hs[key] = Host{Names: ev.Record.Names, Addr: addr}
+	addr6, _ := ev.Record.Addr6() // a malformed one: none
+	hs[key] = Host{Names: ev.Record.Names, Addr: addr, Addr6: addr6}
 	dirty[vni] = true
 }
 
@@ -193,45 +202,48 @@ func (s *Service) rebuild(vni uint32) {
 // get one, gone (or re-addressed) ones lose theirs, failed ones are tried
 // again.
 func (s *Service) openGateways() {
-	want := map[uint32]netip.Prefix{}
+	want := map[gateway]netip.Prefix{}
 	for vni, n := range s.networks {
 		if n.Gateway.Is4() && n.Subnet.IsValid() {
-			want[vni] = netip.PrefixFrom(n.Gateway, n.Subnet.Bits())
+			want[gateway{vni, false}] = netip.PrefixFrom(n.Gateway, n.Subnet.Bits())
+		}
+		if n.Gateway6.Is6() && n.Subnet6.IsValid() {
+			want[gateway{vni, true}] = netip.PrefixFrom(n.Gateway6, n.Subnet6.Bits())
 		}
 	}
-	for vni, sv := range s.served {
-		if a, ok := want[vni]; !ok || a != sv.addr {
-			s.close(vni, sv)
+	for gw, sv := range s.served {
+		if a, ok := want[gw]; !ok || a != sv.addr {
+			s.close(gw, sv)
 		}
 	}
-	for vni, addr := range want {
-		if _, ok := s.served[vni]; ok {
+	for gw, addr := range want {
+		if _, ok := s.served[gw]; ok {
 			continue
 		}
-		udp, tcp, closeGW, err := s.cfg.Open(vni, addr, dataplane.MACFor(addr.Addr()), s.port())
+		udp, tcp, closeGW, err := s.cfg.Open(gw.vni, addr, dataplane.MACFor(addr.Addr()), s.port())
 		if err != nil {
-			if s.failed[vni] != err.Error() {
-				s.failed[vni] = err.Error()
-				s.log.Error("name server unavailable on this network; retrying", "vni", vni, "addr", addr.Addr().String(), "err", err)
+			if s.failed[gw] != err.Error() {
+				s.failed[gw] = err.Error()
+				s.log.Error("name server unavailable on this network; retrying", "vni", gw.vni, "addr", addr.Addr().String(), "err", err)
 			}
 			continue
 		}
-		delete(s.failed, vni)
-		s.served[vni] = &served{addr: addr, close: closeGW, listener: s.server.Serve(vni, addr.Masked(), udp, tcp)}
-		s.log.Info("name server listening", "vni", vni, "addr", addr.Addr().String())
+		delete(s.failed, gw)
+		s.served[gw] = &served{addr: addr, close: closeGW, listener: s.server.Serve(gw.vni, addr.Masked(), udp, tcp)}
+		s.log.Info("name server listening", "vni", gw.vni, "addr", addr.Addr().String())
 	}
 }
 
-func (s *Service) close(vni uint32, sv *served) {
+func (s *Service) close(gw gateway, sv *served) {
 	sv.listener.Close()
 	sv.close()
-	delete(s.served, vni)
-	s.log.Info("name server stopped", "vni", vni, "addr", sv.addr.Addr().String())
+	delete(s.served, gw)
+	s.log.Info("name server stopped", "vni", gw.vni, "addr", sv.addr.Addr().String())
 }
 
 func (s *Service) closeAll() {
-	for vni, sv := range s.served {
-		s.close(vni, sv)
+	for gw, sv := range s.served {
+		s.close(gw, sv)
 	}
 }
 

@@ -18,10 +18,12 @@ import (
 )
 
 // loopback opens every gateway on 127.0.0.1, a port of its own per
-// network, and remembers where.
+// network (and per gateway address: a dual-stack network has two), and
+// remembers where.
 type loopback struct {
 	mu     sync.Mutex
 	addrs  map[uint32]string
+	byGW   map[netip.Prefix]string
 	closed map[uint32]int
 }
 
@@ -37,12 +39,17 @@ func (l *loopback) open(vni uint32, addr netip.Prefix, mac net.HardwareAddr, por
 	}
 	l.mu.Lock()
 	l.addrs[vni] = pc.LocalAddr().String()
+	if l.byGW == nil {
+		l.byGW = map[netip.Prefix]string{}
+	}
+	l.byGW[addr] = pc.LocalAddr().String()
 	l.mu.Unlock()
 	return pc, tl, func() {
 		pc.Close()
 		tl.Close()
 		l.mu.Lock()
 		delete(l.addrs, vni)
+		delete(l.byGW, addr)
 		l.closed[vni]++
 		l.mu.Unlock()
 	}, nil

@@ -2,7 +2,8 @@
 // names of that network's containers on every host (hostnames such as vp1
 // from swarm templates, container names, aliases, service names,
 // <service>.<slot> and tasks.<service>), bare and under weft's domain, with
-// PTR records for their addresses. Names outside weft's knowledge go to the
+// PTR records for their addresses; on a dual-stack network, AAAA records
+// and ip6.arpa PTR records for their IPv6 addresses too. Names outside weft's knowledge go to the
 // host's upstream resolvers; unknown names inside weft's domain get
 // NXDOMAIN.
 //
@@ -26,6 +27,9 @@ type Host struct {
 	Names []string
 	// Addr is its IPv4 address on the network.
 	Addr netip.Addr
+	// Addr6 is its IPv6 address on a dual-stack network; invalid
+	// otherwise.
+	Addr6 netip.Addr
 }
 
 // Table holds the zones of all networks, by VNI. It is safe for concurrent
@@ -39,7 +43,7 @@ type Table struct {
 }
 
 type zone struct {
-	byName map[string][]netip.Addr // fully qualified, lower case
+	byName map[string][]netip.Addr // fully qualified, lower case; IPv4 and IPv6
 	byAddr map[netip.Addr]string   // PTR target
 }
 
@@ -58,6 +62,10 @@ func (t *Table) Set(vni uint32, hosts []Host) {
 		if !e.Addr.Is4() {
 			continue
 		}
+		addrs := []netip.Addr{e.Addr}
+		if e.Addr6.Is6() && !e.Addr6.Is4In6() {
+			addrs = append(addrs, e.Addr6)
+		}
 		for _, n := range e.Names {
 			n = strings.ToLower(strings.TrimSuffix(n, "."))
 			if !ValidName(n) {
@@ -67,13 +75,15 @@ func (t *Table) Set(vni uint32, hosts []Host) {
 			if Bare(n) {
 				qs = append(qs, n+".")
 			}
-			for _, q := range qs {
-				if !slices.Contains(z.byName[q], e.Addr) {
-					z.byName[q] = append(z.byName[q], e.Addr)
+			for _, a := range addrs {
+				for _, q := range qs {
+					if !slices.Contains(z.byName[q], a) {
+						z.byName[q] = append(z.byName[q], a)
+					}
 				}
-			}
-			if _, ok := z.byAddr[e.Addr]; !ok {
-				z.byAddr[e.Addr] = n + "." + t.domain
+				if _, ok := z.byAddr[a]; !ok {
+					z.byAddr[a] = n + "." + t.domain
+				}
 			}
 		}
 	}
@@ -90,7 +100,7 @@ func (t *Table) Drop(vni uint32) {
 }
 
 // Lookup returns the addresses of a fully qualified, lower-case name in a
-// network. The slice is a copy.
+// network, IPv4 and IPv6. The slice is a copy.
 func (t *Table) Lookup(vni uint32, name string) ([]netip.Addr, bool) {
 	t.mu.RLock()
 	z := t.zones[vni]

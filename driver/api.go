@@ -33,8 +33,16 @@ func (d *Driver) AllocateNetwork(req *network.AllocateNetworkRequest) (*network.
 	for i := range req.IPv4Data {
 		v4[i] = &req.IPv4Data[i]
 	}
-	if _, err := parsePool(v4, len(req.IPv6Data) > 0); err != nil {
+	v6 := make([]*network.IPAMData, len(req.IPv6Data))
+	for i := range req.IPv6Data {
+		v6[i] = &req.IPv6Data[i]
+	}
+	p, err := parsePool(v4, v6)
+	if err != nil {
 		return nil, fmt.Errorf("weft: %w", err)
+	}
+	if p.Subnet6 != "" {
+		return nil, errSwarmIPv6
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -85,7 +93,7 @@ func (d *Driver) CreateNetwork(req *network.CreateNetworkRequest) error {
 	if err != nil {
 		return fmt.Errorf("weft: %w", err)
 	}
-	pool, err := parsePool(req.IPv4Data, len(req.IPv6Data) > 0)
+	pool, err := parsePool(req.IPv4Data, req.IPv6Data)
 	if err != nil {
 		return fmt.Errorf("weft: %w", err)
 	}
@@ -105,7 +113,7 @@ func (d *Driver) CreateNetwork(req *network.CreateNetworkRequest) error {
 		}
 		return err
 	}
-	d.log.Info("network created", "network", short(n.ID), "vni", n.VNI, "subnet", n.Subnet, "mtu", n.MTU)
+	d.log.Info("network created", "network", short(n.ID), "vni", n.VNI, "subnet", n.Subnet, "subnet6", n.Subnet6, "mtu", n.MTU)
 	return nil
 }
 
@@ -143,9 +151,6 @@ func (d *Driver) CreateEndpoint(req *network.CreateEndpointRequest) (*network.Cr
 	if req.Interface == nil || req.Interface.Address == "" {
 		return nil, errors.New("weft: the endpoint has no IPv4 address; weft needs one from the network's IPAM")
 	}
-	if req.Interface.AddressIPv6 != "" {
-		return nil, errors.New("weft: IPv6 addresses are not supported yet")
-	}
 	addr, err := netip.ParsePrefix(req.Interface.Address)
 	if err != nil || !addr.Addr().Is4() {
 		return nil, fmt.Errorf("weft: endpoint address %q is not an IPv4 CIDR", req.Interface.Address)
@@ -173,7 +178,10 @@ func (d *Driver) CreateEndpoint(req *network.CreateEndpointRequest) (*network.Cr
 	} else if err == nil && addr.Masked() != sub.Masked() {
 		d.log.Warn("endpoint prefix differs from the network's subnet", "endpoint", short(req.EndpointID), "address", req.Interface.Address, "subnet", n.Subnet)
 	}
-	ep := &Endpoint{ID: req.EndpointID, Address: req.Interface.Address, MAC: mac.String(), IfName: ifName(req.EndpointID), seen: time.Now()}
+	if err := endpointAddr6(n, req.Interface.AddressIPv6); err != nil {
+		return nil, fmt.Errorf("weft: %w", err)
+	}
+	ep := &Endpoint{ID: req.EndpointID, Address: req.Interface.Address, Address6: req.Interface.AddressIPv6, MAC: mac.String(), IfName: ifName(req.EndpointID), seen: time.Now()}
 	prev, existed := n.Endpoints[ep.ID]
 	n.Endpoints[ep.ID] = ep
 	if err := d.saveLocked(); err != nil {
@@ -186,7 +194,7 @@ func (d *Driver) CreateEndpoint(req *network.CreateEndpointRequest) (*network.Cr
 	}
 	d.publishLocked(n, ep)
 	var was []*Endpoint
-	if existed && (prev.Address != ep.Address || prev.MAC != ep.MAC) {
+	if existed && (prev.Address != ep.Address || prev.Address6 != ep.Address6 || prev.MAC != ep.MAC) {
 		was = append(was, prev)
 	}
 	d.changeSourcesLocked(n, []*Endpoint{ep}, was)

@@ -56,6 +56,9 @@ type Dataplane interface {
 	SetRemotes(vni uint32, want []dataplane.RemoteEndpoint) (dataplane.Repair, error)
 	// Remotes returns the remote endpoints programmed on a device.
 	Remotes(vni uint32) ([]dataplane.RemoteEndpoint, error)
+	// Flooder writes the flood lists of the networks that carry
+	// broadcast and multicast (multicast.go).
+	Flooder
 }
 
 // Sources is the table of the sources each network's packets may carry
@@ -172,6 +175,8 @@ type Driver struct {
 	// remotes are the remote endpoints the catalog holds, by VNI, whether
 	// or not this host has the network.
 	remotes map[uint32]*remoteSet
+	// flood holds the flood list last written per VNI (multicast.go).
+	flood map[uint32][]string
 	// refused is when a record of each host was last logged as refused.
 	refused map[string]time.Time
 	// passed holds the VNIs of the networks the last repair pass saw, so
@@ -193,9 +198,13 @@ type Network struct {
 	VNI uint32 `json:"vni"`
 	// MTU is the device's MTU: the user's (-o com.docker.network.driver.mtu)
 	// or the underlay's path MTU minus dataplane.Overhead, followed.
-	MTU       int                  `json:"mtu"`
-	Subnet    string               `json:"subnet"`
-	Gateway   string               `json:"gateway,omitempty"`
+	MTU     int    `json:"mtu"`
+	Subnet  string `json:"subnet"`
+	Gateway string `json:"gateway,omitempty"`
+	// Subnet6 and Gateway6 are a dual-stack network's IPv6 subnet and
+	// gateway (ipv6.go); empty on an IPv4-only one.
+	Subnet6   string               `json:"subnet6,omitempty"`
+	Gateway6  string               `json:"gateway6,omitempty"`
 	Options   map[string]string    `json:"options,omitempty"`
 	Endpoints map[string]*Endpoint `json:"endpoints"`
 
@@ -207,9 +216,11 @@ type Network struct {
 type Endpoint struct {
 	ID      string `json:"id"`
 	Address string `json:"address"` // CIDR, as Docker gave it
-	MAC     string `json:"mac"`
-	IfName  string `json:"ifname"`
-	Joined  bool   `json:"joined"`
+	// Address6 is the IPv6 address (CIDR) on a dual-stack network.
+	Address6 string `json:"address6,omitempty"`
+	MAC      string `json:"mac"`
+	IfName   string `json:"ifname"`
+	Joined   bool   `json:"joined"`
 
 	// seen is when this process created or restored the endpoint.
 	seen time.Time
@@ -225,6 +236,10 @@ type NetworkEvent struct {
 	Gateway netip.Addr // invalid when Docker gave none
 	// Encrypted: the network's traffic between hosts rides in WireGuard.
 	Encrypted bool
+	// Subnet6 and Gateway6: a dual-stack network's IPv6 subnet and
+	// gateway; invalid on an IPv4-only one.
+	Subnet6  netip.Prefix
+	Gateway6 netip.Addr
 }
 
 // New returns a driver with the networks of its state directory loaded,
@@ -246,6 +261,7 @@ func New(cfg Config, dp Dataplane, cat Catalog, ul Underlay) (*Driver, error) {
 		metrics:  newRepairMetrics(cfg.Registry),
 		networks: map[string]*Network{},
 		remotes:  map[uint32]*remoteSet{},
+		flood:    map[uint32][]string{},
 		refused:  map[string]time.Time{},
 	}
 	d.seal()
@@ -344,7 +360,11 @@ func (d *Driver) publishLocked(n *Network, ep *Endpoint) {
 		d.log.Error("endpoint with a corrupt address not published", "endpoint", short(ep.ID), "address", ep.Address)
 		return
 	}
-	d.cat.SetLocal(catalog.Record{Network: n.ID, VNI: n.VNI, Endpoint: ep.ID, IP: p.Addr().String(), MAC: ep.MAC})
+	r := catalog.Record{Network: n.ID, VNI: n.VNI, Endpoint: ep.ID, IP: p.Addr().String(), MAC: ep.MAC}
+	if a := ep.addr6(); a.IsValid() {
+		r.IP6 = a.String()
+	}
+	d.cat.SetLocal(r)
 }
 
 func (d *Driver) saveLocked() error {
@@ -391,6 +411,8 @@ func networkEvent(n *Network, up bool) NetworkEvent {
 	ev.Subnet, _ = netip.ParsePrefix(n.Subnet)
 	ev.Gateway, _ = netip.ParseAddr(n.Gateway)
 	ev.Encrypted = encrypted(n)
+	ev.Subnet6, _ = netip.ParsePrefix(n.Subnet6)
+	ev.Gateway6, _ = netip.ParseAddr(n.Gateway6)
 	return ev
 }
 

@@ -26,6 +26,7 @@ type fakePlane struct {
 	ifaces   map[string]uint32
 	fdb      map[uint32]map[string]map[string]bool // vni -> mac -> vteps
 	neigh    map[uint32]map[string]string          // vni -> ip -> mac
+	flood    map[uint32]map[string]bool            // vni -> vteps (multicast_test.go)
 	// calls counts the writes by method.
 	calls    map[string]int
 	failNext error
@@ -110,6 +111,9 @@ func (f *fakePlane) setLocked(vni uint32, r dataplane.RemoteEndpoint) error {
 	// A static FDB entry per MAC: NeighSet replaces the destination.
 	f.fdb[vni][r.MAC.String()] = map[string]bool{r.VTEP.String(): true}
 	f.neigh[vni][r.IP.String()] = r.MAC.String()
+	if r.IP6 != nil {
+		f.neigh[vni][r.IP6.String()] = r.MAC.String()
+	}
 	return nil
 }
 
@@ -133,8 +137,10 @@ func (f *fakePlane) DeleteRemote(vni uint32, r dataplane.RemoteEndpoint) error {
 			delete(f.fdb[vni], r.MAC.String())
 		}
 	}
-	if r.IP != nil {
-		delete(f.neigh[vni], r.IP.String())
+	for _, ip := range []net.IP{r.IP, r.IP6} {
+		if ip != nil {
+			delete(f.neigh[vni], ip.String())
+		}
 	}
 	return nil
 }
@@ -151,6 +157,9 @@ func (f *fakePlane) SetRemotes(vni uint32, want []dataplane.RemoteEndpoint) (dat
 	for _, r := range want {
 		wantFDB[r.MAC.String()] = r.VTEP.String()
 		wantNeigh[r.IP.String()] = r.MAC.String()
+		if r.IP6 != nil {
+			wantNeigh[r.IP6.String()] = r.MAC.String()
+		}
 	}
 	for mac, vteps := range f.fdb[vni] {
 		if v, ok := wantFDB[mac]; !ok || !vteps[v] || len(vteps) != 1 {
@@ -187,10 +196,19 @@ func (f *fakePlane) Remotes(vni uint32) ([]dataplane.RemoteEndpoint, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var out []dataplane.RemoteEndpoint
+	ip6 := map[string]net.IP{}
 	for ip, mac := range f.neigh[vni] {
+		if a := net.ParseIP(ip); a.To4() == nil {
+			ip6[mac] = a
+		}
+	}
+	for ip, mac := range f.neigh[vni] {
+		if net.ParseIP(ip).To4() == nil {
+			continue
+		}
 		for vtep := range f.fdb[vni][mac] {
 			hw, _ := net.ParseMAC(mac)
-			out = append(out, dataplane.RemoteEndpoint{IP: net.ParseIP(ip), MAC: hw, VTEP: net.ParseIP(vtep)})
+			out = append(out, dataplane.RemoteEndpoint{IP: net.ParseIP(ip), IP6: ip6[mac], MAC: hw, VTEP: net.ParseIP(vtep)})
 		}
 	}
 	return out, nil
@@ -360,7 +378,7 @@ func TestAllocateNetwork(t *testing.T) {
 		"bad vni":        {NetworkID: netA, Options: map[string]string{OptVNI: "0"}, IPv4Data: []network.IPAMData{{Pool: "10.0.0.0/24"}}},
 		"huge vni":       {NetworkID: netA, Options: map[string]string{OptVNI: "16777216"}, IPv4Data: []network.IPAMData{{Pool: "10.0.0.0/24"}}},
 		"bad mtu":        {NetworkID: netA, Options: map[string]string{OptMTU: "jumbo"}, IPv4Data: []network.IPAMData{{Pool: "10.0.0.0/24"}}},
-		"ipv6":           {NetworkID: netA, IPv4Data: []network.IPAMData{{Pool: "10.0.0.0/24"}}, IPv6Data: []network.IPAMData{{Pool: "fd00::/64"}}},
+		"ipv6 not v6":    {NetworkID: netA, IPv4Data: []network.IPAMData{{Pool: "10.0.0.0/24"}}, IPv6Data: []network.IPAMData{{Pool: "10.1.0.0/24"}}},
 		"no pool":        {NetworkID: netA},
 		"no id":          {IPv4Data: []network.IPAMData{{Pool: "10.0.0.0/24"}}},
 	} {
@@ -460,7 +478,7 @@ func TestEndpointLifecycle(t *testing.T) {
 		"unknown network": {NetworkID: netB, EndpointID: "x", Interface: &network.EndpointInterface{Address: "10.10.0.7/24"}},
 		"no address":      {NetworkID: netA, EndpointID: "x", Interface: &network.EndpointInterface{}},
 		"outside subnet":  {NetworkID: netA, EndpointID: "x", Interface: &network.EndpointInterface{Address: "10.99.0.7/24"}},
-		"ipv6":            {NetworkID: netA, EndpointID: "x", Interface: &network.EndpointInterface{Address: "10.10.0.7/24", AddressIPv6: "fd00::7/64"}},
+		"ipv6 on v4 net":  {NetworkID: netA, EndpointID: "x", Interface: &network.EndpointInterface{Address: "10.10.0.7/24", AddressIPv6: "fd00::7/64"}},
 		"bad mac":         {NetworkID: netA, EndpointID: "x", Interface: &network.EndpointInterface{Address: "10.10.0.7/24", MacAddress: "zz"}},
 		"no interface":    {NetworkID: netA, EndpointID: "x"},
 	} {

@@ -9,17 +9,23 @@ import (
 	"github.com/docker/go-plugins-helpers/network"
 )
 
-// pool is a network's IPv4 pool as Docker gives it.
+// pool is a network's address pools as Docker gives them.
 type pool struct {
 	Subnet  string // CIDR
 	Gateway string // address; empty when Docker gave none
+	// Subnet6 and Gateway6: the IPv6 pool of a dual-stack network.
+	Subnet6, Gateway6 string
 }
 
 // parsePool checks the address pools Docker passes with a network: one
-// IPv4 subnet, and no IPv6 yet.
-func parsePool(v4 []*network.IPAMData, v6 bool) (pool, error) {
-	if v6 {
-		return pool{}, errors.New("IPv6 is not supported yet; create the network without --ipv6")
+// IPv4 subnet, and one IPv6 subnet or none (ipv6.go). Swarm's leader
+// passes every pool of a network in AllocateNetwork's IPv4 list, IPv6
+// ones included, so each list is sorted by its pools' family first.
+func parsePool(v4, v6 []*network.IPAMData) (pool, error) {
+	v4, v6 = byFamily(v4, v6)
+	s6, g6, err := parsePool6(v6)
+	if err != nil {
+		return pool{}, err
 	}
 	if len(v4) == 0 || v4[0] == nil || v4[0].Pool == "" {
 		return pool{}, errors.New("the network needs an IPv4 subnet (--subnet)")
@@ -28,7 +34,7 @@ func parsePool(v4 []*network.IPAMData, v6 bool) (pool, error) {
 	if err != nil || !p.Addr().Is4() {
 		return pool{}, fmt.Errorf("subnet %q is not an IPv4 CIDR", v4[0].Pool)
 	}
-	out := pool{Subnet: v4[0].Pool}
+	out := pool{Subnet: v4[0].Pool, Subnet6: s6, Gateway6: g6}
 	if gw := v4[0].Gateway; gw != "" {
 		g, err := netip.ParsePrefix(gw)
 		if err != nil || !g.Addr().Is4() {
@@ -73,7 +79,7 @@ func (d *Driver) adoptLocked(id string, raw map[string]string, p pool) (*Network
 		}
 		return nil, fmt.Errorf("VNI %d is already used by network %s on this host", opts.VNI, short(other))
 	}
-	n := &Network{ID: id, VNI: opts.VNI, Subnet: p.Subnet, Gateway: p.Gateway, Options: raw, Endpoints: map[string]*Endpoint{}, seen: time.Now()}
+	n := &Network{ID: id, VNI: opts.VNI, Subnet: p.Subnet, Gateway: p.Gateway, Subnet6: p.Subnet6, Gateway6: p.Gateway6, Options: raw, Endpoints: map[string]*Endpoint{}, seen: time.Now()}
 	old, replay := d.networks[id]
 	if replay {
 		n.Endpoints = old.Endpoints
@@ -83,7 +89,7 @@ func (d *Driver) adoptLocked(id string, raw map[string]string, p pool) (*Network
 	}
 	d.networks[id] = n
 	d.sealed.mark(n)
-	if !replay || old.VNI != n.VNI || old.Subnet != n.Subnet || old.Gateway != n.Gateway {
+	if !replay || old.VNI != n.VNI || old.Subnet != n.Subnet || old.Gateway != n.Gateway || old.Subnet6 != n.Subnet6 || old.Gateway6 != n.Gateway6 {
 		d.netEvents.Publish(networkEvent(n, true))
 	}
 	d.Kick() // program the other hosts' endpoints on it

@@ -21,6 +21,9 @@ const (
 	// OptEncrypted makes the network's traffic between hosts travel inside
 	// WireGuard (encrypted.go); "-o encrypted" alone means true.
 	OptEncrypted = "encrypted"
+	// OptMulticast, "true", makes the network carry broadcast and
+	// multicast to every host with an endpoint on it (multicast.go).
+	OptMulticast = "weft.multicast"
 )
 
 // genericKey is where Docker puts the driver options in CreateNetwork.
@@ -38,9 +41,11 @@ type netOptions struct {
 	VNI uint32
 	// Encrypted: -o encrypted.
 	Encrypted bool
+	// Multicast: the network carries broadcast and multicast.
+	Multicast bool
 }
 
-var knownOptions = []string{OptMTU, OptVNI, OptEncrypted}
+var knownOptions = []string{OptMTU, OptVNI, OptEncrypted, OptMulticast}
 
 // parseOptions checks the driver options of a network. Keys Docker itself
 // adds (com.docker.*) are passed over; any other unknown key is refused so
@@ -71,12 +76,25 @@ func parseOptions(opts map[string]string) (netOptions, error) {
 				return o, fmt.Errorf("option %s=%q is not true or false", k, opts[k])
 			}
 			o.Encrypted = b
+		case OptMulticast:
+			switch v {
+			case "true":
+				o.Multicast = true
+			case "false":
+			default:
+				return o, fmt.Errorf("option %s=%q is neither true nor false", k, opts[k])
+			}
 		default:
 			if strings.HasPrefix(k, "com.docker.") {
 				continue
 			}
 			return o, fmt.Errorf("unknown option %q for the weft driver (known: %s)", k, strings.Join(knownOptions, ", "))
 		}
+	}
+	if o.Encrypted && o.Multicast {
+		// The flood entries would aim at the hosts' underlay addresses,
+		// outside the tunnel, where the network's VXLAN is dropped.
+		return o, fmt.Errorf("options %s and %s cannot be combined yet: an encrypted network carries no broadcast or multicast", OptEncrypted, OptMulticast)
 	}
 	return o, nil
 }

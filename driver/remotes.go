@@ -177,10 +177,12 @@ func (d *Driver) apply(evs []catalog.Event) {
 	for _, n := range d.networks {
 		local[n.VNI] = true
 	}
+	touched := map[uint32]bool{}
 	for _, ev := range evs {
 		if ev.Local {
 			continue
 		}
+		touched[ev.Record.VNI], touched[ev.Old.VNI] = true, true
 		key := catalog.Key(ev.Record.Host, ev.Record.Endpoint)
 		switch ev.Kind {
 		case catalog.Added, catalog.Updated:
@@ -205,6 +207,7 @@ func (d *Driver) apply(evs []catalog.Event) {
 			ops = append(ops, d.changeLocked(ev.Record.VNI, key, nil, local[ev.Record.VNI], &src)...)
 		}
 	}
+	flood := d.floodOpsLocked(touched)
 	d.mu.Unlock()
 	for _, op := range undone(ops) {
 		var err error
@@ -219,6 +222,7 @@ func (d *Driver) apply(evs []catalog.Event) {
 			d.log.Debug("kernel entry write failed", "vni", op.vni, "ip", op.r.IP.String(), "set", op.set, "err", err)
 		}
 	}
+	d.writeFlood(flood)
 	d.writeSources(src)
 }
 
@@ -295,7 +299,7 @@ func (d *Driver) changeLocked(vni uint32, key string, next *claim, here bool, sr
 	for ip, a := range after {
 		if b, ok := before[ip]; !ok || !sameRemote(a.r, b.r) {
 			sets = append(sets, kernelOp{vni: vni, set: true, r: a.r})
-			src.add.Remote = append(src.add.Remote, remoteSource(vni, a.r))
+			src.add.Remote = append(src.add.Remote, remoteSources(vni, a.r)...)
 		}
 	}
 	for ip, b := range before {
@@ -303,15 +307,18 @@ func (d *Driver) changeLocked(vni uint32, key string, next *claim, here bool, sr
 		if held && sameRemote(a.r, b.r) {
 			continue
 		}
-		src.del.Remote = append(src.del.Remote, remoteSource(vni, b.r))
+		src.del.Remote = append(src.del.Remote, remoteSources(vni, b.r)...)
 		var del dataplane.RemoteEndpoint
 		if !held {
 			del.IP = b.r.IP // its neighbour entry: nothing holds the address
 		}
+		if b.r.IP6 != nil && !set.ip6Held(b.r.IP6) {
+			del.IP6 = b.r.IP6 // its IPv6 neighbour entry, likewise
+		}
 		if !set.macHeld(b.r) {
 			del.MAC, del.VTEP = b.r.MAC, b.r.VTEP // its FDB entry, towards that VTEP only
 		}
-		if del.IP != nil || del.MAC != nil {
+		if del.IP != nil || del.IP6 != nil || del.MAC != nil {
 			dels = append(dels, kernelOp{vni: vni, r: del})
 		}
 	}
@@ -319,7 +326,7 @@ func (d *Driver) changeLocked(vni uint32, key string, next *claim, here bool, sr
 }
 
 func sameRemote(a, b dataplane.RemoteEndpoint) bool {
-	return a.IP.Equal(b.IP) && a.VTEP.Equal(b.VTEP) && string(a.MAC) == string(b.MAC)
+	return a.IP.Equal(b.IP) && a.VTEP.Equal(b.VTEP) && string(a.MAC) == string(b.MAC) && a.IP6.Equal(b.IP6)
 }
 
 // toRemote turns a catalog record into the kernel's view of it.
@@ -328,7 +335,15 @@ func toRemote(r catalog.Record) (dataplane.RemoteEndpoint, error) {
 	if err != nil {
 		return dataplane.RemoteEndpoint{}, err
 	}
-	return dataplane.RemoteEndpoint{IP: net.IP(ip.AsSlice()), MAC: mac, VTEP: net.IP(vtep.AsSlice())}, nil
+	ip6, err := r.Addr6()
+	if err != nil {
+		return dataplane.RemoteEndpoint{}, err
+	}
+	out := dataplane.RemoteEndpoint{IP: net.IP(ip.AsSlice()), MAC: mac, VTEP: net.IP(vtep.AsSlice())}
+	if ip6.IsValid() {
+		out.IP6 = net.IP(ip6.AsSlice())
+	}
+	return out, nil
 }
 
 // repair brings every device of this host in line: its MTU with the
@@ -343,6 +358,8 @@ func (d *Driver) repair(periodic bool) {
 	type job struct {
 		seg  dataplane.Segment
 		want []dataplane.RemoteEndpoint
+		// flood is the device's flood list (multicast.go).
+		flood []string
 		// first marks a network's first pass since it came here (or
 		// since the start) with the catalog complete: it programs the
 		// entries, it repairs nothing.
@@ -359,6 +376,7 @@ func (d *Driver) repair(periodic bool) {
 	jobs := make([]job, 0, len(d.networks))
 	changed := false
 	passed := make(map[uint32]bool, len(d.networks))
+	flood := make(map[uint32][]string, len(d.networks))
 	quiet := false
 	for _, n := range d.networks {
 		before := n.MTU
@@ -371,13 +389,17 @@ func (d *Driver) repair(periodic bool) {
 		if s := d.remotes[n.VNI]; s != nil {
 			want = slices.DeleteFunc(s.list(), func(r dataplane.RemoteEndpoint) bool { return admit(n, r) != nil })
 		}
-		jobs = append(jobs, job{seg: seg, want: want, first: !d.passed[n.VNI]})
+		jobs = append(jobs, job{seg: seg, want: want, flood: d.floodWantLocked(n), first: !d.passed[n.VNI]})
+		if f := jobs[len(jobs)-1].flood; len(f) > 0 {
+			flood[n.VNI] = f
+		}
 		quiet = quiet || !d.passed[n.VNI]
 		// Until the catalog is complete a pass only adds: the first
 		// complete one may still remove what the last run left.
 		passed[n.VNI] = d.passed[n.VNI] || complete
 	}
 	d.passed = passed
+	d.flood = flood
 	d.syncSourcesLocked(complete, quiet)
 	if changed {
 		if err := d.saveLocked(); err != nil {
@@ -408,6 +430,7 @@ func (d *Driver) repair(periodic bool) {
 			d.log.Error("program entries", "vni", j.seg.VNI, "err", err)
 			d.metrics.failed()
 		}
+		d.repairFlood(j.seg.VNI, j.flood, complete, j.first)
 		if j.first {
 			continue
 		}
@@ -467,7 +490,7 @@ func admit(n *Network, r dataplane.RemoteEndpoint) error {
 			return fmt.Errorf("address %s is this host's endpoint %s", ip, short(ep.ID))
 		}
 	}
-	return nil
+	return admit6(n, r)
 }
 
 // refusedLocked logs a record that is not programmed, once a minute per

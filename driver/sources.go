@@ -42,7 +42,20 @@ func localSource(n *Network, ep *Endpoint) (antispoof.Entry, bool) {
 	return antispoof.Entry{VNI: n.VNI, MAC: mac, IP: p.Addr()}, true
 }
 
-// remoteSource returns the source of a remote endpoint on vni.
+// localSources returns the sources of a local endpoint of n: its IPv4
+// one, and its IPv6 one on a dual-stack network.
+func localSources(n *Network, ep *Endpoint) []antispoof.Entry {
+	var out []antispoof.Entry
+	if e, ok := localSource(n, ep); ok {
+		out = append(out, e)
+	}
+	if e, ok := localSource6(n, ep); ok {
+		out = append(out, e)
+	}
+	return out
+}
+
+// remoteSource returns the IPv4 source of a remote endpoint on vni.
 func remoteSource(vni uint32, r dataplane.RemoteEndpoint) antispoof.Entry {
 	ip, _ := netip.AddrFromSlice(r.IP.To4())
 	vtep, _ := netip.AddrFromSlice(r.VTEP.To4())
@@ -57,14 +70,10 @@ func (d *Driver) changeSourcesLocked(n *Network, add, del []*Endpoint) {
 	}
 	var c sourceChange
 	for _, ep := range add {
-		if e, ok := localSource(n, ep); ok {
-			c.add.Local = append(c.add.Local, e)
-		}
+		c.add.Local = append(c.add.Local, localSources(n, ep)...)
 	}
 	for _, ep := range del {
-		if e, ok := localSource(n, ep); ok {
-			c.del.Local = append(c.del.Local, e)
-		}
+		c.del.Local = append(c.del.Local, localSources(n, ep)...)
 	}
 	d.writeSources(c)
 }
@@ -105,14 +114,15 @@ func (d *Driver) syncSourcesLocked(complete, quiet bool) {
 	var want antispoof.Sources
 	for _, n := range d.networks {
 		for _, ep := range n.Endpoints {
-			if e, ok := localSource(n, ep); ok {
-				want.Local = append(want.Local, e)
-			}
+			want.Local = append(want.Local, localSources(n, ep)...)
 		}
 		if set := d.remotes[n.VNI]; set != nil {
 			for _, r := range set.list() {
-				want.Remote = append(want.Remote, remoteSource(n.VNI, r))
+				want.Remote = append(want.Remote, remoteSources(n.VNI, r)...)
 			}
+		}
+		if multicast(n) {
+			want.Flood = append(want.Flood, n.VNI)
 		}
 	}
 	diff, err := s.Sync(want, complete)

@@ -18,6 +18,7 @@ type fakeSources struct {
 	mu            sync.Mutex
 	built         bool
 	local, remote map[string]bool
+	flood         []uint32 // the last Sync's, sorted
 	calls         map[string]int
 }
 
@@ -70,6 +71,7 @@ func (f *fakeSources) Sync(want antispoof.Sources, prune bool) (antispoof.Diff, 
 	d.LocalAdded, d.LocalRemoved = diffCount(wl, f.local)
 	d.RemoteAdded, d.RemoteRemoved = diffCount(wr, f.remote)
 	f.built, f.local, f.remote = true, wl, wr
+	f.flood = slices.Sorted(slices.Values(want.Flood))
 	return d, nil
 }
 

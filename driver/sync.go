@@ -15,18 +15,21 @@ import (
 
 // EngineNetwork is a weft network as the engine has it on this host.
 type EngineNetwork struct {
-	ID        string
-	Options   map[string]string
-	Subnet    string // CIDR
-	Gateway   string // address, may be empty
-	Endpoints []EngineEndpoint
+	ID      string
+	Options map[string]string
+	Subnet  string // CIDR
+	Gateway string // address, may be empty
+	// Subnet6 and Gateway6: a dual-stack network's IPv6 pool.
+	Subnet6, Gateway6 string
+	Endpoints         []EngineEndpoint
 }
 
 // EngineEndpoint is an endpoint the engine has on this host.
 type EngineEndpoint struct {
-	ID      string
-	Address string // CIDR
-	MAC     string
+	ID       string
+	Address  string // CIDR
+	Address6 string // CIDR, on a dual-stack network
+	MAC      string
 }
 
 // SyncEngine makes the local networks and endpoints agree with the
@@ -58,7 +61,7 @@ func (d *Driver) SyncEngine(nets []EngineNetwork, grace time.Duration) (adoptedN
 		}
 		if !ok {
 			var err error
-			n, err = d.adoptLocked(en.ID, en.Options, pool{Subnet: en.Subnet, Gateway: en.Gateway})
+			n, err = d.adoptLocked(en.ID, en.Options, pool{Subnet: en.Subnet, Gateway: en.Gateway, Subnet6: en.Subnet6, Gateway6: en.Gateway6})
 			if err != nil {
 				d.log.Error("engine network not adopted", "network", short(en.ID), "err", err)
 				continue
@@ -79,6 +82,9 @@ func (d *Driver) SyncEngine(nets []EngineNetwork, grace time.Duration) (adoptedN
 				continue
 			}
 			ep := &Endpoint{ID: ee.ID, Address: ee.Address, MAC: ee.MAC, IfName: ifName(ee.ID), Joined: true, seen: now}
+			if endpointAddr6(n, ee.Address6) == nil {
+				ep.Address6 = ee.Address6
+			}
 			n.Endpoints[ep.ID] = ep
 			d.publishLocked(n, ep)
 			d.changeSourcesLocked(n, []*Endpoint{ep}, nil)
@@ -192,16 +198,22 @@ func engineView(ctx context.Context, eng *engine.Client, entrypoint string) ([]E
 	view := []EngineNetwork{}
 	for _, n := range nets {
 		en := EngineNetwork{ID: n.ID, Options: n.Options}
-		if len(n.IPAM.Config) > 0 {
-			en.Subnet = n.IPAM.Config[0].Subnet
-			en.Gateway = n.IPAM.Config[0].Gateway
+		for _, c := range n.IPAM.Config {
+			p, err := netip.ParsePrefix(c.Subnet)
+			switch {
+			case err != nil:
+			case p.Addr().Is4() && en.Subnet == "":
+				en.Subnet, en.Gateway = c.Subnet, c.Gateway
+			case p.Addr().Is6() && en.Subnet6 == "":
+				en.Subnet6, en.Gateway6 = c.Subnet, c.Gateway
+			}
 		}
 		if en.Subnet == "" {
 			continue
 		}
 		for _, c := range n.Containers {
 			if c.EndpointID != "" {
-				en.Endpoints = append(en.Endpoints, EngineEndpoint{ID: c.EndpointID, Address: c.IPv4Address, MAC: c.MacAddress})
+				en.Endpoints = append(en.Endpoints, EngineEndpoint{ID: c.EndpointID, Address: c.IPv4Address, Address6: c.IPv6Address, MAC: c.MacAddress})
 			}
 		}
 		view = append(view, en)

@@ -213,6 +213,7 @@ type Network struct {
 		EndpointID  string
 		MacAddress  string
 		IPv4Address string
+		IPv6Address string
 	}
 }
 

@@ -319,7 +319,7 @@ func defaultBits(pool netip.Prefix, bits int) int {
 // network must create it with the same subnet (and block size).
 func (a *Allocator) RequestPool(req *ipam.RequestPoolRequest) (*ipam.RequestPoolResponse, error) {
 	if req.V6 {
-		return nil, errors.New("weft IPAM: IPv6 pools are not supported yet")
+		return a.requestPool6(req)
 	}
 	if req.Pool == "" {
 		return nil, errors.New("weft IPAM: name the network's subnet with --subnet, the same on every host; weft does not pick one")
@@ -385,6 +385,10 @@ func (a *Allocator) RequestPool(req *ipam.RequestPoolRequest) (*ipam.RequestPool
 func (a *Allocator) ReleasePool(req *ipam.ReleasePoolRequest) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if p6, ok := a.st.Pools6[req.PoolID]; ok {
+		a.releasePool6(req.PoolID, p6)
+		return nil
+	}
 	p, ok := a.st.Pools[req.PoolID]
 	if !ok {
 		return nil
@@ -414,6 +418,9 @@ func (a *Allocator) ReleasePool(req *ipam.ReleasePoolRequest) error {
 func (a *Allocator) RequestAddress(req *ipam.RequestAddressRequest) (*ipam.RequestAddressResponse, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if p6, ok := a.st.Pools6[req.PoolID]; ok {
+		return a.requestAddress6(p6, req)
+	}
 	p, ok := a.st.Pools[req.PoolID]
 	if !ok {
 		return nil, fmt.Errorf("weft IPAM: pool %q is not known on this host", req.PoolID)
@@ -755,6 +762,10 @@ func (a *Allocator) ReleaseAddress(req *ipam.ReleaseAddressRequest) error {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if p6, ok := a.st.Pools6[req.PoolID]; ok {
+		a.releaseAddress6(p6, x)
+		return nil
+	}
 	if p := a.st.Pools[req.PoolID]; p != nil && x == gatewayOf(p.Prefix) {
 		return nil
 	}

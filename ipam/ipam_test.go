@@ -47,7 +47,7 @@ func TestAllocateReleasePersist(t *testing.T) {
 		t.Fatalf("after restart = %+v, %v", r, err)
 	}
 	for name, req := range map[string]*ipam.RequestPoolRequest{
-		"overlap": {Pool: "10.40.0.0/16"}, "v6": {Pool: "fd00::/64", V6: true}, "empty": {},
+		"overlap": {Pool: "10.40.0.0/16"}, "v6 tiny": {Pool: "fd00::/96", V6: true}, "empty": {},
 		"bad": {Pool: "10.40.0.0"}, "tiny": {Pool: "10.50.0.0/31"}, "subpool": {Pool: "10.60.0.0/24", SubPool: "10.60.0.0/25"},
 	} {
 		if _, err := b.RequestPool(req); err == nil {

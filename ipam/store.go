@@ -26,15 +26,17 @@ type persisted struct {
 	Node    string `json:"node"`
 	Epoch   uint64 `json:"epoch"`
 	// Restoring: this host was removed and is re-homing what it kept.
-	Restoring bool                  `json:"restoring,omitempty"`
-	Pools     map[string]*pool      `json:"pools"`
-	Claims    map[string]*claim     `json:"claims"` // own, by block
-	Old       map[string]*claim     `json:"old,omitempty"`
-	Votes     map[string]*voteRec   `json:"votes"` // own, by block
-	Dead      map[string]*deadRec   `json:"dead"`  // own, by host
-	Removed   map[string]*removal   `json:"removed"`
-	Lent      map[netip.Addr]string `json:"lent"`    // own block's address -> borrower
-	Foreign   map[netip.Addr]string `json:"foreign"` // address in another's block -> its holder
+	Restoring bool             `json:"restoring,omitempty"`
+	Pools     map[string]*pool `json:"pools"`
+	// Pools6 are the IPv6 pools (ipv6.go), with this host's addresses.
+	Pools6  map[string]*pool6     `json:"pools6,omitempty"`
+	Claims  map[string]*claim     `json:"claims"` // own, by block
+	Old     map[string]*claim     `json:"old,omitempty"`
+	Votes   map[string]*voteRec   `json:"votes"` // own, by block
+	Dead    map[string]*deadRec   `json:"dead"`  // own, by host
+	Removed map[string]*removal   `json:"removed"`
+	Lent    map[netip.Addr]string `json:"lent"`    // own block's address -> borrower
+	Foreign map[netip.Addr]string `json:"foreign"` // address in another's block -> its holder
 	// Cache holds the other hosts' entries: owner -> key -> value.
 	Cache map[string]map[string]json.RawMessage `json:"cache"`
 }
@@ -68,7 +70,7 @@ type removal struct {
 func newPersisted(node string) *persisted {
 	return &persisted{
 		Version: stateVersion, Node: node,
-		Pools: map[string]*pool{}, Claims: map[string]*claim{}, Old: map[string]*claim{},
+		Pools: map[string]*pool{}, Pools6: map[string]*pool6{}, Claims: map[string]*claim{}, Old: map[string]*claim{},
 		Votes: map[string]*voteRec{}, Dead: map[string]*deadRec{}, Removed: map[string]*removal{},
 		Lent: map[netip.Addr]string{}, Foreign: map[netip.Addr]string{},
 		Cache: map[string]map[string]json.RawMessage{},
@@ -79,6 +81,14 @@ func newPersisted(node string) *persisted {
 func (p *persisted) fill() {
 	if p.Pools == nil {
 		p.Pools = map[string]*pool{}
+	}
+	if p.Pools6 == nil {
+		p.Pools6 = map[string]*pool6{}
+	}
+	for _, q := range p.Pools6 {
+		if q.Used == nil {
+			q.Used = map[netip.Addr]bool{}
+		}
 	}
 	if p.Claims == nil {
 		p.Claims = map[string]*claim{}

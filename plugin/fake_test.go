@@ -25,6 +25,12 @@ func (nopPlane) SetRemotes(uint32, []dataplane.RemoteEndpoint) (dataplane.Repair
 	return dataplane.Repair{}, nil
 }
 func (nopPlane) Remotes(uint32) ([]dataplane.RemoteEndpoint, error) { return nil, nil }
+func (nopPlane) AddFlood(uint32, net.IP) error                      { return nil }
+func (nopPlane) DeleteFlood(uint32, net.IP) error                   { return nil }
+func (nopPlane) SetFlood(uint32, []net.IP) (dataplane.FloodRepair, error) {
+	return dataplane.FloodRepair{}, nil
+}
+func (nopPlane) Flood(uint32) ([]net.IP, error) { return nil, nil }
 
 // newDriver returns a driver over no kernel, with a real catalog on a
 // mesh that is not on any network.

@@ -7,8 +7,6 @@ import (
 	"maps"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -50,15 +48,7 @@ func TestHyperledger(t *testing.T) {
 	ctx := context.Background()
 	start := time.Now()
 
-	bin := filepath.Join(t.TempDir(), "fabricsim")
-	build := exec.Command("go", "build", "-trimpath", "-o", bin, "github.com/weftnet/weft/test/fabricsim")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build fabricsim: %v\n%s", err, out)
-	}
-	if err := l.ImportBinary(ctx, bin, fabricImage); err != nil {
-		t.Fatalf("import %s: %v", fabricImage, err)
-	}
+	labtest.GoImage(t, l, "github.com/weftnet/weft/test/fabricsim", fabricImage)
 	nodes := nodeHosts(t, l)
 
 	labtest.CreateSwarmNetwork(t, l, fabricNetwork, fabricSubnet)

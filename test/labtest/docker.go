@@ -102,8 +102,20 @@ func CreateSwarmNetwork(t testing.TB, l *lab.Lab, name, subnet string, opts ...s
 // containers still on it, from every engine that runs.
 func CreateLocalNetwork(t testing.TB, l *lab.Lab, name, subnet string, ipamOpts ...string) {
 	t.Helper()
+	createLocalNetwork(t, l, name, []string{"--subnet", subnet}, ipamOpts)
+}
+
+// CreateLocalDualStackNetwork makes a dual-stack local-scope network
+// (--ipv6, an IPv4 and an IPv6 subnet) like CreateLocalNetwork.
+func CreateLocalDualStackNetwork(t testing.TB, l *lab.Lab, name, subnet4, subnet6 string) {
+	t.Helper()
+	createLocalNetwork(t, l, name, []string{"--ipv6", "--subnet", subnet4, "--subnet", subnet6}, nil)
+}
+
+func createLocalNetwork(t testing.TB, l *lab.Lab, name string, pools, ipamOpts []string) {
+	t.Helper()
 	plugin := l.Config().PluginName
-	args := []string{"network", "create", "-d", plugin, "--ipam-driver", plugin, "--subnet", subnet}
+	args := append([]string{"network", "create", "-d", plugin, "--ipam-driver", plugin}, pools...)
 	for _, o := range ipamOpts {
 		args = append(args, "--ipam-opt", o)
 	}

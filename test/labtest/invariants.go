@@ -22,6 +22,7 @@ type dockerEndpoint struct {
 	host    *lab.Host
 	vni     uint32
 	ip, mac string
+	ip6     string // on a dual-stack network
 }
 
 // dockerNetwork is a weft network as one engine has it. The VNI is in its
@@ -29,6 +30,7 @@ type dockerEndpoint struct {
 type dockerNetwork struct {
 	id        string
 	vni       uint32 // 0: not in Docker's options
+	multicast bool   // -o weft.multicast=true
 	endpoints []dockerEndpoint
 }
 
@@ -56,6 +58,7 @@ func readDocker(ctx context.Context, h *lab.Host) (dockerView, error) {
 				Containers map[string]struct {
 					MacAddress  string
 					IPv4Address string
+					IPv6Address string
 				}
 			}
 			if err := json.Unmarshal([]byte(line), &n); err != nil {
@@ -68,7 +71,7 @@ func readDocker(ctx context.Context, h *lab.Host) (dockerView, error) {
 			if n.Containers == nil {
 				continue
 			}
-			dn := dockerNetwork{id: n.ID}
+			dn := dockerNetwork{id: n.ID, multicast: n.Options["weft.multicast"] == "true"}
 			if s, ok := n.Options["weft.vni"]; ok {
 				vni, err := strconv.ParseUint(s, 10, 32)
 				if err != nil {
@@ -78,7 +81,8 @@ func readDocker(ctx context.Context, h *lab.Host) (dockerView, error) {
 			}
 			for _, c := range n.Containers {
 				ip, _, _ := strings.Cut(c.IPv4Address, "/")
-				dn.endpoints = append(dn.endpoints, dockerEndpoint{host: h, ip: ip, mac: c.MacAddress})
+				ip6, _, _ := strings.Cut(c.IPv6Address, "/")
+				dn.endpoints = append(dn.endpoints, dockerEndpoint{host: h, ip: ip, ip6: ip6, mac: c.MacAddress})
 			}
 			v.nets = append(v.nets, dn)
 		}
@@ -118,7 +122,10 @@ func entryDiff(what string, have, want []string) []string {
 // device per weft network Docker has on the host and none other, up, with
 // learning off and proxy on, of the MTU weft reports; on it one static FDB
 // entry (MAC -> VTEP) and one permanent neighbour entry (IP -> MAC) per
-// endpoint of that network on the other hosts of side, and nothing else;
+// address (IPv4, and IPv6 on a dual-stack network) per
+// endpoint of that network on the other hosts of side, and one flood entry
+// (00:00:00:00:00:00 -> VTEP) per other host with endpoints on a network
+// created with -o weft.multicast=true, and nothing else;
 // no endpoint interface left in the host namespace; no bridge but
 // Docker's docker_gwbridge; and a status that lists the same
 // networks and endpoints, every host of side alive in its mesh.
@@ -172,9 +179,11 @@ func Check(ctx context.Context, side []*lab.Host) error {
 			return err
 		}
 		nets := map[uint32]string{}
+		flooding := map[uint32]bool{}
 		for _, n := range v.nets {
 			if n.vni != 0 {
 				nets[n.vni] = n.id
+				flooding[n.vni] = n.multicast
 			}
 		}
 		repNets := map[uint32]status.Network{}
@@ -217,7 +226,13 @@ func Check(ctx context.Context, side []*lab.Host) error {
 					continue
 				}
 				wantFDB = append(wantFDB, e.mac+" "+e.host.Addr().String())
+				if flood := "00:00:00:00:00:00 " + e.host.Addr().String(); flooding[vni] && !slices.Contains(wantFDB, flood) {
+					wantFDB = append(wantFDB, flood)
+				}
 				wantNeigh = append(wantNeigh, e.ip+" "+e.mac)
+				if e.ip6 != "" {
+					wantNeigh = append(wantNeigh, e.ip6+" "+e.mac)
+				}
 				wantRemote = append(wantRemote, e.ip+" "+e.mac+" "+e.host.Addr().String())
 			}
 			var haveFDB, haveNeigh []string
