@@ -265,7 +265,14 @@ func (t *Table) Sync(want Sources, prune bool) (Diff, error) {
 	if err != nil {
 		return d, err
 	}
-	hl, hr, hf, whole := t.current(c)
+	hl, hr, hf, whole, present := t.current(c)
+	if !t.built && !present && !prune {
+		// No table to keep, and a view that is not complete: a table
+		// built now would drop the packets of every remote endpoint not
+		// known yet (a first start, or one after weft's tables were
+		// removed). It is built with the first complete view.
+		return Diff{}, ErrNotBuilt
+	}
 	if !prune {
 		for k := range hl {
 			wl[k] = true
@@ -323,7 +330,7 @@ func (t *Table) Sync(want Sources, prune bool) (Diff, error) {
 
 // current returns the elements of the sets, and whether the table is
 // whole (the three sets, the three chains with their rules).
-func (t *Table) current(c *nftables.Conn) (local, remote, flood map[string]bool, whole bool) {
+func (t *Table) current(c *nftables.Conn) (local, remote, flood map[string]bool, whole, present bool) {
 	local, remote, flood = map[string]bool{}, map[string]bool{}, map[string]bool{}
 	tbl := t.table()
 	ls, rs := t.sets(tbl)
@@ -337,6 +344,7 @@ func (t *Table) current(c *nftables.Conn) (local, remote, flood map[string]bool,
 			whole = false
 			continue
 		}
+		present = true
 		els, err := c.GetSetElements(have)
 		if err != nil {
 			whole = false
@@ -352,7 +360,7 @@ func (t *Table) current(c *nftables.Conn) (local, remote, flood map[string]bool,
 			whole = false
 		}
 	}
-	return local, remote, flood, whole
+	return local, remote, flood, whole, present
 }
 
 func (t *Table) ruleCounts() map[string]int {
@@ -574,7 +582,7 @@ func (t *Table) Sources() (Sources, error) {
 	if err != nil {
 		return Sources{}, err
 	}
-	l, r, f, whole := t.current(c)
+	l, r, f, whole, _ := t.current(c)
 	if !whole {
 		return Sources{}, fmt.Errorf("no whole table %s", TableName)
 	}

@@ -247,6 +247,14 @@ func TestSyncReconciles(t *testing.T) {
 	if err := tb.Change(want, Sources{}); err != ErrNotBuilt {
 		t.Fatalf("Change before Sync: %v, want ErrNotBuilt", err)
 	}
+	// No table yet and an incomplete view: nothing is built (it would
+	// drop the remote endpoints not known yet).
+	if _, err := tb.Sync(want, false); err != ErrNotBuilt {
+		t.Fatalf("first Sync before a complete view: %v, want ErrNotBuilt", err)
+	}
+	if out, _ := exec.Command("ip", "netns", "exec", nsName(t, h), "nft", "list", "table", "ip", "weft_sources").CombinedOutput(); !strings.Contains(string(out), "No such file") {
+		t.Fatalf("a table was built before a complete view:\n%s", out)
+	}
 	d, err := tb.Sync(want, true)
 	if err != nil || d != (Diff{LocalAdded: 2, RemoteAdded: 2}) {
 		t.Fatalf("first Sync: %+v, %v", d, err)

@@ -126,6 +126,10 @@ func (d *Driver) syncSourcesLocked(complete, quiet bool) {
 		}
 	}
 	diff, err := s.Sync(want, complete)
+	if errors.Is(err, antispoof.ErrNotBuilt) {
+		// Not built before the catalog is complete (see Table.Sync).
+		return
+	}
 	if err != nil {
 		d.log.Error("write the source filter", "err", err)
 		d.metrics.failed()

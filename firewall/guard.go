@@ -98,6 +98,12 @@ type Config struct {
 	// Repair is how often the table is checked against what it should
 	// say, in case someone changed it (default 30 s).
 	Repair time.Duration
+	// Settle is how long a guard that finds no table waits for another
+	// member to be known before it makes one (default 10 s): a table made
+	// before the mesh has met anyone would drop the VXLAN traffic of
+	// containers already running (a first start of this build on a host
+	// with live containers, as in an upgrade from 0.1.0).
+	Settle time.Duration
 	// Logger receives the guard's log; nil discards it.
 	Logger *slog.Logger
 }
@@ -114,6 +120,8 @@ type Guard struct {
 	applied  []netip.Addr
 	// emptySince is when the host was last seen without a network.
 	emptySince time.Time
+	// started is when Run began (see Config.Settle).
+	started time.Time
 }
 
 // New returns a guard; Run runs it.
@@ -123,6 +131,9 @@ func New(cfg Config) *Guard {
 	}
 	if cfg.Repair <= 0 {
 		cfg.Repair = 30 * time.Second
+	}
+	if cfg.Settle <= 0 {
+		cfg.Settle = 10 * time.Second
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -136,6 +147,7 @@ func (g *Guard) Run(ctx context.Context) {
 	defer g.cfg.Networks.Close()
 	defer g.cfg.MemberEvents.Close()
 	now := time.Now()
+	g.started = now
 	if have, err := g.cfg.Table.Members(); err == nil {
 		g.present = true
 		for _, a := range have {
@@ -191,6 +203,10 @@ func (g *Guard) reconcile(now time.Time) time.Duration {
 		return g.cfg.Repair
 	}
 	g.emptySince = time.Time{}
+	if !g.present && now.Sub(g.started) < g.cfg.Settle && !g.othersKnown() {
+		// Member events wake the guard as soon as the mesh meets one.
+		return min(time.Second, g.cfg.Settle)
+	}
 	allowed := g.allowed(now)
 	err := g.cfg.Table.Apply(Rules{VXLANPort: g.cfg.VXLANPort, MeshPort: g.cfg.MeshPort, Members: allowed})
 	if err != nil {
@@ -212,6 +228,20 @@ func (g *Guard) reconcile(now time.Time) time.Duration {
 		}
 	}
 	return next
+}
+
+// othersKnown reports whether a member other than this host is known.
+func (g *Guard) othersKnown() bool {
+	var self netip.Addr
+	if g.cfg.Self != nil {
+		self = g.cfg.Self()
+	}
+	for _, a := range g.cfg.Members() {
+		if a.Unmap() != self {
+			return true
+		}
+	}
+	return false
 }
 
 // allowed returns the addresses let in now, sorted.

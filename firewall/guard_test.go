@@ -189,3 +189,19 @@ func TestGuardKeepsTheTableWhileNetworksComeBack(t *testing.T) {
 		t.Fatal("the table was removed while the networks came back")
 	}
 }
+
+// TestGuardWaitsForAMemberBeforeAFirstTable: with no table in the kernel
+// and no other member known yet, the guard makes none (it would drop the
+// VXLAN of containers already running); the first member it hears of
+// brings the table, with that member in.
+func TestGuardWaitsForAMemberBeforeAFirstTable(t *testing.T) {
+	table := &fakeTable{}
+	l := startGuard(t, table, time.Minute, driver.NetworkEvent{Up: true, ID: "n1"})
+	l.set("192.0.2.1") // only this host
+	time.Sleep(200 * time.Millisecond) // a window in which nothing may happen
+	if p, _ := table.state(); p {
+		t.Fatal("a table made before any other member was known")
+	}
+	l.set("192.0.2.1", "192.0.2.2")
+	waitTable(t, table, "a member known", func(p bool, m []netip.Addr) bool { return p && has(m, "192.0.2.2") })
+}
