@@ -197,7 +197,7 @@ func TestGuardKeepsTheTableWhileNetworksComeBack(t *testing.T) {
 func TestGuardWaitsForAMemberBeforeAFirstTable(t *testing.T) {
 	table := &fakeTable{}
 	l := startGuard(t, table, time.Minute, driver.NetworkEvent{Up: true, ID: "n1"})
-	l.set("192.0.2.1") // only this host
+	l.set("192.0.2.1")                 // only this host
 	time.Sleep(200 * time.Millisecond) // a window in which nothing may happen
 	if p, _ := table.state(); p {
 		t.Fatal("a table made before any other member was known")
