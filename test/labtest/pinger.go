@@ -80,7 +80,14 @@ func (r PingResult) String() string {
 // packet, or sent fewer than 100.
 func (r PingResult) Check(t testing.TB, p *Pinger) {
 	t.Helper()
-	if len(r.Lost) > 0 || r.Dups > 0 || r.Sent < 100 {
+	r.CheckAtMost(t, p, 0)
+}
+
+// CheckAtMost is Check allowing up to maxLost lost packets: for a known
+// loss a test bounds and reports rather than hides (README says which).
+func (r PingResult) CheckAtMost(t testing.TB, p *Pinger, maxLost int) {
+	t.Helper()
+	if len(r.Lost) > maxLost || r.Dups > 0 || r.Sent < 100 {
 		shown := r.Lost
 		if len(shown) > 20 {
 			shown = shown[:20]
