@@ -1,8 +1,6 @@
 package antispoof
 
 import (
-	"fmt"
-	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
@@ -15,6 +13,7 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/weftnet/weft/dataplane"
+	"github.com/weftnet/weft/internal/nstest"
 )
 
 // These tests need root: each builds two hosts as fresh network
@@ -22,40 +21,11 @@ import (
 // (dataplane.Kernel), and a container namespace on each; never in the
 // caller's namespace.
 
-func needRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("antispoof tests need root (they create network namespaces)")
-	}
-	for _, tool := range []string{"ip", "ping"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("antispoof tests need %s", tool)
-		}
-	}
-}
+func needRoot(t testing.TB) { nstest.NeedRoot(t, "antispoof tests", "ip", "ping") }
 
-func run(t testing.TB, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
+func run(t testing.TB, args ...string) string { return nstest.Run(t, args...) }
 
-func newNS(t testing.TB) (string, netns.NsHandle) {
-	t.Helper()
-	name := fmt.Sprintf("was-%d-%d", os.Getpid(), rand.IntN(1<<30))
-	run(t, "ip", "netns", "add", name)
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", name).Run() })
-	h, err := netns.GetFromName(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { h.Close() })
-	run(t, "ip", "-n", name, "link", "set", "lo", "up")
-	return name, h
-}
+func newNS(t testing.TB) (string, netns.NsHandle) { return nstest.NewNS(t, "was") }
 
 const (
 	vni  = 42

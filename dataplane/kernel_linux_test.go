@@ -2,10 +2,8 @@ package dataplane
 
 import (
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"net/netip"
-	"os"
 	"os/exec"
 	"slices"
 	"strings"
@@ -15,44 +13,18 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/weftnet/weft/internal/nstest"
 )
 
 // These tests need root: each works in fresh network namespaces made with
 // iproute2 and removed at the end, never in the caller's namespace.
 
-func needRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("dataplane tests need root (they create network namespaces)")
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("dataplane tests need iproute2's ip command")
-	}
-}
+func needRoot(t testing.TB) { nstest.NeedRoot(t, "dataplane tests", "ip") }
 
-func run(t testing.TB, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
+func run(t testing.TB, args ...string) string { return nstest.Run(t, args...) }
 
-// newNS creates a named namespace removed when the test ends.
-func newNS(t testing.TB) (string, netns.NsHandle) {
-	t.Helper()
-	name := fmt.Sprintf("wdp-%d-%d", os.Getpid(), rand.IntN(1<<30))
-	run(t, "ip", "netns", "add", name)
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", name).Run() })
-	h, err := netns.GetFromName(name)
-	if err != nil {
-		t.Fatalf("open namespace %s: %v", name, err)
-	}
-	t.Cleanup(func() { h.Close() })
-	run(t, "ip", "-n", name, "link", "set", "lo", "up")
-	return name, h
-}
+func newNS(t testing.TB) (string, netns.NsHandle) { return nstest.NewNS(t, "wdp") }
 
 func newKernel(t testing.TB, h netns.NsHandle) *Kernel {
 	t.Helper()

@@ -2,11 +2,8 @@ package firewall
 
 import (
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"net/netip"
-	"os"
-	"os/exec"
 	"runtime"
 	"slices"
 	"strings"
@@ -14,45 +11,18 @@ import (
 	"time"
 
 	"github.com/vishvananda/netns"
+
+	"github.com/weftnet/weft/internal/nstest"
 )
 
 // These tests need root: they work in fresh network namespaces, never in
 // the caller's.
 
-func needRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("firewall tests need root (they create network namespaces)")
-	}
-	for _, tool := range []string{"ip", "nft"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("firewall tests need %s", tool)
-		}
-	}
-}
+func needRoot(t testing.TB) { nstest.NeedRoot(t, "firewall tests", "ip", "nft") }
 
-func run(t testing.TB, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
+func run(t testing.TB, args ...string) string { return nstest.Run(t, args...) }
 
-func newNS(t testing.TB) (string, netns.NsHandle) {
-	t.Helper()
-	name := fmt.Sprintf("wfw-%d-%d", os.Getpid(), rand.IntN(1<<30))
-	run(t, "ip", "netns", "add", name)
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", name).Run() })
-	h, err := netns.GetFromName(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { h.Close() })
-	run(t, "ip", "-n", name, "link", "set", "lo", "up")
-	return name, h
-}
+func newNS(t testing.TB) (string, netns.NsHandle) { return nstest.NewNS(t, "wfw") }
 
 // inNS runs fn on a locked thread in ns (sockets made there stay there).
 func inNS(t testing.TB, ns netns.NsHandle, fn func() error) {

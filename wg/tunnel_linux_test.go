@@ -27,6 +27,7 @@ import (
 	"github.com/weftnet/weft/dataplane"
 	"github.com/weftnet/weft/driver"
 	"github.com/weftnet/weft/internal/feed"
+	"github.com/weftnet/weft/internal/nstest"
 	"github.com/weftnet/weft/mesh"
 )
 
@@ -168,28 +169,9 @@ func needRoot(t *testing.T) {
 	}
 }
 
-func run(t *testing.T, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
+func run(t *testing.T, args ...string) string { return nstest.Run(t, args...) }
 
-func newNS(t *testing.T) (string, netns.NsHandle) {
-	t.Helper()
-	name := fmt.Sprintf("wwg-%d-%d", os.Getpid(), rand.IntN(1<<30))
-	run(t, "ip", "netns", "add", name)
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", name).Run() })
-	h, err := netns.GetFromName(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { h.Close() })
-	run(t, "ip", "-n", name, "link", "set", "lo", "up")
-	return name, h
-}
+func newNS(t *testing.T) (string, netns.NsHandle) { return nstest.NewNS(t, "wwg") }
 
 // testHost is one side of the pair.
 type testHost struct {
