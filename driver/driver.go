@@ -208,8 +208,10 @@ type Network struct {
 	Options   map[string]string    `json:"options,omitempty"`
 	Endpoints map[string]*Endpoint `json:"endpoints"`
 
-	// seen is when this process created or restored the network.
-	seen time.Time
+	// seen is when this process created or restored the network;
+	// unlisted, when a pass of SyncEngine first found the engine without
+	// it (zero while it is listed).
+	seen, unlisted time.Time
 }
 
 // Endpoint is one local endpoint, as persisted.

@@ -599,6 +599,16 @@ func TestSyncEngineDropsNetworksTheEngineLost(t *testing.T) {
 	if _, _, dropped := d.SyncEngine([]EngineNetwork{listed}, time.Hour); dropped != 0 || len(d.Networks()) != 2 {
 		t.Fatalf("dropped %d endpoints and kept %d networks within the grace", dropped, len(d.Networks()))
 	}
+	// Once listed again, an earlier absence counts for nothing (an engine
+	// that restarted lists it again once its node re-attaches it).
+	if _, _, dropped := d.SyncEngine([]EngineNetwork{listed, gone}, 0); dropped != 0 {
+		t.Fatalf("dropped %d endpoints of listed networks", dropped)
+	}
+	// Two passes find it unlisted: the first only notes it, the second
+	// drops it.
+	if _, _, dropped := d.SyncEngine([]EngineNetwork{listed}, 0); dropped != 0 || len(d.Networks()) != 2 {
+		t.Fatalf("dropped %d endpoints on the first pass that missed the network", dropped)
+	}
 	if _, _, dropped := d.SyncEngine([]EngineNetwork{listed}, 0); dropped != 1 {
 		t.Fatalf("dropped %d endpoints, want the lost network's 1", dropped)
 	}

@@ -40,9 +40,10 @@ type EngineEndpoint struct {
 // endpoint being created is not taken for a stale one), are deleted and
 // withdrawn: an engine that crashed never calls DeleteEndpoint for the
 // containers that died with it. Networks the driver holds that the engine
-// no longer lists, older than grace, go with their endpoints (Docker
-// removed them while the plugin was down), and so do devices of networks
-// the driver does not have. It returns what it changed.
+// has not listed in two passes at least grace apart go with their
+// endpoints (Docker removed them while the plugin was down), and so do
+// devices of networks the driver does not have. It returns what it
+// changed.
 func (d *Driver) SyncEngine(nets []EngineNetwork, grace time.Duration) (adoptedNets, adoptedEps, dropped int) {
 	droppedNets := 0
 	d.mu.Lock()
@@ -107,11 +108,20 @@ func (d *Driver) SyncEngine(nets []EngineNetwork, grace time.Duration) (adoptedN
 	}
 	// Networks the engine no longer has here went while the plugin could
 	// not hear of it (Docker removed their last container, then the
-	// network, while the plugin was down): their endpoints and device go.
-	// The engine lists a network from the moment it asks weft for it, so
-	// one unlisted past the grace is gone.
+	// network, while the plugin was down): their endpoints and device go
+	// once two passes at least grace apart found them unlisted.
 	for id, n := range d.networks {
-		if listed[id] || now.Sub(n.seen) < grace {
+		if listed[id] {
+			n.unlisted = time.Time{}
+			continue
+		}
+		// Unlisted since an earlier pass at least grace ago: an engine
+		// that has just restarted lists a swarm network again only once
+		// its node re-attaches it (seconds), and must not lose it meanwhile.
+		if n.unlisted.IsZero() {
+			n.unlisted = now
+		}
+		if now.Sub(n.seen) < grace || now.Sub(n.unlisted) < grace || n.unlisted.Equal(now) {
 			continue
 		}
 		for _, ep := range n.Endpoints {
