@@ -192,16 +192,41 @@ func TestGuardKeepsTheTableWhileNetworksComeBack(t *testing.T) {
 
 // TestGuardWaitsForAMemberBeforeAFirstTable: with no table in the kernel
 // and no other member known yet, the guard makes none (it would drop the
-// VXLAN of containers already running); the first member it hears of
-// brings the table, with that member in.
+// VXLAN of containers already running) until the settle time is over; the
+// first member it hears of brings the table, with that member in.
 func TestGuardWaitsForAMemberBeforeAFirstTable(t *testing.T) {
 	table := &fakeTable{}
-	l := startGuard(t, table, time.Minute, driver.NetworkEvent{Up: true, ID: "n1"})
-	l.set("192.0.2.1")                 // only this host
-	time.Sleep(200 * time.Millisecond) // a window in which nothing may happen
+	var listed []netip.Addr
+	self := netip.MustParseAddr("192.0.2.1")
+	g := New(Config{
+		Table: table, VXLANPort: 4790, MeshPort: 7950,
+		Members: func() []netip.Addr { return listed },
+		Self:    func() netip.Addr { return self },
+		Settle:  10 * time.Second,
+	})
+	start := time.Now()
+	g.started = start
+	g.networks["n1"] = true
+	listed = []netip.Addr{self}
+	if wait := g.reconcile(start.Add(time.Second)); wait <= 0 {
+		t.Fatalf("next look in %s", wait)
+	}
 	if p, _ := table.state(); p {
 		t.Fatal("a table made before any other member was known")
 	}
-	l.set("192.0.2.1", "192.0.2.2")
-	waitTable(t, table, "a member known", func(p bool, m []netip.Addr) bool { return p && has(m, "192.0.2.2") })
+	listed = append(listed, netip.MustParseAddr("192.0.2.2"))
+	g.reconcile(start.Add(2 * time.Second))
+	if p, m := table.state(); !p || !has(m, "192.0.2.2") {
+		t.Fatalf("a member known: table present=%v members=%v", p, m)
+	}
+	// Alone past the settle time, a host makes its table all the same.
+	alone := &fakeTable{}
+	g2 := New(Config{Table: alone, VXLANPort: 4790, MeshPort: 7950,
+		Members: func() []netip.Addr { return []netip.Addr{self} }, Self: func() netip.Addr { return self }, Settle: 10 * time.Second})
+	g2.started = start
+	g2.networks["n1"] = true
+	g2.reconcile(start.Add(11 * time.Second))
+	if p, _ := alone.state(); !p {
+		t.Fatal("no table after the settle time on a host alone")
+	}
 }
