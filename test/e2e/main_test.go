@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/weftnet/weft/test/lab"
+	"github.com/weftnet/weft/test/labtest"
 )
 
 // theLab is shared by every test of the package: bringing up three
@@ -112,6 +113,7 @@ func need(t *testing.T) *lab.Lab {
 	if theLab == nil {
 		t.Skip("needs the e2e lab (root and WEFT_E2E=1)")
 	}
+	labtest.ShowProblemsIfFailed(t, theLab)
 	return theLab
 }
 

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/test/lab"
+	"github.com/weftnet/weft/test/labtest"
 )
 
 // theLab is shared by every test of the package.
@@ -58,5 +59,6 @@ func need(t *testing.T) *lab.Lab {
 	if theLab == nil {
 		t.Skip("needs the e2e lab (root and WEFT_E2E=1)")
 	}
+	labtest.ShowProblemsIfFailed(t, theLab)
 	return theLab
 }

@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -195,4 +196,71 @@ func WeftCLIStdin(h *lab.Host, stdin string, args ...string) *exec.Cmd {
 	cmd := h.ExecCmd(context.Background(), filepath.Join(h.Config().PluginDir, "rootfs", "weft"), args...)
 	cmd.Stdin = strings.NewReader(stdin)
 	return cmd
+}
+
+// engineLogProblem matches a warning or error of dockerd's own.
+var engineLogProblem = regexp.MustCompile(`level=(warning|error|fatal) msg="(.*)"`)
+
+// Problems returns what went wrong on h after offset, as h's dockerd log
+// tells it: the plugin's warnings and errors (as PluginWarnings gives
+// them) and the engine's own, in the order they were written, the last
+// max of them. It reads nothing else and never fails the test: it is what
+// a failed test shows of each host.
+func Problems(h *lab.Host, offset int64, max int) []string {
+	b, err := os.ReadFile(h.DockerdLog)
+	if err != nil {
+		return []string{err.Error()}
+	}
+	if offset > int64(len(b)) {
+		offset = 0 // the log was replaced (an engine restart with a new file)
+	}
+	var out []string
+	for _, line := range strings.Split(string(b[offset:]), "\n") {
+		if strings.Contains(line, " plugin=") {
+			if m := pluginLogMsg.FindStringSubmatch(line); m != nil && !strings.Contains(line, "component=memberlist") {
+				out = append(out, "plugin "+m[1]+" "+strings.ReplaceAll(m[2], `\"`, `"`))
+			}
+			continue
+		}
+		if m := engineLogProblem.FindStringSubmatch(line); m != nil {
+			out = append(out, "engine "+m[1]+" "+m[2])
+		}
+	}
+	if len(out) > max {
+		out = out[len(out)-max:]
+	}
+	return out
+}
+
+// watched holds the tests ShowProblemsIfFailed watches already.
+var watched sync.Map
+
+// ShowProblemsIfFailed logs, if t fails, what went wrong on each of l's
+// hosts while it ran (Problems, the last 25 of each). Its lines carry the
+// test's own file and line, which CI keeps (`make test-e2e` filters the
+// rest of the output), so a failure seen there shows its hosts' side.
+// Calling it again for the same test does nothing.
+func ShowProblemsIfFailed(t *testing.T, l *lab.Lab) {
+	t.Helper()
+	if _, dup := watched.LoadOrStore(t, true); dup {
+		return
+	}
+	offsets := map[*lab.Host]int64{}
+	for _, h := range l.Hosts {
+		if st, err := os.Stat(h.DockerdLog); err == nil {
+			offsets[h] = st.Size()
+		}
+	}
+	t.Cleanup(func() {
+		t.Helper()
+		watched.Delete(t)
+		if !t.Failed() {
+			return
+		}
+		for _, h := range l.Hosts {
+			for _, p := range Problems(h, offsets[h], 25) {
+				t.Logf("%s while the test ran: %s", h.Name, p)
+			}
+		}
+	})
 }
