@@ -188,16 +188,26 @@ type nodeMeta struct {
 	// false for builds that announce none.
 	DownGrace time.Duration
 	HasGrace  bool
+	// Started is when the member's mesh was made, in Unix milliseconds of
+	// its host's clock; 0 for builds that announce none. Two names at one
+	// gossip address are two lives of weft on one host, so their start
+	// times, read from one clock, tell the newer (state.supersede).
+	Started int64
 }
 
 // maxDownGrace bounds an announced down grace.
 const maxDownGrace = 30 * 24 * time.Hour
 
+// maxStarted bounds an announced start time (Unix milliseconds): one past
+// it does not decode, as if none were announced.
+const maxStarted = 1 << 53
+
 // encodeMeta builds this node's memberlist metadata.
 func encodeMeta(m nodeMeta) []byte {
 	b := binary.AppendUvarint(nil, uint64(m.Protocol))
 	b = appendString(b, m.Version)
-	return binary.AppendUvarint(b, uint64(max(m.DownGrace, 0)/time.Millisecond))
+	b = binary.AppendUvarint(b, uint64(max(m.DownGrace, 0)/time.Millisecond))
+	return binary.AppendUvarint(b, uint64(max(m.Started, 0)))
 }
 
 // decodeMeta reads a member's metadata. Empty metadata is a build from
@@ -216,6 +226,11 @@ func decodeMeta(b []byte) nodeMeta {
 		if ms := d.uvarint(); d.err == nil {
 			m.DownGrace = min(time.Duration(min(ms, uint64(maxDownGrace/time.Millisecond)))*time.Millisecond, maxDownGrace)
 			m.HasGrace = true
+		}
+	}
+	if len(d.b) > 0 {
+		if ms := d.uvarint(); d.err == nil && ms <= maxStarted {
+			m.Started = int64(ms)
 		}
 	}
 	return m

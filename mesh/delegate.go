@@ -117,6 +117,9 @@ func (d *delegate) up(n *memberlist.Node) {
 	if !meta.HasGrace {
 		mb.DownGrace = m.cfg.DownGrace
 	}
+	if meta.Started > 0 {
+		mb.Started = time.UnixMilli(meta.Started)
+	}
 	m.mu.Lock()
 	fresh := m.st.memberUp(mb, n.Port, time.Now())
 	m.numAlive.Store(int32(m.st.alive))

@@ -197,6 +197,35 @@ func TestDeadAtOnce(t *testing.T) {
 			t.Fatal("down while another member holds its address")
 		}
 	})
+	// weft back on its host under a new name before memberlist found its
+	// last life dead: the one that started earlier at that address is
+	// dead at once, so no endpoint shows twice; one that announced no
+	// start time, or a later one, is memberlist's to find dead.
+	t.Run("new name at its address while the old is alive", func(t *testing.T) {
+		s, events := downState()
+		s.memberUp(Member{Name: "a", Addr: "10.0.0.2:7950", Started: t0}, 7950, t0)
+		s.apply(we("t", "k1", "a", 1, false, "v"), t0)
+		events()
+		s.memberUp(Member{Name: "a2", Addr: "10.0.0.2:7950", Started: t0.Add(time.Second)}, 7950, t0.Add(2*time.Second))
+		expectEvents(t, "newer life", events(), "a2:alive", "a:dead", "gone:k1")
+		if s.alive != 2 { // me, a2
+			t.Fatalf("%d alive, want 2", s.alive)
+		}
+		// A stale copy of the old life's entry is not taken in.
+		s.apply(we("t", "k1", "a", 2, false, "v"), t0.Add(3*time.Second))
+		expectEvents(t, "stale copy", events())
+
+		s.memberUp(Member{Name: "b", Addr: "10.0.0.3:7950"}, 7950, t0)
+		s.memberUp(Member{Name: "b2", Addr: "10.0.0.3:7950", Started: t0}, 7950, t0)
+		s.memberUp(Member{Name: "c", Addr: "10.0.0.4:7950", Started: t0.Add(time.Second)}, 7950, t0)
+		s.memberUp(Member{Name: "c2", Addr: "10.0.0.4:7950", Started: t0}, 7950, t0)
+		s.memberUp(Member{Name: "me", Addr: "10.0.0.5:7950", Started: t0.Add(-time.Second)}, 7950, t0)
+		s.memberUp(Member{Name: "odd", Addr: "10.0.0.5:7950", Started: t0}, 7950, t0)
+		expectEvents(t, "no start time, an earlier one, or ourselves", events(), "b:alive", "b2:alive", "c:alive", "c2:alive", "me:alive", "odd:alive")
+		if s.members["me"].State != StateAlive {
+			t.Fatalf("we are %s", s.members["me"].State)
+		}
+	})
 }
 
 // Probing is bounded: at most limit at once, longest waiting first.

@@ -127,6 +127,9 @@ type Member struct {
 	// announces (its Config.DownGrace), or this member's own for builds
 	// that announce none. 0: it is dead as soon as it is found dead.
 	DownGrace time.Duration
+	// Started is when the member's mesh was made, by its host's clock;
+	// zero for builds that announce none.
+	Started time.Time
 }
 
 // Mesh is a member of the mesh: its table and its view of the other
@@ -215,7 +218,7 @@ func New(cfg Config) (*Mesh, error) {
 		cfg:     cfg,
 		log:     cfg.Logger.With("node", cfg.NodeName),
 		self:    cfg.NodeName,
-		meta:    encodeMeta(nodeMeta{Protocol: Protocol, Version: cfg.Version, DownGrace: cfg.DownGrace}),
+		meta:    encodeMeta(nodeMeta{Protocol: Protocol, Version: cfg.Version, DownGrace: cfg.DownGrace, Started: now.UnixMilli()}),
 		changes: make(chan struct{}, 1),
 		tasks:   make(chan task, 256),
 		stop:    make(chan struct{}),
@@ -245,7 +248,7 @@ func New(cfg Config) (*Mesh, error) {
 	}
 	m.addPeers(cfg.Peers)
 	// This node is a member from the start; Start fills in its address.
-	m.st.memberUp(Member{Name: m.self, Version: cfg.Version, Protocol: Protocol, DownGrace: cfg.DownGrace}, uint16(cfg.Port), now)
+	m.st.memberUp(Member{Name: m.self, Version: cfg.Version, Protocol: Protocol, DownGrace: cfg.DownGrace, Started: time.UnixMilli(now.UnixMilli())}, uint16(cfg.Port), now)
 	m.numAlive.Store(int32(m.st.alive))
 	if cfg.StateDir != "" {
 		m.loadState()

@@ -314,6 +314,10 @@ func TestMembersVersionAndProtocol(t *testing.T) {
 	}
 	for _, mb := range got {
 		want := Member{Name: mb.Name, Addr: l.addr(mb.Name), State: StateAlive, Version: "v-" + mb.Name, Protocol: Protocol, DownGrace: DefaultConfig().DownGrace}
+		if age := time.Since(mb.Started); age < 0 || age > time.Minute {
+			t.Errorf("member %s announced it started at %s", mb.Name, mb.Started)
+		}
+		mb.Started = time.Time{}
 		if mb != want {
 			t.Errorf("member %+v, want %+v", mb, want)
 		}
@@ -348,6 +352,8 @@ func TestOlderMemberMeta(t *testing.T) {
 		{encodeMeta(nodeMeta{Protocol: 1, DownGrace: 1000 * 24 * time.Hour}), nodeMeta{Protocol: 1, DownGrace: maxDownGrace, HasGrace: true}},
 		{append(old(7, "9.0"), 0x80), nodeMeta{Protocol: 7, Version: "9.0"}},
 		{append(encodeMeta(nodeMeta{Protocol: 7, Version: "9.0", DownGrace: time.Second}), 0xde, 0xad), nodeMeta{Protocol: 7, Version: "9.0", DownGrace: time.Second, HasGrace: true}},
+		{encodeMeta(nodeMeta{Protocol: 2, DownGrace: time.Minute, Started: 1796000000123}), nodeMeta{Protocol: 2, DownGrace: time.Minute, HasGrace: true, Started: 1796000000123}},
+		{encodeMeta(nodeMeta{Protocol: 2, DownGrace: time.Minute, Started: maxStarted + 1}), nodeMeta{Protocol: 2, DownGrace: time.Minute, HasGrace: true}},
 	} {
 		if got := decodeMeta(tc.meta); got != tc.want {
 			t.Errorf("decodeMeta(%q) = %+v; want %+v", tc.meta, got, tc.want)

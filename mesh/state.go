@@ -670,16 +670,27 @@ func (s *state) memberUp(m Member, port uint16, now time.Time) bool {
 	return true
 }
 
-// supersede declares dead the down members at the address of m, which is
-// alive: their host answers because weft runs there again, under another
-// name (a lost state directory gives a new one), so they will not come
-// back, and their endpoints are m's to publish now.
+// supersede declares dead the other members at the gossip address of m,
+// which is alive, when they are earlier lives of weft on m's host: weft
+// runs there again under another name (a lost state directory gives a new
+// one), so they will not come back, and their endpoints are m's to
+// publish now. That is every member down at the address (its host answers
+// because m runs there), and every member still alive there that started
+// before m did, by the start times both announced from that one host's
+// clock: weft came back faster than memberlist found its last life dead,
+// and until it does, both would show the same endpoints. A member that
+// announced no start time, or a later one, is left to memberlist. We are
+// never declared dead.
 func (s *state) supersede(m Member, now time.Time) {
 	if m.Addr == "" {
 		return
 	}
 	for name, o := range s.members {
-		if name != m.Name && o.State == StateDown && o.Addr == m.Addr {
+		if name == m.Name || name == s.self || o.Addr != m.Addr {
+			continue
+		}
+		earlier := isAlive(o.State) && !o.Started.IsZero() && o.Started.Before(m.Started)
+		if o.State == StateDown || earlier {
 			s.memberDown(name, StateDead, now)
 		}
 	}

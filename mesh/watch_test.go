@@ -287,7 +287,7 @@ func TestBeforeStart(t *testing.T) {
 	if got := view(n1, "t"); got != "kept=1@n1" {
 		t.Fatalf("before Start: %q", got)
 	}
-	if got := n1.Members(); len(got) != 1 || got[0] != (Member{Name: "n1", State: StateAlive, Version: "v1", Protocol: Protocol, DownGrace: DefaultConfig().DownGrace}) {
+	if got := n1.Members(); len(got) != 1 || got[0].Started.IsZero() || got[0] != (Member{Name: "n1", State: StateAlive, Version: "v1", Protocol: Protocol, DownGrace: DefaultConfig().DownGrace, Started: got[0].Started}) {
 		t.Fatalf("members before Start: %+v", got)
 	}
 	if n1.Synced() {
