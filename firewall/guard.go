@@ -55,6 +55,7 @@ import (
 type Rules struct {
 	VXLANPort int          // UDP
 	MeshPort  int          // TCP and UDP
+	WGPort    int          // UDP, the encrypted networks' WireGuard; 0: none
 	Members   []netip.Addr // the only sources those ports accept
 }
 
@@ -73,8 +74,9 @@ type Table interface {
 type Config struct {
 	// Table is the kernel's table. Required.
 	Table Table
-	// VXLANPort and MeshPort are weft's ports.
-	VXLANPort, MeshPort int
+	// VXLANPort and MeshPort are weft's ports; WGPort is its WireGuard
+	// port when encrypted networks are on (0: none).
+	VXLANPort, MeshPort, WGPort int
 	// Networks streams this host's weft networks. Required.
 	Networks *feed.Sub[driver.NetworkEvent]
 	// MemberEvents wakes the guard when the mesh's membership changes
@@ -208,14 +210,14 @@ func (g *Guard) reconcile(now time.Time) time.Duration {
 		return min(time.Second, g.cfg.Settle)
 	}
 	allowed := g.allowed(now)
-	err := g.cfg.Table.Apply(Rules{VXLANPort: g.cfg.VXLANPort, MeshPort: g.cfg.MeshPort, Members: allowed})
+	err := g.cfg.Table.Apply(Rules{VXLANPort: g.cfg.VXLANPort, MeshPort: g.cfg.MeshPort, WGPort: g.cfg.WGPort, Members: allowed})
 	if err != nil {
 		g.log.Error("weft's nftables table not applied; retrying", "err", err)
 		return 5 * time.Second
 	}
 	if !g.present {
 		g.log.Info("nftables table in place: weft's ports accept members only", "table", TableName,
-			"vxlan_port", g.cfg.VXLANPort, "mesh_port", g.cfg.MeshPort, "members", len(allowed))
+			"vxlan_port", g.cfg.VXLANPort, "mesh_port", g.cfg.MeshPort, "wg_port", g.cfg.WGPort, "members", len(allowed))
 	} else if !slices.Equal(allowed, g.applied) {
 		g.log.Debug("nftables members", "members", addrStrings(allowed))
 	}

@@ -12,6 +12,7 @@ package firewall
 //	    udp dport <vxlan> ip saddr != @members counter drop
 //	    tcp dport <mesh>  ip saddr != @members counter drop
 //	    udp dport <mesh>  ip saddr != @members counter drop
+//	    udp dport <wg>    ip saddr != @members counter drop   (encrypted networks on)
 //	  }
 //	}
 
@@ -34,9 +35,15 @@ const TableName = "weft"
 const (
 	setName   = "members"
 	chainName = "input"
-	// ruleCount is how many rules the chain holds when it is whole.
-	ruleCount = 3
 )
+
+// ruleCount is how many rules the chain holds when it is whole for r.
+func ruleCount(r Rules) int {
+	if r.WGPort != 0 {
+		return 4
+	}
+	return 3
+}
 
 // NFTable is weft's table in a network namespace's nf_tables. Its methods
 // are safe for concurrent use.
@@ -46,8 +53,9 @@ type NFTable struct {
 
 	// mu serialises changes.
 	mu sync.Mutex
-	// ports are those of the rules last written; zero: rebuild.
-	vxlan, mesh int
+	// ports are those of the rules last written (Members unset); the zero
+	// value: rebuild.
+	ports Rules
 }
 
 var _ Table = (*NFTable)(nil)
@@ -89,8 +97,9 @@ func (t *NFTable) Apply(r Rules) error {
 		return err
 	}
 	want := elements(r.Members)
-	if t.vxlan == r.VXLANPort && t.mesh == r.MeshPort {
-		s, have, ok := t.current(c)
+	ports := Rules{VXLANPort: r.VXLANPort, MeshPort: r.MeshPort, WGPort: r.WGPort}
+	if t.ports.VXLANPort != 0 && t.ports.VXLANPort == ports.VXLANPort && t.ports.MeshPort == ports.MeshPort && t.ports.WGPort == ports.WGPort {
+		s, have, ok := t.current(c, ruleCount(r))
 		if ok {
 			add, del := diff(have, want)
 			if len(add) == 0 && len(del) == 0 {
@@ -107,23 +116,24 @@ func (t *NFTable) Apply(r Rules) error {
 				}
 			}
 			if err := c.Flush(); err != nil {
-				t.vxlan, t.mesh = 0, 0
+				t.ports = Rules{}
 				return fmt.Errorf("update table %s: %w", t.name, err)
 			}
 			return nil
 		}
 	}
 	if err := t.build(c, r, want); err != nil {
-		t.vxlan, t.mesh = 0, 0
+		t.ports = Rules{}
 		return err
 	}
-	t.vxlan, t.mesh = r.VXLANPort, r.MeshPort
+	t.ports = ports
 	return nil
 }
 
 // current returns the set and its elements; ok is false when the table
-// is not whole (missing, flushed by someone, another chain).
-func (t *NFTable) current(c *nftables.Conn) (*nftables.Set, []nftables.SetElement, bool) {
+// is not whole (missing, flushed by someone, another chain): its chain
+// does not hold rules rules (any whole count when rules is 0).
+func (t *NFTable) current(c *nftables.Conn, rules int) (*nftables.Set, []nftables.SetElement, bool) {
 	s, err := c.GetSetByName(t.table(), setName)
 	if err != nil {
 		return nil, nil, false
@@ -132,8 +142,8 @@ func (t *NFTable) current(c *nftables.Conn) (*nftables.Set, []nftables.SetElemen
 	if err != nil {
 		return nil, nil, false
 	}
-	rules, err := c.GetRules(t.table(), ch)
-	if err != nil || len(rules) != ruleCount {
+	have, err := c.GetRules(t.table(), ch)
+	if err != nil || (rules != 0 && len(have) != rules) || (rules == 0 && len(have) != 3 && len(have) != 4) {
 		return nil, nil, false
 	}
 	els, err := c.GetSetElements(s)
@@ -162,7 +172,10 @@ func (t *NFTable) build(c *nftables.Conn, r Rules, members []nftables.SetElement
 	for _, p := range []struct {
 		proto byte
 		port  int
-	}{{unix.IPPROTO_UDP, r.VXLANPort}, {unix.IPPROTO_TCP, r.MeshPort}, {unix.IPPROTO_UDP, r.MeshPort}} {
+	}{{unix.IPPROTO_UDP, r.VXLANPort}, {unix.IPPROTO_TCP, r.MeshPort}, {unix.IPPROTO_UDP, r.MeshPort}, {unix.IPPROTO_UDP, r.WGPort}} {
+		if p.port == 0 {
+			continue // no WireGuard
+		}
 		c.AddRule(&nftables.Rule{Table: tbl, Chain: ch, Exprs: dropUnlisted(s, p.proto, p.port)})
 	}
 	if err := c.Flush(); err != nil {
@@ -194,7 +207,7 @@ func (t *NFTable) Members() ([]netip.Addr, error) {
 	if err != nil {
 		return nil, err
 	}
-	_, els, ok := t.current(c)
+	_, els, ok := t.current(c, 0)
 	if !ok {
 		return nil, errors.New("no weft table")
 	}
@@ -209,7 +222,8 @@ func (t *NFTable) Members() ([]netip.Addr, error) {
 }
 
 // Dropped returns how many packets the table dropped, per rule: VXLAN,
-// mesh TCP, mesh UDP; nil when the table is not there.
+// mesh TCP, mesh UDP, then WireGuard when it is guarded; nil when the
+// table is not there.
 func (t *NFTable) Dropped() []uint64 {
 	c, err := t.conn()
 	if err != nil {
@@ -242,7 +256,7 @@ func (t *NFTable) Remove() error {
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("remove table %s: %w", t.name, err)
 	}
-	t.vxlan, t.mesh = 0, 0
+	t.ports = Rules{}
 	return nil
 }
 

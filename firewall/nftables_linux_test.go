@@ -72,8 +72,8 @@ var (
 	outsider = netip.MustParseAddr("10.77.0.3")
 )
 
-// TestTableLetsMembersOnly: with the table, the VXLAN and mesh ports take
-// packets from members only; other ports and other tables are untouched;
+// TestTableLetsMembersOnly: with the table, the VXLAN, mesh and WireGuard
+// ports take packets from members only; other ports and other tables are untouched;
 // the same rules applied again change nothing; the table repairs itself
 // and goes away when asked.
 func TestTableLetsMembersOnly(t *testing.T) {
@@ -82,7 +82,7 @@ func TestTableLetsMembersOnly(t *testing.T) {
 	// A table of someone else's, as Docker's iptables-nft makes.
 	run(t, "ip", "netns", "exec", hostName, "nft", "add table ip filter; add chain ip filter INPUT { type filter hook input priority 0; policy accept; }; add rule ip filter INPUT tcp dport 9 drop")
 	tbl := NewNFTable(int(host))
-	rules := Rules{VXLANPort: 4790, MeshPort: 7950, Members: []netip.Addr{member}}
+	rules := Rules{VXLANPort: 4790, MeshPort: 7950, WGPort: 4791, Members: []netip.Addr{member}}
 	if err := tbl.Apply(rules); err != nil {
 		t.Fatal(err)
 	}
@@ -90,10 +90,13 @@ func TestTableLetsMembersOnly(t *testing.T) {
 		t.Fatalf("members %v, %v", got, err)
 	}
 
-	var vx, meshUDP net.PacketConn
+	var vx, meshUDP, wg net.PacketConn
 	var meshTCP, other net.Listener
 	inNS(t, host, func() (err error) {
 		if vx, err = net.ListenPacket("udp4", ":4790"); err != nil {
+			return err
+		}
+		if wg, err = net.ListenPacket("udp4", ":4791"); err != nil {
 			return err
 		}
 		if meshUDP, err = net.ListenPacket("udp4", ":7950"); err != nil {
@@ -106,13 +109,14 @@ func TestTableLetsMembersOnly(t *testing.T) {
 		return err
 	})
 	defer vx.Close()
+	defer wg.Close()
 	defer meshUDP.Close()
 	defer meshTCP.Close()
 	defer other.Close()
 	go acceptAll(meshTCP)
 	go acceptAll(other)
 
-	for _, sock := range []net.PacketConn{vx, meshUDP} {
+	for _, sock := range []net.PacketConn{vx, meshUDP, wg} {
 		port := sock.LocalAddr().(*net.UDPAddr).Port
 		// The outsider's datagram goes first on the same link: when the
 		// member's has arrived, the outsider's would have too.
@@ -133,7 +137,7 @@ func TestTableLetsMembersOnly(t *testing.T) {
 	if err := dial(outside, outsider, 7952); err != nil {
 		t.Fatalf("the key service's port is closed to an outsider: %v", err)
 	}
-	if d := tbl.Dropped(); len(d) != 3 || d[0] == 0 || d[2] == 0 || d[1] == 0 {
+	if d := tbl.Dropped(); len(d) != 4 || slices.Contains(d, 0) {
 		t.Fatalf("drop counters %v", d)
 	}
 
@@ -157,12 +161,15 @@ func TestTableLetsMembersOnly(t *testing.T) {
 	if got, err := tbl.Members(); err != nil || len(got) != 2 {
 		t.Fatalf("after repair: %v, %v", got, err)
 	}
-	// Other ports: a rebuild.
-	if err := tbl.Apply(Rules{VXLANPort: 4791, MeshPort: 7960, Members: rules.Members}); err != nil {
+	// Other ports, and WireGuard off: a rebuild.
+	if err := tbl.Apply(Rules{VXLANPort: 4792, MeshPort: 7960, Members: rules.Members}); err != nil {
 		t.Fatal(err)
 	}
-	if out := run(t, "ip", "netns", "exec", hostName, "nft", "list table ip weft"); !strings.Contains(out, "dport 4791") || strings.Contains(out, "dport 4790") {
+	if out := run(t, "ip", "netns", "exec", hostName, "nft", "list table ip weft"); !strings.Contains(out, "dport 4792") || strings.Contains(out, "dport 4790") || strings.Contains(out, "dport 4791") {
 		t.Fatalf("after a change of ports:\n%s", out)
+	}
+	if got, err := tbl.Members(); err != nil || len(got) != 2 {
+		t.Fatalf("members of the table without WireGuard: %v, %v", got, err)
 	}
 	for range 2 {
 		if err := tbl.Remove(); err != nil {

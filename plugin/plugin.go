@@ -253,6 +253,9 @@ func build(cfg Config, log *slog.Logger) (*parts, error) {
 			Self:   func() netip.Addr { return p.underlay.State().Addr },
 			Logger: log.With("component", "firewall"),
 		}
+		if p.tunnel != nil {
+			fcfg.WGPort = cfg.WGPort
+		}
 		if p.keysvc != nil {
 			fcfg.Authenticated, fcfg.AuthChanged = p.keysvc.Authenticated, p.keysvc.Changed()
 		}

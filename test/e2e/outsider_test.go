@@ -26,6 +26,7 @@ import (
 
 	"github.com/hashicorp/memberlist"
 
+	"github.com/weftnet/weft/firewall"
 	"github.com/weftnet/weft/keyservice"
 	"github.com/weftnet/weft/mesh"
 	"github.com/weftnet/weft/test/lab"
@@ -340,6 +341,14 @@ func TestFirewallFollowsNetworks(t *testing.T) {
 	start := time.Now()
 	m := labtest.WaitFirewall(t, h, l.Hosts, true, 30*time.Second)
 	t.Logf("table on %s with the first network after %s: lets in %v", h.Name, time.Since(start).Round(time.Millisecond), m)
+	// Members only on every weft port: VXLAN, the mesh's two, and the
+	// encrypted networks' WireGuard (on in the lab, at its default port).
+	table := h.MustExec(t, "nft", "list", "table", "ip", firewall.TableName)
+	for _, rule := range []string{"udp dport 4790", "tcp dport 7950", "udp dport 7950", "udp dport 51820"} {
+		if !strings.Contains(table, rule+" ip saddr != @members") {
+			t.Errorf("%s's table has no members-only rule for %s:\n%s", h.Name, rule, table)
+		}
+	}
 	h.MustDocker(t, "rm", "-f", "fwn-h3")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
