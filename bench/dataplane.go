@@ -258,7 +258,7 @@ func pingRTT(ctx context.Context, o *Options, p path) (p50, p99 float64, err err
 func reqResp(ctx context.Context, o *Options, p path) (RRResult, error) {
 	ctx, cancel := context.WithTimeout(ctx, o.RRTime+30*time.Second)
 	defer cancel()
-	out, err := p.exec(ctx, p.tool, "rrclient", "-addr", p.addr+":"+rrPort, "-d", o.RRTime.String())
+	out, err := p.exec(ctx, p.tool, "rrclient", "-addr", hostPort(p.addr, rrPort), "-d", o.RRTime.String())
 	if err != nil {
 		return RRResult{}, fmt.Errorf("rrclient to %s: %w", p.addr, err)
 	}

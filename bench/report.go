@@ -58,6 +58,7 @@ func Report(r *Results, analysis string) string {
 	kernelTable(&b, r)
 	idleTable(&b, r)
 	vipTable(&b, r)
+	ipv6Table(&b, r)
 	method(&b)
 	notes(&b, r)
 	return b.String()
@@ -67,7 +68,7 @@ func Report(r *Results, analysis string) string {
 // part.
 func notes(b *strings.Builder, r *Results) {
 	p := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
-	parts := []string{PartData, PartControl, PartScale, PartDNS, PartKernel, PartIdle, PartVIP}
+	parts := []string{PartData, PartControl, PartScale, PartDNS, PartKernel, PartIdle, PartVIP, PartIPv6}
 	n := len(r.Notes)
 	for _, part := range parts {
 		n += len(r.PartNotes[part])

@@ -43,6 +43,7 @@ type Results struct {
 	Kernel  *KernelResult  `json:"kernel,omitempty"`
 	Idle    *IdleResult    `json:"idle,omitempty"`
 	VIP     *VIPResult     `json:"vip,omitempty"`
+	IPv6    *IPv6Result    `json:"ipv6,omitempty"`
 }
 
 // Data-plane metric names, the keys of NetData.Metrics.

@@ -24,13 +24,14 @@ const (
 	PartKernel  = "kernel"
 	PartIdle    = "idle"
 	PartVIP     = "vip"
+	// PartIPv6 is in ipv6.go.
 )
 
 // Options configure a run. DefaultOptions and SmokeOptions give complete
 // sets.
 type Options struct {
 	// Parts to run (PartScale, PartData, PartControl, PartDNS, PartKernel,
-	// PartIdle, PartVIP).
+	// PartIdle, PartVIP, PartIPv6).
 	Parts []string
 	// Reps is the number of repetitions of every figure (at least 3 for a
 	// report worth reading).
@@ -93,7 +94,7 @@ type Options struct {
 // DefaultOptions is the full run of make bench.
 func DefaultOptions() *Options {
 	return &Options{
-		Parts:        []string{PartScale, PartData, PartControl, PartDNS, PartKernel, PartIdle, PartVIP},
+		Parts:        []string{PartScale, PartData, PartControl, PartDNS, PartKernel, PartIdle, PartVIP, PartIPv6},
 		Reps:         3,
 		DataReps:     5,
 		MTUs:         []int{1500, 9000},
@@ -263,6 +264,19 @@ func Run(ctx context.Context, o *Options) (*Results, error) {
 			}
 		}
 	}
+	if o.has(PartIPv6) && ctx.Err() == nil {
+		if o.PluginDir == "" || o.Self == "" {
+			return res, errors.New("the IPv6 part needs the plugin directory and the static weftbench binary")
+		}
+		r6, err := ipv6Part(ctx, o)
+		res.IPv6 = r6
+		if err != nil {
+			errs = append(errs, fmt.Errorf("ipv6: %w", err))
+		}
+		if err := save(); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if o.has(PartKernel) && ctx.Err() == nil {
 		kr, err := kernelPart(ctx, o)
 		res.Kernel = kr
@@ -363,6 +377,10 @@ func merged(r, prev *Results, o *Options) *Results {
 	if !o.has(PartVIP) && prev.VIP != nil {
 		m.VIP = prev.VIP
 		take(PartVIP)
+	}
+	if !o.has(PartIPv6) && prev.IPv6 != nil {
+		m.IPv6 = prev.IPv6
+		take(PartIPv6)
 	}
 	if len(m.Origins) > 0 && prev.Machine != "" && prev.Machine != r.Machine {
 		m.Notes = append(slices.Clone(r.Notes), fmt.Sprintf("The machine named above is this run's; the parts merged in were measured on %s.", prev.Machine))

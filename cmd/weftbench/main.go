@@ -2,7 +2,7 @@
 // Docker's overlay (package github.com/weftnet/weft/bench), and carries the
 // small load tools the measurement runs inside the lab's containers.
 //
-//	weftbench run [-smoke] [-reps 3] [-parts scale,data,control,dns,kernel,idle,vip] [-mtus 1500,9000]
+//	weftbench run [-smoke] [-reps 3] [-parts scale,data,control,dns,kernel,idle,vip,ipv6] [-mtus 1500,9000]
 //	              [-containers 20] [-weft-dns gateway|IP[:port]] [-plugin build/plugin] [-out bench] [-keep] [-merge]
 //	weftbench report [-out bench]      # RESULTS.md and results.png again from results.json
 //	weftbench down                     # remove a bench lab left up (-keep, or an interrupted run)
@@ -18,6 +18,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -101,7 +102,7 @@ func main() {
 
 func usage() {
 	fmt.Fprintln(os.Stderr, `usage:
-  weftbench run [-smoke] [-reps N] [-parts scale,data,control,dns,kernel,idle,vip] [-mtus 1500,9000]
+  weftbench run [-smoke] [-reps N] [-parts scale,data,control,dns,kernel,idle,vip,ipv6] [-mtus 1500,9000]
                 [-containers N] [-weft-dns gateway|IP[:port]] [-plugin DIR] [-out DIR] [-keep]
   weftbench report [-out DIR]
   weftbench down
@@ -117,7 +118,7 @@ func run(args []string) error {
 	fs := flag.NewFlagSet("run", flag.ExitOnError)
 	smoke := fs.Bool("smoke", false, "a short run: one repetition of everything, small sizes")
 	reps := fs.Int("reps", 0, "repetitions of every figure (default 3, smoke 1)")
-	parts := fs.String("parts", "", "comma-separated parts: scale,data,control,dns,kernel,idle,vip (default all)")
+	parts := fs.String("parts", "", "comma-separated parts: scale,data,control,dns,kernel,idle,vip,ipv6 (default all)")
 	mtus := fs.String("mtus", "", "comma-separated underlay MTUs (default 1500,9000; smoke 1500)")
 	containers := fs.Int("containers", 0, "containers per network and repetition for run-to-reachable (default 20)")
 	weftDNS := fs.String("weft-dns", "gateway", `weft's DNS to load: "gateway" (the weft network's gateway), IP[:port], or "" to leave it out`)
@@ -186,11 +187,16 @@ func report(args []string) error {
 	return bench.WriteOutputs(r, *out)
 }
 
+// down removes the bench's labs: the main one and the IPv6 part's.
 func down() error {
-	cfg := bench.LabConfig("", 1500, logf)
 	ctx := context.Background()
-	if l, err := lab.Open(cfg); err == nil {
-		return l.Down(ctx)
+	var errs []error
+	for _, cfg := range []lab.Config{bench.LabConfig("", 1500, logf), bench.IPv6LabConfig("", logf)} {
+		if l, err := lab.Open(cfg); err == nil {
+			errs = append(errs, l.Down(ctx))
+			continue
+		}
+		errs = append(errs, lab.Clean(ctx, cfg))
 	}
-	return lab.Clean(ctx, cfg)
+	return errors.Join(errs...)
 }
