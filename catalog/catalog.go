@@ -37,6 +37,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -71,6 +72,11 @@ type Config struct {
 	// NamesWait bounds how long after New this host's records wait for
 	// NamesReady before they are published without names (default 5 s).
 	NamesWait time.Duration
+	// Handover is how long the records of a host's earlier life stay
+	// when weft comes back on that host under another name (its state
+	// directory lost), for the new life to publish them again (default
+	// 15 s; see handoverLocked).
+	Handover time.Duration
 	// Logger receives the catalog's log; nil discards it.
 	Logger *slog.Logger
 }
@@ -133,12 +139,20 @@ type Catalog struct {
 	// their host's address as the mesh knows it now: taken in if the
 	// host's address comes to match (the two news may arrive in either
 	// order).
-	addrs      map[string]string
-	parked     map[string]Record // by mesh key
-	vtep       string
-	namesReady bool
-	events     feed.Feed[Event]
-	warned     map[string]time.Time // malformed records, by owner
+	addrs  map[string]string
+	parked map[string]Record // by mesh key
+	// live holds the members whose host holds their address now: alive,
+	// suspect or down (their weft stopped, their host answers).
+	live map[string]bool
+	// handover holds, by mesh key, the records of an earlier life of a
+	// host kept in remote until the new life publishes them again or
+	// their deadline passes (handoverLocked).
+	handover     map[string]time.Time
+	handoverWait time.Duration
+	vtep         string
+	namesReady   bool
+	events       feed.Feed[Event]
+	warned       map[string]time.Time // malformed records, by owner
 }
 
 // New returns a catalog over cfg.Store. It follows the store from the
@@ -146,6 +160,9 @@ type Catalog struct {
 func New(cfg Config) *Catalog {
 	if cfg.NamesWait == 0 {
 		cfg.NamesWait = 5 * time.Second
+	}
+	if cfg.Handover == 0 {
+		cfg.Handover = 15 * time.Second
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -163,6 +180,10 @@ func New(cfg Config) *Catalog {
 		addrs:     map[string]string{},
 		parked:    map[string]Record{},
 		warned:    map[string]time.Time{},
+		live:      map[string]bool{},
+		handover:  map[string]time.Time{},
+
+		handoverWait: cfg.Handover,
 	}
 }
 
@@ -171,6 +192,9 @@ func (c *Catalog) Run(ctx context.Context) {
 	defer c.watch.Close()
 	wait := time.NewTimer(c.namesWait)
 	defer wait.Stop()
+	// Handovers end within a second of their deadline.
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -179,6 +203,8 @@ func (c *Catalog) Run(ctx context.Context) {
 			c.NamesReady()
 		case <-c.watch.Ready():
 			c.catchUp()
+		case now := <-tick.C:
+			c.endHandovers(now)
 		}
 	}
 }
@@ -195,6 +221,7 @@ func (c *Catalog) catchUp() {
 // applyLocked folds a batch of mesh events into the remote records.
 func (c *Catalog) applyLocked(evs []mesh.Event) {
 	var out []Event
+	now := time.Now()
 	for _, ev := range evs {
 		if ev.Kind == mesh.MemberChanged {
 			out = c.memberLocked(ev.Member, out)
@@ -209,6 +236,7 @@ func (c *Catalog) applyLocked(evs []mesh.Event) {
 		}
 		old, had := c.remote[e.Key]
 		delete(c.parked, e.Key)
+		delete(c.handover, e.Key)
 		switch ev.Kind {
 		case mesh.EntryPut:
 			r, err := decode(e.Owner, e.Key, e.Value)
@@ -227,11 +255,82 @@ func (c *Catalog) applyLocked(evs []mesh.Event) {
 				continue
 			}
 			out = c.takeLocked(e.Key, r, out)
+			out = c.succeedLocked(r, out)
 		case mesh.EntryGone:
-			if had {
-				delete(c.remote, e.Key)
-				out = append(out, Event{Kind: Removed, Record: old})
+			if !had {
+				continue
 			}
+			if c.handoverLocked(old) {
+				c.handover[e.Key] = now.Add(c.handoverWait)
+				continue
+			}
+			delete(c.remote, e.Key)
+			out = append(out, Event{Kind: Removed, Record: old})
+		}
+	}
+	c.events.Publish(out...)
+}
+
+// handoverLocked reports whether r, withdrawn by the mesh, is a record of
+// an earlier life of a host where weft runs again under another name: its
+// owner is gone and another member now holds its address (the mesh ends
+// such a life as soon as the new one appears, see mesh's supersede). The
+// new life publishes the same endpoints again once it has read them from
+// its engine, a batch or more later; until then, or until Handover has
+// passed, the record stays, so that no host deletes the kernel entries of
+// containers that ran on all along only to write them again.
+func (c *Catalog) handoverLocked(r Record) bool {
+	if c.live[r.Host] {
+		return false // withdrawn by its own, live, owner
+	}
+	addr := c.addrs[r.Host]
+	if addr == "" {
+		return false
+	}
+	for name, a := range c.addrs {
+		if a == addr && name != r.Host && c.live[name] {
+			return true
+		}
+	}
+	return false
+}
+
+// succeedLocked removes the records an earlier life of r's host left in
+// handover for r's endpoint (the same network segment, and the same
+// endpoint or address): r takes their place, in the same batch, so that
+// the kernel entries they share are never deleted.
+func (c *Catalog) succeedLocked(r Record, out []Event) []Event {
+	if len(c.handover) == 0 {
+		return out
+	}
+	addr := c.addrs[r.Host]
+	keys := slices.Sorted(maps.Keys(c.handover))
+	for _, k := range keys {
+		g := c.remote[k]
+		if g.Host != r.Host && c.addrs[g.Host] == addr && g.VNI == r.VNI && (g.Endpoint == r.Endpoint || g.IP == r.IP) {
+			delete(c.handover, k)
+			delete(c.remote, k)
+			out = append(out, Event{Kind: Removed, Record: g})
+		}
+	}
+	return out
+}
+
+// endHandovers removes the records whose handover has passed its deadline
+// at now: the new life did not publish them again (their containers went
+// while weft was down).
+func (c *Catalog) endHandovers(now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []Event
+	for _, k := range slices.Sorted(maps.Keys(c.handover)) {
+		if now.Before(c.handover[k]) {
+			continue
+		}
+		delete(c.handover, k)
+		if r, ok := c.remote[k]; ok {
+			delete(c.remote, k)
+			out = append(out, Event{Kind: Removed, Record: r})
 		}
 	}
 	c.events.Publish(out...)
@@ -333,6 +432,12 @@ func (c *Catalog) memberLocked(mb mesh.Member, out []Event) []Event {
 		return out
 	}
 	out = c.addrLocked(mb, out)
+	switch mb.State {
+	case mesh.StateAlive, mesh.StateSuspect, mesh.StateDown:
+		c.live[mb.Name] = true
+	default:
+		delete(c.live, mb.Name)
+	}
 	if mb.State == mesh.StateDead || mb.State == mesh.StateLeft {
 		// Its records are withdrawn by the mesh; what was parked goes too.
 		for k, r := range c.parked {

@@ -459,3 +459,75 @@ func TestRecordsBoundToTheirHost(t *testing.T) {
 		t.Fatalf("after the parked record went: %q", got)
 	}
 }
+
+// Weft back on a host under another name (its state directory lost): the
+// records of the earlier life stay until the new life publishes the same
+// endpoint, which takes each one's place in one batch (no Removed before
+// its Added), or until the handover's deadline. The controls: a host gone
+// with no new life loses its records at once, and so does a live owner
+// that withdraws one.
+func TestHandoverToANewLife(t *testing.T) {
+	st := &fakeStore{}
+	c := New(Config{Store: st, NamesWait: time.Hour, Handover: 15 * time.Second})
+	sub := c.Subscribe()
+	member := func(name, addr, state string) {
+		st.feed.Publish(mesh.Event{Kind: mesh.MemberChanged, Member: mesh.Member{Name: name, Addr: addr, State: state}})
+	}
+	put := func(owner, ep, ip, vtep string) {
+		st.feed.Publish(mesh.Event{Kind: mesh.EntryPut, Entry: mesh.Entry{Table: Table, Key: Key(owner, ep), Owner: owner, Clock: 1,
+			Value: []byte(`{"ep":"` + ep + `","vni":7,"ip":"` + ip + `","mac":"02:77:0a:00:00:05","vtep":"` + vtep + `"}`)}})
+	}
+	gone := func(owner, ep string) {
+		st.feed.Publish(mesh.Event{Kind: mesh.EntryGone, Entry: mesh.Entry{Table: Table, Key: Key(owner, ep), Owner: owner}})
+	}
+	events := func() string {
+		c.catchUp()
+		var out []string
+		for _, ev := range sub.Take() {
+			out = append(out, ev.Kind.String()+" "+ev.Record.Host+"/"+ev.Record.Endpoint)
+		}
+		return strings.Join(out, ", ")
+	}
+	member("h2", "10.99.0.2:7950", mesh.StateAlive)
+	member("h3", "10.99.0.3:7950", mesh.StateAlive)
+	put("h2", "e1", "10.0.0.5", "10.99.0.2")
+	put("h2", "e2", "10.0.0.6", "10.99.0.2")
+	put("h3", "e3", "10.0.0.7", "10.99.0.3")
+	events()
+
+	// h2 comes back as h2b; the mesh ends h2 and withdraws its records.
+	member("h2b", "10.99.0.2:7950", mesh.StateAlive)
+	member("h2", "10.99.0.2:7950", mesh.StateDead)
+	gone("h2", "e1")
+	gone("h2", "e2")
+	if got := events(); got != "" {
+		t.Fatalf("events when the earlier life ended: %q, want none", got)
+	}
+	if n := len(c.Remote()); n != 3 {
+		t.Fatalf("%d remote records in the handover, want 3", n)
+	}
+	put("h2b", "e1", "10.0.0.5", "10.99.0.2")
+	if got := events(); got != "added h2b/e1, removed h2/e1" {
+		t.Fatalf("events when the new life published e1: %q", got)
+	}
+	// e2 is not published again: it goes at the deadline, not before.
+	c.endHandovers(time.Now().Add(10 * time.Second))
+	if got := events(); got != "" {
+		t.Fatalf("events before the deadline: %q", got)
+	}
+	c.endHandovers(time.Now().Add(16 * time.Second))
+	if got := events(); got != "removed h2/e2" {
+		t.Fatalf("events at the deadline: %q", got)
+	}
+
+	// Controls: a live owner's withdrawal, and a host gone for good.
+	gone("h2b", "e1")
+	member("h3", "10.99.0.3:7950", mesh.StateDead)
+	gone("h3", "e3")
+	if got := events(); got != "removed h2b/e1, removed h3/e3" {
+		t.Fatalf("events of the controls: %q", got)
+	}
+	if n := len(c.Remote()); n != 0 {
+		t.Fatalf("%d remote records left", n)
+	}
+}
