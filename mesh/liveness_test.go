@@ -225,6 +225,17 @@ func TestDeadAtOnce(t *testing.T) {
 		if s.members["me"].State != StateAlive {
 			t.Fatalf("we are %s", s.members["me"].State)
 		}
+		// Our own earlier life, still alive in another member's news: dead
+		// at once, its entries never shown.
+		s.apply(we("t", "mine-before", "me-before", 1, false, "v"), t0)
+		events()
+		if s.memberUp(Member{Name: "me-before", Addr: "10.0.0.5:7950", Started: t0.Add(-time.Minute)}, 7950, t0) {
+			t.Fatal("our earlier life counted as a member come alive")
+		}
+		expectEvents(t, "our earlier life", events(), "me-before:alive", "me-before:dead")
+		if s.members["me"].State != StateAlive || s.members["me-before"].State != StateDead {
+			t.Fatalf("we are %s, our earlier life %s", s.members["me"].State, s.members["me-before"].State)
+		}
 	})
 }
 

@@ -657,6 +657,13 @@ func (s *state) memberUp(m Member, port uint16, now time.Time) bool {
 	s.alive++
 	s.watch.member(m)
 	s.supersede(m, now)
+	if s.earlierSelf(m) {
+		// Our own earlier life, still alive in others' news: its entries
+		// are ours to publish now, and never shown.
+		s.dropOwner(m.Name)
+		s.memberDown(m.Name, StateDead, now)
+		return false
+	}
 	if set := s.owners[m.Name]; set != nil && !wasDown {
 		set.hiddenSince = time.Time{}
 		if m.Name != s.self {
@@ -694,6 +701,14 @@ func (s *state) supersede(m Member, now time.Time) {
 			s.memberDown(name, StateDead, now)
 		}
 	}
+}
+
+// earlierSelf reports whether m is an earlier life of weft on our own
+// host: another name at our gossip address that started before we did.
+func (s *state) earlierSelf(m Member) bool {
+	me := s.members[s.self]
+	return m.Name != s.self && me != nil && me.Addr != "" && m.Addr == me.Addr &&
+		!m.Started.IsZero() && !me.Started.IsZero() && m.Started.Before(me.Started)
 }
 
 // memberFailed records memberlist's news that a member is dead (found
