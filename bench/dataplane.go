@@ -105,35 +105,48 @@ func (e *env) dataPlane(ctx context.Context, measure bool) (DataRun, error) {
 			}
 		}
 	}
+	nets, err := waitPaths(ctx, paths)
+	run.Nets = nets
+	if err != nil || !measure {
+		return run, err
+	}
+	measureRotating(ctx, o, paths, run.Nets, PartData, fmt.Sprintf("data plane MTU %d", e.mtu))
+	return run, nil
+}
+
+// waitPaths waits until every path carries traffic at all, and returns
+// an empty NetData for each.
+func waitPaths(ctx context.Context, paths []path) ([]NetData, error) {
+	var nets []NetData
 	for _, p := range paths {
-		// Wait until the path carries traffic at all.
 		err := lab.WaitFor(ctx, 60*time.Second, 250*time.Millisecond, func() error {
 			_, err := p.exec(ctx, "ping", "-c1", "-W1", p.addr)
 			return err
 		})
 		if err != nil {
-			return run, fmt.Errorf("%s path to %s: %w", p.net, p.addr, err)
+			return nets, fmt.Errorf("%s path to %s: %w", p.net, p.addr, err)
 		}
-		run.Nets = append(run.Nets, NetData{Net: p.net, MTU: p.mtu, Metrics: map[string]Floats{}})
+		nets = append(nets, NetData{Net: p.net, MTU: p.mtu, Metrics: map[string]Floats{}})
 	}
+	return nets, nil
+}
 
-	if !measure {
-		return run, nil
-	}
+// measureRotating takes every group of figures on every path, max(Reps,
+// DataReps) times: metric by metric, the paths back to back in an order
+// that rotates with the repetition and the group, so the figures a ratio
+// compares are taken seconds apart. nets[i] receives path i's figures, NaN
+// where one failed (noted on part; label heads the log and the notes).
+func measureRotating(ctx context.Context, o *Options, paths []path, nets []NetData, part, label string) {
 	reps := max(o.Reps, o.DataReps)
 	for rep := range reps {
-		// Metric by metric, the three paths back to back (in an order that
-		// rotates with the repetition), so the figures a ratio compares are
-		// taken seconds apart.
 		for gi, g := range metricGroups {
 			for k := range paths {
 				i := (k + rep + gi) % len(paths)
-				p := paths[i]
-				nd := &run.Nets[i]
-				o.Logf("data plane MTU %d rep %d/%d: %s %s", e.mtu, rep+1, reps, g, p.net)
+				p, nd := paths[i], &nets[i]
+				o.Logf("%s rep %d/%d: %s %s", label, rep+1, reps, g, p.net)
 				m, err := measureGroup(ctx, o, p, g)
 				if err != nil {
-					o.note(PartData, "data plane MTU %d rep %d %s %s: %v", e.mtu, rep+1, p.net, g, err)
+					o.note(part, "%s rep %d %s %s: %v", label, rep+1, p.net, g, err)
 				}
 				for _, k := range metricsOf[g] {
 					v, ok := m[k]
@@ -143,9 +156,11 @@ func (e *env) dataPlane(ctx context.Context, measure bool) (DataRun, error) {
 					nd.Metrics[k] = append(nd.Metrics[k], v)
 				}
 			}
+			if ctx.Err() != nil {
+				return
+			}
 		}
 	}
-	return run, nil
 }
 
 // Groups of data-plane metrics measured together.

@@ -3,7 +3,6 @@ package bench
 import (
 	"context"
 	"fmt"
-	"math"
 	"net"
 	"net/netip"
 	"strconv"
@@ -131,41 +130,11 @@ func ipv6Part(ctx context.Context, o *Options) (res *IPv6Result, err error) {
 		{net: NetWeft6, addr: addr6, exec: exec, tool: toolMount, mtu: mtu},
 	}
 	res = &IPv6Result{UnderlayMTU: cfg.MTU}
-	for _, p := range paths {
-		err := lab.WaitFor(ctx, 60*time.Second, 250*time.Millisecond, func() error {
-			_, err := p.exec(ctx, "ping", "-c1", "-W1", p.addr)
-			return err
-		})
-		if err != nil {
-			return res, fmt.Errorf("%s path to %s: %w", p.net, p.addr, err)
-		}
-		res.Nets = append(res.Nets, NetData{Net: p.net, MTU: p.mtu, Metrics: map[string]Floats{}})
+	if res.Nets, err = waitPaths(ctx, paths); err != nil {
+		return res, err
 	}
-	reps := max(o.Reps, o.DataReps)
-	for rep := range reps {
-		for gi, g := range metricGroups {
-			for k := range paths {
-				i := (k + rep + gi) % len(paths)
-				p, nd := paths[i], &res.Nets[i]
-				o.Logf("IPv6 rep %d/%d: %s %s", rep+1, reps, g, p.net)
-				m, err := measureGroup(ctx, o, p, g)
-				if err != nil {
-					o.note(PartIPv6, "rep %d %s %s: %v", rep+1, p.net, g, err)
-				}
-				for _, k := range metricsOf[g] {
-					v, ok := m[k]
-					if !ok {
-						v = math.NaN()
-					}
-					nd.Metrics[k] = append(nd.Metrics[k], v)
-				}
-			}
-		}
-		if ctx.Err() != nil {
-			return res, ctx.Err()
-		}
-	}
-	return res, nil
+	measureRotating(ctx, o, paths, res.Nets, PartIPv6, "IPv6")
+	return res, ctx.Err()
 }
 
 // hostPort joins an address (IPv4 or IPv6) and a port.
