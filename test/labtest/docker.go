@@ -88,10 +88,27 @@ func CreateSwarmNetwork(t testing.TB, l *lab.Lab, name, subnet string, opts ...s
 	}
 	l.Manager().MustDocker(t, append(args, name)...)
 	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
 		if err := RemoveNetwork(ctx, l.Manager(), name, 50*time.Second); err != nil {
 			t.Logf("network %s left on the swarm: %v", name, err)
+			return
+		}
+		// Each engine drops its own copy once its last task on it has
+		// stopped (a task that ignores SIGTERM takes its 10 s stop
+		// timeout): until then a network of the next test with the same
+		// subnet cannot attach there ("Pool overlaps").
+		for _, h := range l.Hosts {
+			err := lab.WaitFor(ctx, 40*time.Second, 250*time.Millisecond, func() error {
+				_, err := h.Docker(ctx, "network", "inspect", name)
+				if err == nil {
+					return fmt.Errorf("network %s still on %s", name, h.Name)
+				}
+				return nil // gone; or an engine that does not answer, which has no say
+			})
+			if err != nil {
+				t.Logf("%v", err)
+			}
 		}
 	})
 }
