@@ -335,7 +335,9 @@ func TestFirewallFollowsNetworks(t *testing.T) {
 	if n := len(labtest.Status(t, h).Networks); n > 0 {
 		t.Skipf("%s has %d weft networks from other tests: the table cannot go", h.Name, n)
 	}
-	labtest.WaitFirewall(t, h, nil, false, 30*time.Second)
+	// An earlier test's last network on h may have gone just now: its
+	// table stays a minute more.
+	labtest.WaitFirewall(t, h, nil, false, 90*time.Second)
 	labtest.CreateSwarmNetwork(t, l, "fwn", "10.93.0.0/24")
 	labtest.Run(t, h, "fwn-h3", "fwn")
 	start := time.Now()

@@ -2,6 +2,8 @@ package labtest
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -65,5 +67,40 @@ func TestCountPings(t *testing.T) {
 	r := countPings(b.String())
 	if r.Sent != 70001 || r.Received != 69999 || r.Dups != 0 || len(r.Lost) != 1 || r.Lost[0] != 66000 {
 		t.Fatalf("%s, lost %v", r, r.Lost)
+	}
+}
+
+// Problems reads the plugin's warnings and errors and the engine's own
+// from a dockerd log, after an offset, the last ones only; memberlist's
+// and lower levels are left out.
+func TestProblems(t *testing.T) {
+	log := filepath.Join(t.TempDir(), "dockerd.log")
+	before := `time="2026-11-30T20:00:00Z" level=error msg="before the offset"` + "\n"
+	lines := []string{
+		`time="2026-11-30T20:19:21.609Z" level=error msg="fatal task error" error="Pool overlaps with other one on this address space" module=node/agent/taskmanager`,
+		`time="2026-11-30T20:19:22Z" level=info msg="time=2026-11-30T20:19:22.0Z level=WARN msg=\"mesh send failed\" component=mesh peer=h2" plugin=a4fc`,
+		`time="2026-11-30T20:19:23Z" level=info msg="time=2026-11-30T20:19:23.0Z level=INFO msg=\"endpoint created\" component=driver" plugin=a4fc`,
+		`time="2026-11-30T20:19:24Z" level=error msg="time=2026-11-30T20:19:24.0Z level=ERROR msg=\"failed to receive\" component=mesh component=memberlist" plugin=a4fc`,
+		`time="2026-11-30T20:19:25.1Z" level=warning msg="rmServiceBinding possible transient state"`,
+		`time="2026-11-30T20:19:26.1Z" level=info msg="ignoring event"`,
+	}
+	if err := os.WriteFile(log, []byte(before+strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h := &lab.Host{Name: "h1", DockerdLog: log}
+	got := Problems(h, int64(len(before)), 10)
+	want := []string{
+		`engine error msg="fatal task error" error="Pool overlaps with other one on this address space" module=node/agent/taskmanager`,
+		`plugin WARN msg="mesh send failed" component=mesh peer=h2`,
+		`engine warning msg="rmServiceBinding possible transient state"`,
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("Problems:\n%q\nwant\n%q", got, want)
+	}
+	if got := Problems(h, int64(len(before)), 1); !slices.Equal(got, want[2:]) {
+		t.Errorf("the last one: %q", got)
+	}
+	if got := Problems(h, 1<<20, 10); len(got) != 4 {
+		t.Errorf("an offset past the end (a new log) reads it whole: %q", got)
 	}
 }

@@ -199,7 +199,7 @@ func WeftCLIStdin(h *lab.Host, stdin string, args ...string) *exec.Cmd {
 }
 
 // engineLogProblem matches a warning or error of dockerd's own.
-var engineLogProblem = regexp.MustCompile(`level=(warning|error|fatal) msg="(.*)"`)
+var engineLogProblem = regexp.MustCompile(`level=(warning|error|fatal) (msg=.*)`)
 
 // Problems returns what went wrong on h after offset, as h's dockerd log
 // tells it: the plugin's warnings and errors (as PluginWarnings gives
