@@ -149,6 +149,11 @@ type Catalog struct {
 	// their deadline passes (handoverLocked).
 	handover     map[string]time.Time
 	handoverWait time.Duration
+	// early holds, by endpoint ID, names learned for an endpoint the
+	// driver has not given the catalog yet (after a restart that lost
+	// the driver's state, the engine's containers are read before their
+	// endpoints are adopted again); SetLocal takes them.
+	early map[string]earlyNames
 	vtep         string
 	namesReady   bool
 	events       feed.Feed[Event]
@@ -182,6 +187,7 @@ func New(cfg Config) *Catalog {
 		warned:    map[string]time.Time{},
 		live:      map[string]bool{},
 		handover:  map[string]time.Time{},
+		early:     map[string]earlyNames{},
 
 		handoverWait: cfg.Handover,
 	}
@@ -511,9 +517,26 @@ func (c *Catalog) SetLocal(r Record) {
 	r.Host, r.VTEP, r.Names = c.self, c.vtep, nil
 	if had {
 		r.Names = old.Names
+	} else if e, ok := c.early[r.Endpoint]; ok {
+		r.Names = e.names
 	}
+	delete(c.early, r.Endpoint)
 	c.setLocalLocked(r, old, had)
 }
+
+// earlyNames are names learned before their endpoint was known.
+type earlyNames struct {
+	names []string
+	at    time.Time
+}
+
+// Bounds of the names held for endpoints not known yet: how many, and
+// for how long (the driver adopts a restarted host's endpoints within
+// seconds; an endpoint that never comes is another host's, or gone).
+const (
+	maxEarly  = 4096
+	earlyKeep = 2 * time.Minute
+)
 
 func (c *Catalog) setLocalLocked(r, old Record, had bool) {
 	if had && old.Equal(r) {
@@ -534,6 +557,7 @@ func (c *Catalog) setLocalLocked(r, old Record, had bool) {
 func (c *Catalog) RemoveLocal(endpointID string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	delete(c.early, endpointID)
 	if old, ok := c.local[endpointID]; ok {
 		delete(c.local, endpointID)
 		c.events.Publish(Event{Kind: Removed, Local: true, Record: old})
@@ -542,19 +566,36 @@ func (c *Catalog) RemoveLocal(endpointID string) {
 }
 
 // SetNames sets the DNS names of one of this host's endpoints. It reports
-// whether the endpoint is known (names of others are dropped; the learner
-// reads them again on its next pass).
+// whether the endpoint is known; the names of one not known yet are kept
+// for a while, for SetLocal to take when the driver gives it (after a
+// restart that lost the driver's state, the learner reads the engine's
+// containers before their endpoints are adopted again).
 func (c *Catalog) SetNames(endpointID string, names []string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	old, ok := c.local[endpointID]
 	if !ok {
+		c.keepEarlyLocked(endpointID, names, time.Now())
 		return false
 	}
 	r := old.Clone()
 	r.Names = slices.Clone(names)
 	c.setLocalLocked(r, old, true)
 	return true
+}
+
+// keepEarlyLocked holds names of an endpoint not known yet, for SetLocal,
+// within maxEarly and earlyKeep.
+func (c *Catalog) keepEarlyLocked(endpointID string, names []string, now time.Time) {
+	for id, e := range c.early {
+		if now.Sub(e.at) > earlyKeep {
+			delete(c.early, id)
+		}
+	}
+	if _, ok := c.early[endpointID]; !ok && len(c.early) >= maxEarly {
+		return
+	}
+	c.early[endpointID] = earlyNames{names: slices.Clone(names), at: now}
 }
 
 // SetVTEP sets this host's underlay address, carried by every local

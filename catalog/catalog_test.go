@@ -531,3 +531,42 @@ func TestHandoverToANewLife(t *testing.T) {
 		t.Fatalf("%d remote records left", n)
 	}
 }
+
+// Names learned for an endpoint the driver has not given the catalog yet
+// (a restart that lost the driver's state: the learner reads the engine
+// first) are taken when the endpoint comes, within a bound; an endpoint
+// removed meanwhile leaves none behind.
+func TestNamesBeforeTheirEndpoint(t *testing.T) {
+	c := New(Config{Store: &fakeStore{}, NamesWait: time.Hour})
+	if c.SetNames("e1", []string{"vp1", "tasks.peer"}) {
+		t.Fatal("SetNames said an unknown endpoint was known")
+	}
+	c.SetNames("e2", []string{"gone"})
+	c.RemoveLocal("e2")
+	c.SetLocal(Record{Network: "n", VNI: 7, Endpoint: "e1", IP: "10.0.0.2", MAC: "02:77:0a:00:00:02"})
+	c.SetLocal(Record{Network: "n", VNI: 7, Endpoint: "e2", IP: "10.0.0.3", MAC: "02:77:0a:00:00:03"})
+	got := map[string][]string{}
+	for _, r := range c.Local() {
+		got[r.Endpoint] = r.Names
+	}
+	if !slices.Equal(got["e1"], []string{"vp1", "tasks.peer"}) || got["e2"] != nil {
+		t.Fatalf("names %v; want e1's learned before it came, none for e2", got)
+	}
+	if len(c.early) != 0 {
+		t.Fatalf("%d early names left", len(c.early))
+	}
+
+	// Bounded: old ones go, and no more than maxEarly are held.
+	now := time.Now()
+	c.mu.Lock()
+	c.keepEarlyLocked("old", []string{"x"}, now.Add(-earlyKeep-time.Second))
+	for i := range maxEarly + 10 {
+		c.keepEarlyLocked(fmt.Sprintf("ep%d", i), []string{"x"}, now)
+	}
+	_, oldKept := c.early["old"]
+	n := len(c.early)
+	c.mu.Unlock()
+	if oldKept || n != maxEarly {
+		t.Fatalf("early names: old kept %v, %d held (max %d)", oldKept, n, maxEarly)
+	}
+}
