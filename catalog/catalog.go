@@ -153,11 +153,11 @@ type Catalog struct {
 	// driver has not given the catalog yet (after a restart that lost
 	// the driver's state, the engine's containers are read before their
 	// endpoints are adopted again); SetLocal takes them.
-	early map[string]earlyNames
-	vtep         string
-	namesReady   bool
-	events       feed.Feed[Event]
-	warned       map[string]time.Time // malformed records, by owner
+	early      map[string]earlyNames
+	vtep       string
+	namesReady bool
+	events     feed.Feed[Event]
+	warned     map[string]time.Time // malformed records, by owner
 }
 
 // New returns a catalog over cfg.Store. It follows the store from the
