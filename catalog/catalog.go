@@ -75,7 +75,7 @@ type Config struct {
 	// Handover is how long the records of a host's earlier life stay
 	// when weft comes back on that host under another name (its state
 	// directory lost), for the new life to publish them again (default
-	// 15 s; see handoverLocked).
+	// 10 s, the mesh's own RepairGrace; see handoverLocked).
 	Handover time.Duration
 	// Logger receives the catalog's log; nil discards it.
 	Logger *slog.Logger
@@ -167,7 +167,7 @@ func New(cfg Config) *Catalog {
 		cfg.NamesWait = 5 * time.Second
 	}
 	if cfg.Handover == 0 {
-		cfg.Handover = 15 * time.Second
+		cfg.Handover = 10 * time.Second
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -268,6 +268,14 @@ func (c *Catalog) applyLocked(evs []mesh.Event) {
 			}
 			if c.handoverLocked(old) {
 				c.handover[e.Key] = now.Add(c.handoverWait)
+				if !old.Down {
+					// Marked down: a live record that claims its address
+					// (swarm may give it to a new task elsewhere) wins.
+					g := old.Clone()
+					g.Down = true
+					c.remote[e.Key] = g
+					out = append(out, Event{Kind: Updated, Record: g, Old: old})
+				}
 				continue
 			}
 			delete(c.remote, e.Key)
@@ -283,8 +291,9 @@ func (c *Catalog) applyLocked(evs []mesh.Event) {
 // such a life as soon as the new one appears, see mesh's supersede). The
 // new life publishes the same endpoints again once it has read them from
 // its engine, a batch or more later; until then, or until Handover has
-// passed, the record stays, so that no host deletes the kernel entries of
-// containers that ran on all along only to write them again.
+// passed, the record stays, marked down (a live record claiming its
+// address wins), so that no host deletes the kernel entries of containers
+// that ran on all along only to write them again.
 func (c *Catalog) handoverLocked(r Record) bool {
 	if c.live[r.Host] {
 		return false // withdrawn by its own, live, owner

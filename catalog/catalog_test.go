@@ -469,7 +469,16 @@ func TestRecordsBoundToTheirHost(t *testing.T) {
 func TestHandoverToANewLife(t *testing.T) {
 	st := &fakeStore{}
 	c := New(Config{Store: st, NamesWait: time.Hour, Handover: 15 * time.Second})
+
 	sub := c.Subscribe()
+	kinds := func() string {
+		c.catchUp()
+		var out []string
+		for _, ev := range sub.Take() {
+			out = append(out, fmt.Sprintf("%s %s/%s down=%v", ev.Kind, ev.Record.Host, ev.Record.Endpoint, ev.Record.Down))
+		}
+		return strings.Join(out, ", ")
+	}
 	member := func(name, addr, state string) {
 		st.feed.Publish(mesh.Event{Kind: mesh.MemberChanged, Member: mesh.Member{Name: name, Addr: addr, State: state}})
 	}
@@ -500,8 +509,8 @@ func TestHandoverToANewLife(t *testing.T) {
 	member("h2", "10.99.0.2:7950", mesh.StateDead)
 	gone("h2", "e1")
 	gone("h2", "e2")
-	if got := events(); got != "" {
-		t.Fatalf("events when the earlier life ended: %q, want none", got)
+	if got := kinds(); got != "updated h2/e1 down=true, updated h2/e2 down=true" {
+		t.Fatalf("events when the earlier life ended: %q, want its records marked down", got)
 	}
 	if n := len(c.Remote()); n != 3 {
 		t.Fatalf("%d remote records in the handover, want 3", n)
