@@ -382,8 +382,26 @@ func merged(r, prev *Results, o *Options) *Results {
 		m.IPv6 = prev.IPv6
 		take(PartIPv6)
 	}
-	if len(m.Origins) > 0 && prev.Machine != "" && prev.Machine != r.Machine {
-		m.Notes = append(slices.Clone(r.Notes), fmt.Sprintf("The machine named above is this run's; the parts merged in were measured on %s.", prev.Machine))
+	if len(m.Origins) > 0 {
+		// Where the merged parts were measured: prev's machine, and the
+		// machines prev's own merged parts came from.
+		m.Notes = slices.Clone(r.Notes)
+		machines := []string{}
+		if prev.Machine != "" && prev.Machine != r.Machine {
+			machines = append(machines, prev.Machine)
+		}
+		for _, n := range prev.Notes {
+			if rest, ok := strings.CutPrefix(n, machineNote); ok {
+				for _, mc := range strings.Split(strings.TrimSuffix(rest, "."), "; ") {
+					if mc != r.Machine && !slices.Contains(machines, mc) {
+						machines = append(machines, mc)
+					}
+				}
+			}
+		}
+		if len(machines) > 0 {
+			m.Notes = append(m.Notes, machineNote+strings.Join(machines, "; ")+".")
+		}
 	}
 	if len(m.Origins) > 0 {
 		m.Reps = min(m.Reps, prev.Reps)
@@ -392,6 +410,10 @@ func merged(r, prev *Results, o *Options) *Results {
 	}
 	return &m
 }
+
+// machineNote heads the note that names the machines merged parts were
+// measured on.
+const machineNote = "The machine named above is this run's; the parts merged in were measured on "
 
 // machine describes the machine the run is on.
 func machine() string {

@@ -48,6 +48,12 @@ func TestMergedKeepsOrigins(t *testing.T) {
 	if got := Report(m, ""); !strings.Contains(got, "The data part comes from the run of 2026-11-26 15:13 UTC (commit aaaa") {
 		t.Errorf("report does not say where the data part comes from")
 	}
+	// A fourth run on the third's machine: the parts measured on the
+	// first machine still say so.
+	fourth := &Results{Date: first.Date.Add(3 * time.Hour), Commit: "dddd", Reps: 5, Seconds: 60, OwnSeconds: 60, Scale: []ScaleResult{{Members: 10}}, Machine: "another"}
+	if got := Report(merged(fourth, m, o), ""); !strings.Contains(got, "- The machine named above is this run's; the parts merged in were measured on one.") {
+		t.Errorf("a merge of a merge forgot the machine the merged parts were measured on")
+	}
 }
 
 // TestKernelReport: the kernel part's table shows both ways side by side
