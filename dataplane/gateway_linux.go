@@ -32,22 +32,25 @@ type Gateway struct {
 	TCP net.Listener
 }
 
-// Close releases the sockets, deletes the child and releases the
-// namespace. The child is deleted here rather than left to the kernel's
+// Close deletes the child, releases the sockets and the namespace. The
+// child goes first: a query that arrives while the server stops then finds
+// no address and is asked again by its client, where one that found the
+// address with its socket closed would be refused (ICMP port unreachable)
+// and fail at once. It is deleted here rather than left to the kernel's
 // teardown of the namespace, which runs later in the background: its MAC
 // is free, and its address silent, when Close returns.
 func (g *Gateway) Close() {
-	if g.UDP != nil {
-		g.UDP.Close()
-	}
-	if g.TCP != nil {
-		g.TCP.Close()
-	}
 	if h, err := netlink.NewHandleAt(g.ns); err == nil {
 		if l, err := h.LinkByName(g.name); err == nil {
 			_ = h.LinkDel(l)
 		}
 		h.Close()
+	}
+	if g.UDP != nil {
+		g.UDP.Close()
+	}
+	if g.TCP != nil {
+		g.TCP.Close()
 	}
 	g.ns.Close()
 }

@@ -234,9 +234,12 @@ func (s *Service) openGateways() {
 	}
 }
 
+// close stops serving gw: the gateway goes first (its address with it,
+// see dataplane.Gateway.Close), then the server's loops, which end as
+// their sockets close.
 func (s *Service) close(gw gateway, sv *served) {
-	sv.listener.Close()
 	sv.close()
+	sv.listener.Close()
 	delete(s.served, gw)
 	s.log.Info("name server stopped", "vni", gw.vni, "addr", sv.addr.Addr().String())
 }
