@@ -309,8 +309,9 @@ func startTraffic(t *testing.T, l *lab.Lab, network, subnet, gw string) *traffic
 // finish lets the traffic run three more seconds, stops it and checks that
 // nothing was lost.
 // finish stops the traffic and checks it: every name query answered and
-// at most maxLost pings lost per pinger.
-func (tr *traffic) finish(t *testing.T, what string, maxLost int) {
+// at most maxLost pings lost per pinger and maxRefused name queries refused
+// per probe.
+func (tr *traffic) finish(t *testing.T, what string, maxLost, maxRefused int) {
 	t.Helper()
 	for _, p := range tr.pingers {
 		p.WaitMore(t, 300)
@@ -326,7 +327,7 @@ func (tr *traffic) finish(t *testing.T, what string, maxLost int) {
 	for _, p := range tr.probes {
 		res := p.Stop(t)
 		t.Logf("FIGURE %s: %s: %s", what, p, res)
-		res.Check(t, p)
+		res.CheckRefusedAtMost(t, p, maxRefused)
 	}
 }
 
@@ -367,7 +368,7 @@ func TestReleaseUpgrade(t *testing.T) {
 
 	tr := startTraffic(t, l, network, "10.96.13.0/24", "10.96.13.1")
 	rl.roll(t, network, ref2, testVersion2, nil)
-	tr.finish(t, "upgrade "+testVersion1+" -> "+testVersion2, 0)
+	tr.finish(t, "upgrade "+testVersion1+" -> "+testVersion2, 0, 0)
 	rl.noBadMessages(t)
 	t.Logf("FIGURE TestReleaseUpgrade body: %s", time.Since(start).Round(time.Millisecond))
 }
@@ -447,7 +448,10 @@ func TestRollingUpgradeFromPreviousRelease(t *testing.T) {
 	// ~3,100 per pinger since weft's firewall, table of sources and key
 	// service came in (0 before them); its cause is not found yet (README,
 	// Upgrading). 20 is 200 ms.
-	tr.finish(t, "rolling upgrade "+prevVersion+" -> "+testVersion1, 20)
+	// 0.1.0, stopping, closes its name server's sockets before its
+	// gateway's address goes, so a query in that instant is refused (this
+	// build removes the address first): at most one per upgraded host.
+	tr.finish(t, "rolling upgrade "+prevVersion+" -> "+testVersion1, 20, 3)
 	rl.noBadMessages(t)
 	t.Logf("FIGURE TestRollingUpgradeFromPreviousRelease body: %s", time.Since(start).Round(time.Millisecond))
 }
