@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/weftnet/weft/dataplane"
 	"github.com/weftnet/weft/test/lab"
@@ -67,6 +68,28 @@ func TestCountPings(t *testing.T) {
 	r := countPings(b.String())
 	if r.Sent != 70001 || r.Received != 69999 || r.Dups != 0 || len(r.Lost) != 1 || r.Lost[0] != 66000 {
 		t.Fatalf("%s, lost %v", r, r.Lost)
+	}
+}
+
+// With docker logs -t's times, each run of lost pings is told with the
+// time of the reply before it.
+func TestPingGaps(t *testing.T) {
+	start := time.Date(2026, 11, 30, 23, 23, 52, 0, time.UTC)
+	var b strings.Builder
+	for i := 0; i < 100; i++ {
+		if i == 0 || (i >= 40 && i <= 42) || i == 70 {
+			continue
+		}
+		fmt.Fprintf(&b, "%s 64 bytes from 10.0.0.2: seq=%d ttl=64 time=0.1 ms\n", start.Add(time.Duration(i)*10*time.Millisecond).Format(time.RFC3339Nano), i)
+	}
+	fmt.Fprintf(&b, "%s 101 packets transmitted, 95 packets received, 5%% packet loss\n", start.Add(time.Second).Format(time.RFC3339Nano))
+	r := countPings(b.String())
+	want := []Gap{{0, 0, time.Time{}}, {40, 42, start.Add(390 * time.Millisecond)}, {70, 70, start.Add(690 * time.Millisecond)}}
+	if r.Sent != 101 || len(r.Lost) != 5 || !slices.Equal(r.Gaps, want) {
+		t.Fatalf("%s: gaps %v, want %v", r, r.Gaps, want)
+	}
+	if got := r.String(); !strings.Contains(got, "(lost 0, 40-42 after 23:23:52.390, 70 after 23:23:52.690)") {
+		t.Errorf("String: %s", got)
 	}
 }
 

@@ -70,10 +70,47 @@ func (p *Pinger) WaitMore(t testing.TB, n int) {
 type PingResult struct {
 	Sent, Received, Dups int
 	Lost                 []int // sequence numbers without a reply
+	// Gaps are the runs of lost sequence numbers, each with the time of
+	// the reply before it, to be read beside the plugins' logs.
+	Gaps []Gap
+}
+
+// Gap is a run of sequence numbers without a reply, First to Last, lost
+// after a reply logged at After (zero: none before it).
+type Gap struct {
+	First, Last int
+	After       time.Time
+}
+
+func (g Gap) String() string {
+	s := strconv.Itoa(g.First)
+	if g.Last != g.First {
+		s += "-" + strconv.Itoa(g.Last)
+	}
+	if !g.After.IsZero() {
+		s += " after " + g.After.UTC().Format("15:04:05.000")
+	}
+	return s
 }
 
 func (r PingResult) String() string {
-	return fmt.Sprintf("%d sent, %d received, %d lost, %d duplicates", r.Sent, r.Received, len(r.Lost), r.Dups)
+	s := fmt.Sprintf("%d sent, %d received, %d lost, %d duplicates", r.Sent, r.Received, len(r.Lost), r.Dups)
+	if len(r.Gaps) > 0 {
+		shown := r.Gaps
+		if len(shown) > 10 {
+			shown = shown[:10]
+		}
+		parts := make([]string, len(shown))
+		for i, g := range shown {
+			parts[i] = g.String()
+		}
+		s += " (lost " + strings.Join(parts, ", ")
+		if len(r.Gaps) > len(shown) {
+			s += fmt.Sprintf(", and %d gaps more", len(r.Gaps)-len(shown))
+		}
+		s += ")"
+	}
+	return s
 }
 
 // Check fails the test (without stopping it) if p lost or duplicated a
@@ -106,7 +143,7 @@ func (p *Pinger) Stop(t testing.TB) PingResult {
 	t.Helper()
 	p.h.MustDocker(t, "kill", "-s", "INT", p.name)
 	p.h.MustDocker(t, "wait", p.name)
-	out := p.h.MustDocker(t, "logs", p.name)
+	out := p.h.MustDocker(t, "logs", "-t", p.name)
 	r := countPings(out)
 	if r.Sent == 0 {
 		t.Fatalf("%s printed no summary:\n%s", p, out)
@@ -115,14 +152,21 @@ func (p *Pinger) Stop(t testing.TB) PingResult {
 }
 
 // countPings reads a busybox ping's output: one line per reply, then its
-// summary.
+// summary; each line may begin with the time docker logs -t gives it.
 func countPings(out string) PingResult {
 	var r PingResult
 	got := map[int]bool{}
+	at := map[int]time.Time{}
 	// busybox's seq wraps at 65536 (after 11 minutes at 10 ms): unwrapped
 	// here, so that a long run's second lap is no duplicate.
 	prev, lap := -1, 0
 	for _, line := range strings.Split(out, "\n") {
+		var when time.Time
+		if stamp, rest, ok := strings.Cut(line, " "); ok {
+			if ts, err := time.Parse(time.RFC3339Nano, stamp); err == nil {
+				when, line = ts, rest
+			}
+		}
 		if m := pingSeq.FindStringSubmatch(line); m != nil {
 			seq, _ := strconv.Atoi(m[1])
 			if prev >= 0 && seq+lap < prev-30000 {
@@ -134,6 +178,7 @@ func countPings(out string) PingResult {
 				r.Dups++
 			}
 			got[seq] = true
+			at[seq] = when
 		}
 		if m := pingSummary.FindStringSubmatch(line); m != nil {
 			r.Sent, _ = strconv.Atoi(m[1])
@@ -143,9 +188,15 @@ func countPings(out string) PingResult {
 	for seq := 0; seq < r.Sent; seq++ {
 		// busybox counts seq 0..sent-1; the last may have been in flight
 		// when the ping was interrupted.
-		if !got[seq] && seq != r.Sent-1 {
-			r.Lost = append(r.Lost, seq)
+		if got[seq] || seq == r.Sent-1 {
+			continue
 		}
+		r.Lost = append(r.Lost, seq)
+		if n := len(r.Gaps); n > 0 && r.Gaps[n-1].Last == seq-1 {
+			r.Gaps[n-1].Last = seq
+			continue
+		}
+		r.Gaps = append(r.Gaps, Gap{First: seq, Last: seq, After: at[seq-1]})
 	}
 	return r
 }
