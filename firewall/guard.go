@@ -84,6 +84,10 @@ type Config struct {
 	MemberEvents *feed.Sub[mesh.Event]
 	// Members returns the mesh members' addresses. Required.
 	Members func() []netip.Addr
+	// Synced reports whether the mesh has merged a full state exchange
+	// since it started, so that Members lists every member another one
+	// knows; nil counts as synced. See Settle.
+	Synced func() bool
 	// Authenticated returns the addresses that proved membership to the
 	// key service; AuthChanged says when they may have changed. Both may
 	// be nil.
@@ -101,10 +105,12 @@ type Config struct {
 	// say, in case someone changed it (default 30 s).
 	Repair time.Duration
 	// Settle is how long a guard that finds no table waits for another
-	// member to be known before it makes one (default 10 s): a table made
-	// before the mesh has met anyone would drop the VXLAN traffic of
-	// containers already running (a first start of this build on a host
-	// with live containers, as in an upgrade from 0.1.0).
+	// member to be known, and for the mesh's first full exchange with one
+	// (Synced), before it makes one (default 10 s): a table made before
+	// the mesh has met everyone would drop the VXLAN traffic of containers
+	// already running on the hosts it has not met yet (a first start of
+	// this build on a host with live containers, as in an upgrade from
+	// 0.1.0; one member known of two cost the third's traffic 5 ms).
 	Settle time.Duration
 	// Logger receives the guard's log; nil discards it.
 	Logger *slog.Logger
@@ -205,8 +211,9 @@ func (g *Guard) reconcile(now time.Time) time.Duration {
 		return g.cfg.Repair
 	}
 	g.emptySince = time.Time{}
-	if !g.present && now.Sub(g.started) < g.cfg.Settle && !g.othersKnown() {
-		// Member events wake the guard as soon as the mesh meets one.
+	if !g.present && now.Sub(g.started) < g.cfg.Settle && !(g.othersKnown() && g.synced()) {
+		// Member events wake the guard as soon as the mesh meets one, and
+		// once its first exchange is merged.
 		return min(time.Second, g.cfg.Settle)
 	}
 	allowed := g.allowed(now)
@@ -230,6 +237,11 @@ func (g *Guard) reconcile(now time.Time) time.Duration {
 		}
 	}
 	return next
+}
+
+// synced reports whether the mesh's members are complete (Config.Synced).
+func (g *Guard) synced() bool {
+	return g.cfg.Synced == nil || g.cfg.Synced()
 }
 
 // othersKnown reports whether a member other than this host is known.
