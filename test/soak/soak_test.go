@@ -145,7 +145,7 @@ func TestSoak(t *testing.T) {
 		fail(nil, err)
 	}
 	r.pinger = labtest.StartPinger(t, l.Hosts[0], pingerName, BaseNet, target)
-	if _, _, err := r.settle(ctx); err != nil {
+	if _, _, _, err := r.settle(ctx); err != nil {
 		fail(nil, err)
 	}
 	if r.plugins, err = newPluginWatch(l); err != nil {
@@ -178,7 +178,7 @@ func TestSoak(t *testing.T) {
 				fail(&op, err)
 			}
 		}
-		settled, weft, err := r.settle(ctx)
+		settled, weft, waited, err := r.settle(ctx)
 		if err != nil {
 			fail(&op, fmt.Errorf("not settled within %s: %w", settleWithin, err))
 		}
@@ -204,6 +204,9 @@ func TestSoak(t *testing.T) {
 			r.logf("  partition: each side forgot the other %s after it began", purged.Round(100*time.Millisecond))
 		}
 		r.logf("  done in %s, settled %s after (weft %s of it)", took.Round(100*time.Millisecond), settled.Round(100*time.Millisecond), weft.Round(100*time.Millisecond))
+		if weft > slowWeft && waited != nil {
+			r.logf("  weft's part waited last on: %s", firstLine(waited))
+		}
 	}
 	elapsed := time.Since(r.start)
 	phase = "at the end"
@@ -308,11 +311,15 @@ func (r *run) logf(format string, args ...any) {
 	fmt.Printf("%s %s\n", time.Now().Format("15:04:05"), line)
 }
 
+// slowWeft is the part of a settle past which the log says what weft was
+// still found wrong on.
+const slowWeft = 3 * time.Second
+
 // settle waits until the lab is as the model says and weft agrees with
 // the engines (labtest.Check on every host). It returns how long that
-// took, and how long weft took of it: from when the engines first were as
-// the model says.
-func (r *run) settle(ctx context.Context) (all, weft time.Duration, err error) {
+// took, how long weft took of it (from when the engines first were as the
+// model says), and what Check found wrong last while weft took it.
+func (r *run) settle(ctx context.Context) (all, weft time.Duration, waited, err error) {
 	start := time.Now()
 	var dockerDone time.Time
 	err = lab.WaitFor(ctx, settleWithin, 250*time.Millisecond, func() error {
@@ -322,12 +329,25 @@ func (r *run) settle(ctx context.Context) (all, weft time.Duration, err error) {
 		if dockerDone.IsZero() {
 			dockerDone = time.Now()
 		}
-		return labtest.Check(ctx, r.l.Hosts)
+		if err := labtest.Check(ctx, r.l.Hosts); err != nil {
+			waited = err
+			return err
+		}
+		return nil
 	})
 	if !dockerDone.IsZero() {
 		weft = time.Since(dockerDone)
 	}
-	return time.Since(start), weft, err
+	return time.Since(start), weft, waited, err
+}
+
+// firstLine returns err's first line, cut at 300 bytes.
+func firstLine(err error) string {
+	s, _, _ := strings.Cut(err.Error(), "\n")
+	if len(s) > 300 {
+		s = s[:300] + "..."
+	}
+	return s
 }
 
 // dockerAsModel says how the engines differ from the model: containers
