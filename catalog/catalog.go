@@ -149,6 +149,10 @@ type Catalog struct {
 	// their deadline passes (handoverLocked).
 	handover     map[string]time.Time
 	handoverWait time.Duration
+	// handoverBegun wakes Run when a handover begins, so that it arms its
+	// timer for the earliest deadline (a handover may begin in Synced's
+	// catch-up, outside Run's goroutine).
+	handoverBegun chan struct{}
 	// early holds, by endpoint ID, names learned for an endpoint the
 	// driver has not given the catalog yet (after a restart that lost
 	// the driver's state, the engine's containers are read before their
@@ -189,7 +193,8 @@ func New(cfg Config) *Catalog {
 		handover:  map[string]time.Time{},
 		early:     map[string]earlyNames{},
 
-		handoverWait: cfg.Handover,
+		handoverWait:  cfg.Handover,
+		handoverBegun: make(chan struct{}, 1),
 	}
 }
 
@@ -198,9 +203,15 @@ func (c *Catalog) Run(ctx context.Context) {
 	defer c.watch.Close()
 	wait := time.NewTimer(c.namesWait)
 	defer wait.Stop()
-	// Handovers end within a second of their deadline.
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
+	// Armed only while a handover is pending, for its earliest deadline.
+	end := time.NewTimer(time.Hour)
+	end.Stop()
+	defer end.Stop()
+	arm := func() {
+		if at, ok := c.nextHandover(); ok {
+			end.Reset(time.Until(at))
+		}
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -209,10 +220,26 @@ func (c *Catalog) Run(ctx context.Context) {
 			c.NamesReady()
 		case <-c.watch.Ready():
 			c.catchUp()
-		case now := <-tick.C:
+		case <-c.handoverBegun:
+			arm()
+		case now := <-end.C:
 			c.endHandovers(now)
+			arm()
 		}
 	}
+}
+
+// nextHandover returns the earliest deadline of the pending handovers.
+func (c *Catalog) nextHandover() (time.Time, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var next time.Time
+	for _, at := range c.handover {
+		if next.IsZero() || at.Before(next) {
+			next = at
+		}
+	}
+	return next, !next.IsZero()
 }
 
 // catchUp applies what the mesh has queued for the catalog. The queue is
@@ -268,6 +295,10 @@ func (c *Catalog) applyLocked(evs []mesh.Event) {
 			}
 			if c.handoverLocked(old) {
 				c.handover[e.Key] = now.Add(c.handoverWait)
+				select {
+				case c.handoverBegun <- struct{}{}:
+				default:
+				}
 				if !old.Down {
 					// Marked down: a live record that claims its address
 					// (swarm may give it to a new task elsewhere) wins.

@@ -460,6 +460,53 @@ func TestRecordsBoundToTheirHost(t *testing.T) {
 	}
 }
 
+// Run ends a handover by itself at its deadline, with no change from the
+// mesh to wake it, and arms no timer while none is pending.
+func TestRunEndsAHandoverAtItsDeadline(t *testing.T) {
+	st := &fakeStore{}
+	c := New(Config{Store: st, NamesWait: time.Hour, Handover: 200 * time.Millisecond})
+	if _, ok := c.nextHandover(); ok {
+		t.Fatal("a handover deadline before any handover")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sub := c.Subscribe()
+	member := func(name, addr, state string) {
+		st.feed.Publish(mesh.Event{Kind: mesh.MemberChanged, Member: mesh.Member{Name: name, Addr: addr, State: state}})
+	}
+	member("h2", "10.99.0.2:7950", mesh.StateAlive)
+	st.feed.Publish(mesh.Event{Kind: mesh.EntryPut, Entry: mesh.Entry{Table: Table, Key: Key("h2", "e1"), Owner: "h2", Clock: 1,
+		Value: []byte(`{"ep":"e1","vni":7,"ip":"10.0.0.5","mac":"02:77:0a:00:00:05","vtep":"10.99.0.2"}`)}})
+	c.catchUp()
+	sub.Take()
+	go c.Run(ctx)
+	member("h2b", "10.99.0.2:7950", mesh.StateAlive)
+	member("h2", "10.99.0.2:7950", mesh.StateDead)
+	began := time.Now()
+	st.feed.Publish(mesh.Event{Kind: mesh.EntryGone, Entry: mesh.Entry{Table: Table, Key: Key("h2", "e1"), Owner: "h2"}})
+	var seen []string
+	deadline := time.After(5 * time.Second)
+	for !slices.Contains(seen, "removed h2/e1") {
+		select {
+		case <-sub.Ready():
+			for _, ev := range sub.Take() {
+				seen = append(seen, ev.Kind.String()+" "+ev.Record.Host+"/"+ev.Record.Endpoint)
+			}
+		case <-deadline:
+			t.Fatalf("the handover did not end: events %q", seen)
+		}
+	}
+	if took := time.Since(began); took < 200*time.Millisecond {
+		t.Fatalf("the handover ended after %s, before its deadline", took)
+	}
+	if want := []string{"updated h2/e1", "removed h2/e1"}; !slices.Equal(seen, want) {
+		t.Fatalf("events %q, want %q", seen, want)
+	}
+	if _, ok := c.nextHandover(); ok {
+		t.Fatal("a handover deadline left once it ended")
+	}
+}
+
 // Weft back on a host under another name (its state directory lost): the
 // records of the earlier life stay until the new life publishes the same
 // endpoint, which takes each one's place in one batch (no Removed before
