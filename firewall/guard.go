@@ -84,6 +84,9 @@ type Config struct {
 	MemberEvents *feed.Sub[mesh.Event]
 	// Members returns the mesh members' addresses. Required.
 	Members func() []netip.Addr
+	// With returns the addresses let in with a member's (its tunnel
+	// address, while encrypted networks are on); nil: none.
+	With func(member netip.Addr) []netip.Addr
 	// Synced reports whether the mesh has merged a full state exchange
 	// since it started, so that Members lists every member another one
 	// knows; nil counts as synced. See Settle.
@@ -260,7 +263,13 @@ func (g *Guard) othersKnown() bool {
 
 // allowed returns the addresses let in now, sorted.
 func (g *Guard) allowed(now time.Time) []netip.Addr {
-	listed := slices.Concat(g.cfg.Members(), g.cfg.Fixed)
+	members := g.cfg.Members()
+	listed := slices.Concat(members, g.cfg.Fixed)
+	if g.cfg.With != nil {
+		for _, a := range members {
+			listed = append(listed, g.cfg.With(a.Unmap())...)
+		}
+	}
 	if g.cfg.Authenticated != nil {
 		listed = append(listed, g.cfg.Authenticated()...)
 	}

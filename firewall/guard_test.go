@@ -242,3 +242,45 @@ func TestGuardWaitsForAMemberBeforeAFirstTable(t *testing.T) {
 		t.Fatal("no table after the settle time on a host alone")
 	}
 }
+
+// A member's tunnel address (With) is let in with it, but is no other
+// member: a host alone with encrypted networks on still waits for the
+// mesh before a first table (its own tunnel address once counted as
+// another member, and the table came before the other hosts were known).
+func TestGuardLetsInTunnelAddressesWithTheirMembers(t *testing.T) {
+	table := &fakeTable{}
+	self := netip.MustParseAddr("192.0.2.1")
+	listed := []netip.Addr{self}
+	tunnel := func(a netip.Addr) []netip.Addr {
+		b := a.As4()
+		return []netip.Addr{netip.AddrFrom4([4]byte{10, 250, b[2], b[3]})}
+	}
+	g := New(Config{
+		Table: table, VXLANPort: 4790, MeshPort: 7950, WGPort: 51820,
+		Members: func() []netip.Addr { return listed }, With: tunnel,
+		Self:   func() netip.Addr { return self },
+		Synced: func() bool { return true },
+		Settle: 10 * time.Second,
+	})
+	start := time.Now()
+	g.started = start
+	g.networks["n1"] = true
+	g.reconcile(start.Add(time.Second))
+	if p, m := table.state(); p {
+		t.Fatalf("a first table with no other member known, only this host's tunnel address: %v", m)
+	}
+	listed = append(listed, netip.MustParseAddr("192.0.2.2"))
+	g.reconcile(start.Add(2 * time.Second))
+	p, m := table.state()
+	if !p {
+		t.Fatal("no table once another member is known")
+	}
+	for _, a := range []string{"192.0.2.1", "192.0.2.2", "10.250.2.1", "10.250.2.2"} {
+		if !has(m, a) {
+			t.Errorf("table lacks %s: %v", a, m)
+		}
+	}
+	if len(m) != 4 {
+		t.Errorf("table lets in %v, want the two members and their tunnel addresses", m)
+	}
+}

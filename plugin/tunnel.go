@@ -68,20 +68,17 @@ func buildTunnel(cfg Config, p *parts, log *slog.Logger) (*wg.Tunnel, error) {
 	return wg.New(wcfg)
 }
 
-// tunnelAddrs adds the members' tunnel addresses to addrs: decrypted
-// VXLAN arrives from them, through weft's firewall.
-func tunnelAddrs(addrs func() []netip.Addr, subnet netip.Prefix, on bool) func() []netip.Addr {
+// tunnelOf returns the firewall's With: a member's tunnel address, from
+// which decrypted VXLAN arrives, while encrypted networks are on.
+func tunnelOf(subnet netip.Prefix, on bool) func(netip.Addr) []netip.Addr {
 	if !on {
-		return addrs
+		return nil
 	}
-	return func() []netip.Addr {
-		out := addrs()
-		for _, a := range out {
-			if o, err := wg.Overlay(subnet, a); err == nil {
-				out = append(out, o)
-			}
+	return func(member netip.Addr) []netip.Addr {
+		if o, err := wg.Overlay(subnet, member); err == nil {
+			return []netip.Addr{o}
 		}
-		return out
+		return nil
 	}
 }
 
