@@ -127,7 +127,15 @@ func settle(r mesh.Ring, reports map[string]*report, now time.Time, spread time.
 	return out
 }
 
-// newKey makes the next generation's key, by origin (this node's ID).
+// newKey makes the next generation's key, by origin (this node's ID). Its
+// generation is the clock's time in milliseconds, or one past the newest
+// the keyring knows when that is later: a manager that lost its keyring (its state
+// directory), alone among the managers, makes a key again from nothing,
+// and a generation counted from 1 again fell below the floor the other
+// members hold, or took the ID of their key with another secret; they
+// kept theirs and the mesh stayed split in two (found by the soak). From
+// the clock, the new key comes after every key made before it, and the
+// members take it.
 func newKey(r mesh.Ring, origin string, now time.Time) (mesh.RingKey, error) {
 	secret, err := mesh.NewSecret()
 	if err != nil {
@@ -137,7 +145,11 @@ func newKey(r mesh.Ring, origin string, now time.Time) (mesh.RingKey, error) {
 	if n := len(r.Keys); n > 0 {
 		gen = max(gen, r.Keys[n-1].ID.Gen)
 	}
-	return mesh.RingKey{ID: mesh.KeyID{Gen: gen + 1, Origin: origin}, Created: now.UTC().Truncate(time.Second), Secret: secret}, nil
+	gen++
+	if t := now.UnixMilli(); t > 0 && uint64(t) > gen {
+		gen = uint64(t)
+	}
+	return mesh.RingKey{ID: mesh.KeyID{Gen: gen, Origin: origin}, Created: now.UTC().Truncate(time.Second), Secret: secret}, nil
 }
 
 // sameRing reports whether a and b hold the same keys, primary and floor.
