@@ -444,14 +444,13 @@ func TestRollingUpgradeFromPreviousRelease(t *testing.T) {
 		}
 		labtest.WaitConverged(t, l.Hosts, time.Minute)
 	})
-	// A known loss, bounded: the roll from 0.1.0 has lost 1-4 pings of
-	// ~3,100 per pinger since weft's firewall, table of sources and key
-	// service came in (0 before them); its cause is not found yet (README,
-	// Upgrading). 20 is 200 ms.
+	// No ping lost. (1-6 per pinger were, while an upgraded host's
+	// firewall made its first table before its mesh had met every other
+	// host: their VXLAN dropped for 1-10 ms.)
 	// 0.1.0, stopping, closes its name server's sockets before its
 	// gateway's address goes, so a query in that instant is refused (this
 	// build removes the address first): at most one per upgraded host.
-	tr.finish(t, "rolling upgrade "+prevVersion+" -> "+testVersion1, 20, 3)
+	tr.finish(t, "rolling upgrade "+prevVersion+" -> "+testVersion1, 0, 3)
 	rl.noBadMessages(t)
 	t.Logf("FIGURE TestRollingUpgradeFromPreviousRelease body: %s", time.Since(start).Round(time.Millisecond))
 }
