@@ -249,7 +249,7 @@ func build(cfg Config, log *slog.Logger) (*parts, error) {
 		fcfg := firewall.Config{
 			Table: firewall.NewNFTable(-1), VXLANPort: cfg.VXLANPort, MeshPort: cfg.MeshPort,
 			Networks: p.driver.SubscribeNetworks(), MemberEvents: p.mesh.Watch("", true),
-			Members: knownAddrs(p.mesh), With: tunnelOf(cfg.WGSubnet, p.tunnel != nil), Synced: p.mesh.Synced, Fixed: hostAddrs(cfg.Peers),
+			Members: knownAddrs(p.mesh), With: tunnelOf(p.tunnel), Synced: p.mesh.Synced, Fixed: hostAddrs(cfg.Peers),
 			Self:   func() netip.Addr { return p.underlay.State().Addr },
 			Logger: log.With("component", "firewall"),
 		}

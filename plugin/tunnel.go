@@ -69,13 +69,13 @@ func buildTunnel(cfg Config, p *parts, log *slog.Logger) (*wg.Tunnel, error) {
 }
 
 // tunnelOf returns the firewall's With: a member's tunnel address, from
-// which decrypted VXLAN arrives, while encrypted networks are on.
-func tunnelOf(subnet netip.Prefix, on bool) func(netip.Addr) []netip.Addr {
-	if !on {
+// which decrypted VXLAN arrives; nil while encrypted networks are off.
+func tunnelOf(t *wg.Tunnel) func(netip.Addr) []netip.Addr {
+	if t == nil {
 		return nil
 	}
 	return func(member netip.Addr) []netip.Addr {
-		if o, err := wg.Overlay(subnet, member); err == nil {
+		if o, err := t.Overlay(member); err == nil {
 			return []netip.Addr{o}
 		}
 		return nil
