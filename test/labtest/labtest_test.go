@@ -93,6 +93,46 @@ func TestPingGaps(t *testing.T) {
 	}
 }
 
+// A reply received twice is counted, told with its time, and set beside
+// busybox's own count of duplicates.
+func TestPingDuplicates(t *testing.T) {
+	start := time.Date(2026, 12, 1, 2, 0, 0, 0, time.UTC)
+	var b strings.Builder
+	for i := 0; i < 100; i++ {
+		fmt.Fprintf(&b, "%s 64 bytes from 10.0.0.2: seq=%d ttl=64 time=0.1 ms\n", start.Add(time.Duration(i)*10*time.Millisecond).Format(time.RFC3339Nano), i)
+		if i == 50 {
+			fmt.Fprintf(&b, "%s 64 bytes from 10.0.0.2: seq=%d ttl=64 time=0.2 ms (DUP!)\n", start.Add(505*time.Millisecond).Format(time.RFC3339Nano), i)
+		}
+	}
+	fmt.Fprintf(&b, "%s 100 packets transmitted, 100 packets received, +1 duplicates, 0%% packet loss\n", start.Add(time.Second).Format(time.RFC3339Nano))
+	r := countPings(b.String())
+	if r.Dups != 1 || r.BusyboxDups != 1 || len(r.Lost) != 0 || !slices.Equal(r.DupsAt, []Dup{{50, start.Add(505 * time.Millisecond)}}) {
+		t.Fatalf("%s: %+v", r, r)
+	}
+	if got := r.String(); !strings.Contains(got, "(duplicated 50 at 02:00:00.505; busybox counted 1)") {
+		t.Errorf("String: %s", got)
+	}
+}
+
+// A reply line printed twice without busybox's "(DUP!)", which busybox
+// did not count either (its SIGINT handler's stdio re-entering a flush:
+// seen on the last reply of a run), is told but is no duplicate.
+func TestPingReprintedLine(t *testing.T) {
+	var b strings.Builder
+	for i := 0; i < 100; i++ {
+		fmt.Fprintf(&b, "64 bytes from 10.0.0.2: seq=%d ttl=64 time=0.1 ms\n", i)
+	}
+	b.WriteString("64 bytes from 10.0.0.2: seq=99 ttl=64 time=0.1 ms\n")
+	b.WriteString("100 packets transmitted, 100 packets received, 0% packet loss\n")
+	r := countPings(b.String())
+	if r.Dups != 0 || r.BusyboxDups != 0 || len(r.Reprinted) != 1 || r.Reprinted[0].Seq != 99 || len(r.Lost) != 0 {
+		t.Fatalf("%s: %+v", r, r)
+	}
+	if got := r.String(); !strings.Contains(got, "printed twice, not received twice: 99") {
+		t.Errorf("String: %s", got)
+	}
+}
+
 // Problems reads the plugin's warnings and errors and the engine's own
 // from a dockerd log, after an offset, the last ones only; memberlist's
 // and lower levels are left out.
