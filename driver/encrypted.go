@@ -2,14 +2,16 @@ package driver
 
 // Encrypted networks (-o encrypted). The driver's model and the catalog
 // know hosts by their underlay address (VTEP); an encrypted network's
-// device must send to the host's tunnel address instead, so that VXLAN
-// rides inside WireGuard (package wg). The translation happens at the
-// edges, here, and nowhere else: the dataplane and the table of sources
-// are wrapped, and for an encrypted VNI every VTEP going to the kernel is
-// replaced by its tunnel address (decrypted VXLAN arrives from that
-// address, which is what the table of sources then checks). An address
-// already inside the tunnel's subnet is left as it is, so entries read
-// back from the kernel can be written again.
+// device must send to the host's home address in the tunnel instead, so
+// that VXLAN rides inside WireGuard (package wg). The translation happens
+// at the edges, here, and nowhere else: the dataplane and the table of
+// sources are wrapped, and for an encrypted VNI every VTEP going to the
+// kernel is replaced: by the home address in FDB entries, and in the
+// table of sources by the host's two source addresses (decrypted VXLAN
+// arrives from the one of the interface the host sends through, which a
+// key rotation changes). An address already inside the home subnet is
+// left as it is, so entries read back from the kernel can be written
+// again.
 //
 // Lock order: Driver.mu, then sealed.mu.
 
@@ -25,11 +27,13 @@ import (
 	"github.com/weftnet/weft/dataplane"
 )
 
-// Tunnel gives each host's tunnel address; *wg.Tunnel implements it.
+// Tunnel gives each host's tunnel addresses.
 type Tunnel interface {
-	// Overlay returns the tunnel address of the host at vtep.
+	// Overlay returns the home address of the host at vtep.
 	Overlay(vtep netip.Addr) (netip.Addr, error)
-	// Subnet holds every tunnel address.
+	// Sources returns the addresses the host at vtep sends from.
+	Sources(vtep netip.Addr) ([]netip.Addr, error)
+	// Subnet holds every home address.
 	Subnet() netip.Prefix
 }
 
@@ -137,17 +141,26 @@ func (s *sealed) remote(r dataplane.RemoteEndpoint) (dataplane.RemoteEndpoint, e
 	return r, nil
 }
 
+// entries returns es with an encrypted VNI's entries replaced by one per
+// source address of their host.
 func (s *sealed) entries(es []antispoof.Entry) []antispoof.Entry {
 	out := make([]antispoof.Entry, 0, len(es))
 	for _, e := range es {
-		if s.on(e.VNI) {
-			o, err := s.via(e.VTEP)
-			if err != nil {
-				continue // unreachable in clear; nothing may come from it
-			}
-			e.VTEP = o
+		if !s.on(e.VNI) {
+			out = append(out, e)
+			continue
 		}
-		out = append(out, e)
+		if s.tunnel == nil {
+			continue // unreachable in clear; nothing may come from it
+		}
+		srcs, err := s.tunnel.Sources(e.VTEP.Unmap())
+		if err != nil {
+			continue
+		}
+		for _, a := range srcs {
+			e.VTEP = a
+			out = append(out, e)
+		}
 	}
 	return out
 }

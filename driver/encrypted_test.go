@@ -3,14 +3,21 @@ package driver
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/weftnet/weft/catalog"
 )
 
-// testTunnel maps 198.18.x.y to 10.250.x.y, as wg.Overlay does.
+// testTunnel maps 198.18.x.y to 10.250.x.y, as wg.Overlay does, and
+// to sources 10.251.x.y and 10.252.x.y, as wg.Source does.
 type testTunnel struct{}
+
+func (testTunnel) Sources(v netip.Addr) ([]netip.Addr, error) {
+	b := v.As4()
+	return []netip.Addr{netip.AddrFrom4([4]byte{10, 251, b[2], b[3]}), netip.AddrFrom4([4]byte{10, 252, b[2], b[3]})}, nil
+}
 
 func (testTunnel) Subnet() netip.Prefix { return netip.MustParsePrefix("10.250.0.0/16") }
 func (testTunnel) Overlay(v netip.Addr) (netip.Addr, error) {
@@ -59,8 +66,8 @@ func TestEncryptedNetworkUsesTunnelAddresses(t *testing.T) {
 		t.Errorf("repair found drift in a steady table: %+v", dp.repaired)
 	}
 	have := remoteVTEPs(src)
-	if have[300] != "10.250.0.2" || have[301] != "198.18.0.2" {
-		t.Errorf("sources' VTEPs by VNI: %v; want 300 from the tunnel address, 301 from the underlay", have)
+	if have[300] != "10.251.0.2 10.252.0.2" || have[301] != "198.18.0.2" {
+		t.Errorf("sources' VTEPs by VNI: %v; want 300 from the host's two tunnel source addresses, 301 from the underlay", have)
 	}
 	cat.events.Publish(catalog.Event{Kind: catalog.Removed, Record: rec("h2", "r1", 300, "10.10.0.20", "02:77:0a:0a:00:14", "198.18.0.2")})
 	d.apply(d.sub.Take())
@@ -76,18 +83,23 @@ func TestEncryptedNetworkUsesTunnelAddresses(t *testing.T) {
 	}
 }
 
-// remoteVTEPs returns the VTEP of each VNI's remote sources, from their
-// strings ("vni N mac ip via vtep").
+// remoteVTEPs returns the VTEPs of each VNI's remote sources, sorted and
+// joined by spaces, from their strings ("vni N mac ip via vtep").
 func remoteVTEPs(s *fakeSources) map[uint32]string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := map[uint32]string{}
+	by := map[uint32][]string{}
 	for k := range s.remote {
 		var vni uint32
 		var mac, ip, via, vtep string
 		if n, _ := fmt.Sscanf(k, "vni %d %s %s %s %s", &vni, &mac, &ip, &via, &vtep); n == 5 {
-			out[vni] = vtep
+			by[vni] = append(by[vni], vtep)
 		}
+	}
+	out := map[uint32]string{}
+	for vni, vs := range by {
+		slices.Sort(vs)
+		out[vni] = strings.Join(vs, " ")
 	}
 	return out
 }

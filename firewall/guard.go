@@ -55,7 +55,7 @@ import (
 type Rules struct {
 	VXLANPort int          // UDP
 	MeshPort  int          // TCP and UDP
-	WGPort    int          // UDP, the encrypted networks' WireGuard; 0: none
+	WGPort    int          // UDP, the encrypted networks' WireGuard, it and the one after; 0: none
 	Members   []netip.Addr // the only sources those ports accept
 }
 
@@ -75,7 +75,8 @@ type Config struct {
 	// Table is the kernel's table. Required.
 	Table Table
 	// VXLANPort and MeshPort are weft's ports; WGPort is its WireGuard
-	// port when encrypted networks are on (0: none).
+	// port when encrypted networks are on (0: none): it and the one after
+	// it (the tunnel's second interface, during a key rotation).
 	VXLANPort, MeshPort, WGPort int
 	// Networks streams this host's weft networks. Required.
 	Networks *feed.Sub[driver.NetworkEvent]

@@ -40,7 +40,7 @@ const (
 // ruleCount is how many rules the chain holds when it is whole for r.
 func ruleCount(r Rules) int {
 	if r.WGPort != 0 {
-		return 4
+		return 5
 	}
 	return 3
 }
@@ -143,7 +143,7 @@ func (t *NFTable) current(c *nftables.Conn, rules int) (*nftables.Set, []nftable
 		return nil, nil, false
 	}
 	have, err := c.GetRules(t.table(), ch)
-	if err != nil || (rules != 0 && len(have) != rules) || (rules == 0 && len(have) != 3 && len(have) != 4) {
+	if err != nil || (rules != 0 && len(have) != rules) || (rules == 0 && len(have) != 3 && len(have) != 5) {
 		return nil, nil, false
 	}
 	els, err := c.GetSetElements(s)
@@ -169,13 +169,15 @@ func (t *NFTable) build(c *nftables.Conn, r Rules, members []nftables.SetElement
 		Name: chainName, Table: tbl, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityFilter, Policy: &policy,
 	})
-	for _, p := range []struct {
+	type guarded struct {
 		proto byte
 		port  int
-	}{{unix.IPPROTO_UDP, r.VXLANPort}, {unix.IPPROTO_TCP, r.MeshPort}, {unix.IPPROTO_UDP, r.MeshPort}, {unix.IPPROTO_UDP, r.WGPort}} {
-		if p.port == 0 {
-			continue // no WireGuard
-		}
+	}
+	ports := []guarded{{unix.IPPROTO_UDP, r.VXLANPort}, {unix.IPPROTO_TCP, r.MeshPort}, {unix.IPPROTO_UDP, r.MeshPort}}
+	if r.WGPort != 0 {
+		ports = append(ports, guarded{unix.IPPROTO_UDP, r.WGPort}, guarded{unix.IPPROTO_UDP, r.WGPort + 1})
+	}
+	for _, p := range ports {
 		c.AddRule(&nftables.Rule{Table: tbl, Chain: ch, Exprs: dropUnlisted(s, p.proto, p.port)})
 	}
 	if err := c.Flush(); err != nil {
@@ -222,7 +224,8 @@ func (t *NFTable) Members() ([]netip.Addr, error) {
 }
 
 // Dropped returns how many packets the table dropped, per rule: VXLAN,
-// mesh TCP, mesh UDP, then WireGuard when it is guarded; nil when the
+// mesh TCP, mesh UDP, then WireGuard's two ports when they are guarded;
+// nil when the
 // table is not there.
 func (t *NFTable) Dropped() []uint64 {
 	c, err := t.conn()

@@ -12,14 +12,16 @@ import (
 )
 
 // tunnelEnv reads the settings of the encrypted networks' tunnel:
-// WEFT_WG_PORT (0: off, encrypted networks refused), WEFT_WG_SUBNET (the
-// hosts' tunnel addresses, a /16) and WEFT_WG_ROTATION (how often each
-// host replaces its WireGuard key, a Go duration or never).
+// WEFT_WG_PORT (0: off, encrypted networks refused; WireGuard takes it
+// and the one after it), WEFT_WG_SUBNET (the hosts' home addresses in the
+// tunnel, a /16; their source addresses take the two /16s after it) and
+// WEFT_WG_ROTATION (how often each host replaces its WireGuard key, a Go
+// duration or never).
 func tunnelEnv(c *Config, getenv func(string) string, bad func(string, ...any)) {
 	if v := strings.TrimSpace(getenv("WEFT_WG_PORT")); v != "" {
 		n, err := strconv.Atoi(v)
-		if err != nil || n < 0 || n > 65535 {
-			bad("WEFT_WG_PORT=%q is not a port number, nor 0", v)
+		if err != nil || n < 0 || n > 65534 {
+			bad("WEFT_WG_PORT=%q is not a port number below 65535 (WireGuard takes it and the one after it), nor 0", v)
 		} else {
 			c.WGPort = n
 		}
@@ -28,6 +30,8 @@ func tunnelEnv(c *Config, getenv func(string) string, bad func(string, ...any)) 
 		p, err := netip.ParsePrefix(v)
 		if err != nil || !p.Addr().Is4() || p.Bits() != 16 {
 			bad("WEFT_WG_SUBNET=%q is not an IPv4 /16", v)
+		} else if _, err := wg.Subnets(p); err != nil {
+			bad("WEFT_WG_SUBNET=%q leaves no room for the two /16s after it, which hold the hosts' source addresses", v)
 		} else {
 			c.WGSubnet = p.Masked()
 		}
@@ -68,17 +72,19 @@ func buildTunnel(cfg Config, p *parts, log *slog.Logger) (*wg.Tunnel, error) {
 	return wg.New(wcfg)
 }
 
-// tunnelOf returns the firewall's With: a member's tunnel address, from
-// which decrypted VXLAN arrives; nil while encrypted networks are off.
+// tunnelOf returns the firewall's With: a member's tunnel addresses,
+// from which decrypted VXLAN arrives; nil while encrypted networks are
+// off.
 func tunnelOf(t *wg.Tunnel) func(netip.Addr) []netip.Addr {
 	if t == nil {
 		return nil
 	}
 	return func(member netip.Addr) []netip.Addr {
-		if o, err := t.Overlay(member); err == nil {
-			return []netip.Addr{o}
+		all, err := wg.Addresses(t.Subnet(), member)
+		if err != nil {
+			return nil
 		}
-		return nil
+		return all
 	}
 }
 
@@ -107,3 +113,10 @@ type wgAddrs struct{ subnet netip.Prefix }
 
 func (a wgAddrs) Overlay(vtep netip.Addr) (netip.Addr, error) { return wg.Overlay(a.subnet, vtep) }
 func (a wgAddrs) Subnet() netip.Prefix                        { return a.subnet }
+func (a wgAddrs) Sources(vtep netip.Addr) ([]netip.Addr, error) {
+	all, err := wg.Addresses(a.subnet, vtep)
+	if err != nil {
+		return nil, err
+	}
+	return all[1:], nil
+}

@@ -6,11 +6,14 @@ package wg
 // (/var/run/wireguard/<name>.sock); wgctrl then configures either.
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
+	"slices"
 	"time"
 
 	"golang.zx2c4.com/wireguard/conn"
@@ -36,7 +39,7 @@ type device interface {
 	// configure sets the key and port, and makes the peers want (and,
 	// with prune, only want), touching only the peers that differ, so
 	// sessions of the others go on.
-	configure(priv wgtypes.Key, port int, keepalive time.Duration, want map[string]peer, prune bool) error
+	configure(priv wgtypes.Key, port int, keepalive time.Duration, want map[wgtypes.Key]peer, prune bool) error
 	stats() map[wgtypes.Key]wgtypes.Peer
 	close()
 }
@@ -120,7 +123,7 @@ func (d *wgDev) existingKey() (wgtypes.Key, bool) {
 	return dv.PrivateKey, true
 }
 
-func (d *wgDev) configure(priv wgtypes.Key, port int, keepalive time.Duration, want map[string]peer, prune bool) error {
+func (d *wgDev) configure(priv wgtypes.Key, port int, keepalive time.Duration, want map[wgtypes.Key]peer, prune bool) error {
 	dv, err := d.client.Device(d.name)
 	if err != nil {
 		return fmt.Errorf("read WireGuard device %s: %w", d.name, err)
@@ -129,24 +132,37 @@ func (d *wgDev) configure(priv wgtypes.Key, port int, keepalive time.Duration, w
 	for _, p := range dv.Peers {
 		have[p.PublicKey] = p
 	}
-	wanted := map[wgtypes.Key]bool{}
 	var removes, sets []wgtypes.PeerConfig
-	for _, p := range want {
-		wanted[p.key] = true
-		ep := &net.UDPAddr{IP: p.vtep.AsSlice(), Port: p.rec.Port}
-		allowed := net.IPNet{IP: p.addr.AsSlice(), Mask: net.CIDRMask(32, 32)}
-		if h, ok := have[p.key]; ok && sameEndpoint(h.Endpoint, ep) && len(h.AllowedIPs) == 1 &&
-			h.AllowedIPs[0].String() == allowed.String() && h.PersistentKeepaliveInterval == keepalive {
+	// The keys losing an address first, then those gaining it: an
+	// address belongs to one peer, and a rotating host's home address
+	// moves from its old key to its new one in this one write.
+	keys := slices.SortedFunc(maps.Keys(want), func(a, b wgtypes.Key) int {
+		if want[a].newest != want[b].newest {
+			if want[a].newest {
+				return 1
+			}
+			return -1
+		}
+		return bytes.Compare(a[:], b[:])
+	})
+	for _, k := range keys {
+		p := want[k]
+		ep := net.UDPAddrFromAddrPort(p.endpoint)
+		allowed := make([]net.IPNet, 0, len(p.allowed))
+		for _, a := range p.allowed {
+			allowed = append(allowed, net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(32, 32)})
+		}
+		if h, ok := have[k]; ok && sameEndpoint(h.Endpoint, ep) && sameAllowed(h.AllowedIPs, allowed) && h.PersistentKeepaliveInterval == keepalive {
 			continue
 		}
 		ka := keepalive
 		sets = append(sets, wgtypes.PeerConfig{
-			PublicKey: p.key, Endpoint: ep, ReplaceAllowedIPs: true, AllowedIPs: []net.IPNet{allowed},
+			PublicKey: k, Endpoint: ep, ReplaceAllowedIPs: true, AllowedIPs: allowed,
 			PersistentKeepaliveInterval: &ka,
 		})
 	}
 	for k := range have {
-		if prune && !wanted[k] {
+		if _, ok := want[k]; prune && !ok {
 			removes = append(removes, wgtypes.PeerConfig{PublicKey: k, Remove: true})
 		}
 	}
@@ -164,6 +180,20 @@ func (d *wgDev) configure(priv wgtypes.Key, port int, keepalive time.Duration, w
 		return fmt.Errorf("configure WireGuard device %s: %w", d.name, err)
 	}
 	return nil
+}
+
+// sameAllowed reports whether a peer's allowed addresses are want, in any
+// order.
+func sameAllowed(have, want []net.IPNet) bool {
+	if len(have) != len(want) {
+		return false
+	}
+	for _, w := range want {
+		if !slices.ContainsFunc(have, func(h net.IPNet) bool { return h.String() == w.String() }) {
+			return false
+		}
+	}
+	return true
 }
 
 func sameEndpoint(a *net.UDPAddr, b *net.UDPAddr) bool {

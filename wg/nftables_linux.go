@@ -10,20 +10,21 @@ package wg
 //	  set vnis { type ipv4_addr }   # VNI << 8, big-endian
 //	  chain input {
 //	    type filter hook input priority filter - 10; policy accept;
-//	    iifname != "weftwg0" meta l4proto udp udp dport <vxlan> @th,96,32 & 0xffffff00 @vnis counter drop
+//	    iifname != "weftwg0" iifname != "weftwg1" meta l4proto udp udp dport <vxlan> @th,96,32 & 0xffffff00 @vnis counter drop
 //	  }
 //	  chain output {
 //	    type filter hook output priority filter - 10; policy accept;
-//	    oifname != "weftwg0" meta l4proto udp udp dport <vxlan> @th,96,32 & 0xffffff00 @vnis counter drop
+//	    oifname != "weftwg0" oifname != "weftwg1" meta l4proto udp udp dport <vxlan> @th,96,32 & 0xffffff00 @vnis counter drop
 //	  }
 //	}
 //
-// The output chain keeps an encrypted network's VXLAN off every other
-// interface: while weftwg0 is missing (a userspace tunnel between two runs
-// of the plugin), its route goes with it, and the device's packets would
-// otherwise follow whatever route is left, in clear.
+// (both slots' interfaces: during a key rotation either carries the
+// traffic). The output chain keeps an encrypted network's VXLAN off every
+// other interface: while the tunnel is missing (a userspace tunnel between
+// two runs of the plugin), its routes go with it, and the device's packets
+// would otherwise follow whatever route is left, in clear.
 //
-// Decrypted VXLAN arrives on weftwg0 and passes on (to weft's table of
+// Decrypted VXLAN arrives on weftwg0 or weftwg1 and passes on (to weft's table of
 // sources, which checks it like any other); the same VNI from any other
 // interface never reaches the device.
 
@@ -44,8 +45,8 @@ const FilterTable = "weft_sealed"
 // Filter keeps the drop rule of the encrypted networks' VNIs.
 type Filter interface {
 	// Set makes the rule drop VXLAN on port for vnis unless it arrives on
-	// ifname; no vnis removes the table.
-	Set(ifname string, port int, vnis []uint32) error
+	// (or leaves through) one of ifnames; no vnis removes the table.
+	Set(ifnames []string, port int, vnis []uint32) error
 }
 
 // NFTFilter is Filter in a namespace's nf_tables. Safe for concurrent use.
@@ -81,7 +82,7 @@ func vniKey(vni uint32) []byte {
 
 // Set writes the table when what the kernel holds differs from what is
 // asked (elements, or the chain's rule), so a repeated call reads only.
-func (f *NFTFilter) Set(ifname string, port int, vnis []uint32) error {
+func (f *NFTFilter) Set(ifnames []string, port int, vnis []uint32) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	c, err := nftables.New(f.opts...)
@@ -103,7 +104,13 @@ func (f *NFTFilter) Set(ifname string, port int, vnis []uint32) error {
 	for _, v := range vnis {
 		want = append(want, vniKey(v))
 	}
-	if f.holds(c, want) {
+	names := make([][]byte, 0, len(ifnames))
+	for _, n := range ifnames {
+		b := make([]byte, unix.IFNAMSIZ)
+		copy(b, n)
+		names = append(names, b)
+	}
+	if f.holds(c, want, names) {
 		return nil
 	}
 	c.AddTable(tbl)
@@ -119,8 +126,6 @@ func (f *NFTFilter) Set(ifname string, port int, vnis []uint32) error {
 	}
 	policy := nftables.ChainPolicyAccept
 	prio := nftables.ChainPriorityRef(*nftables.ChainPriorityFilter - 10)
-	name := make([]byte, unix.IFNAMSIZ)
-	copy(name, ifname)
 	p := binary.BigEndian.AppendUint16(nil, uint16(port))
 	for _, h := range []struct {
 		chain string
@@ -131,7 +136,7 @@ func (f *NFTFilter) Set(ifname string, port int, vnis []uint32) error {
 			Name: h.chain, Table: tbl, Type: nftables.ChainTypeFilter,
 			Hooknum: h.hook, Priority: prio, Policy: &policy,
 		})
-		c.AddRule(&nftables.Rule{Table: tbl, Chain: ch, Exprs: dropVNIs(h.iface, name, p, s)})
+		c.AddRule(&nftables.Rule{Table: tbl, Chain: ch, Exprs: dropVNIs(h.iface, names, p, s)})
 	}
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("write table %s: %w", FilterTable, err)
@@ -139,11 +144,14 @@ func (f *NFTFilter) Set(ifname string, port int, vnis []uint32) error {
 	return nil
 }
 
-// dropVNIs is "<iface> != name udp dport port (VNI) @s counter drop".
-func dropVNIs(iface expr.MetaKey, name, port []byte, s *nftables.Set) []expr.Any {
-	return []expr.Any{
-		&expr.Meta{Key: iface, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: name},
+// dropVNIs is "<iface> != names[0] <iface> != names[1] ... udp dport port
+// (VNI) @s counter drop".
+func dropVNIs(iface expr.MetaKey, names [][]byte, port []byte, s *nftables.Set) []expr.Any {
+	var out []expr.Any
+	for _, n := range names {
+		out = append(out, &expr.Meta{Key: iface, Register: 1}, &expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: n})
+	}
+	return append(out,
 		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_UDP}},
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
@@ -153,12 +161,12 @@ func dropVNIs(iface expr.MetaKey, name, port []byte, s *nftables.Set) []expr.Any
 		&expr.Lookup{SourceRegister: 1, SetName: s.Name, SetID: s.ID},
 		&expr.Counter{},
 		&expr.Verdict{Kind: expr.VerdictDrop},
-	}
+	)
 }
 
 // holds reports whether the table exists with exactly want in its set and
-// its one rule.
-func (f *NFTFilter) holds(c *nftables.Conn, want [][]byte) bool {
+// its one rule, which lets in exactly the interfaces names.
+func (f *NFTFilter) holds(c *nftables.Conn, want, names [][]byte) bool {
 	tbl := f.table()
 	s, err := c.GetSetByName(tbl, "vnis")
 	if err != nil {
@@ -177,6 +185,20 @@ func (f *NFTFilter) holds(c *nftables.Conn, want [][]byte) bool {
 		rules, err := c.GetRules(tbl, &nftables.Chain{Name: ch, Table: tbl})
 		if err != nil || len(rules) != 1 {
 			return false
+		}
+		var let [][]byte
+		for _, e := range rules[0].Exprs {
+			if cmp, ok := e.(*expr.Cmp); ok && cmp.Op == expr.CmpOpNeq {
+				let = append(let, cmp.Data)
+			}
+		}
+		if len(let) != len(names) {
+			return false
+		}
+		for i := range let {
+			if string(let[i]) != string(names[i]) {
+				return false
+			}
 		}
 	}
 	return true
