@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
 	"github.com/weftnet/weft/keyservice"
 	"github.com/weftnet/weft/mesh"
 )
@@ -47,9 +49,35 @@ type keyResponse struct {
 	Err     string `json:"err,omitempty"`
 }
 
+// Tunnel is the encrypted networks' tunnel as the control socket drives
+// it; *wg.Tunnel implements it.
+type Tunnel interface {
+	// Rotate begins a key rotation; false when one is under way or the
+	// tunnel is closed.
+	Rotate() bool
+	Rotating() bool
+	// PublicKey is the newest public key; zero while closed.
+	PublicKey() wgtypes.Key
+}
+
+// tunnelRequest is one operation on the tunnel: rotate.
+type tunnelRequest struct {
+	Op string `json:"op"`
+}
+
+// tunnelResponse says what a tunnel operation did, or what failed.
+type tunnelResponse struct {
+	// Key is the newest public key (empty: the tunnel is closed).
+	Key string `json:"key,omitempty"`
+	// Began: this request began a rotation.
+	Began bool   `json:"began,omitempty"`
+	Err   string `json:"err,omitempty"`
+}
+
 // serveControl serves the control socket until ctx ends. svc, if not nil,
-// manages the keyring: manual steps are refused while it does.
-func serveControl(ctx context.Context, dir string, kr *mesh.Keyring, svc *keyservice.Service, log *slog.Logger) error {
+// manages the keyring: manual steps are refused while it does. tun is the
+// encrypted networks' tunnel; nil when they are off.
+func serveControl(ctx context.Context, dir string, kr *mesh.Keyring, svc *keyservice.Service, tun Tunnel, log *slog.Logger) error {
 	path := filepath.Join(dir, ControlSocket)
 	_ = os.Remove(path)
 	l, err := net.Listen("unix", path)
@@ -104,6 +132,35 @@ func serveControl(ctx context.Context, dir string, kr *mesh.Keyring, svc *keyser
 		}
 		_ = json.NewEncoder(w).Encode(keyResponse{Keys: keyInfos(kr.Ring()), Managed: managed})
 	})
+	mux.HandleFunc("/tunnel", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		fail := func(status int, msg string) {
+			w.WriteHeader(status)
+			_ = json.NewEncoder(w).Encode(tunnelResponse{Err: msg})
+		}
+		if tun == nil {
+			fail(http.StatusConflict, "encrypted networks are off on this host (WEFT_WG_PORT=0): there is no WireGuard key to rotate")
+			return
+		}
+		var req tunnelRequest
+		if r.Method != http.MethodPost || json.NewDecoder(io.LimitReader(r.Body, 4096)).Decode(&req) != nil || req.Op != "rotate" {
+			fail(http.StatusBadRequest, `the tunnel takes one operation: POST {"op":"rotate"}`)
+			return
+		}
+		rotating := tun.Rotating()
+		began := tun.Rotate()
+		key := tun.PublicKey()
+		switch {
+		case !began && rotating:
+			fail(http.StatusConflict, "a key rotation is under way on this host; it finishes (within a minute) before another begins")
+			return
+		case !began:
+			fail(http.StatusConflict, "this host has no endpoint on an encrypted network, so no tunnel open: it opens with a new key when one comes")
+			return
+		}
+		log.Info("tunnel key rotation requested", "public", key.String())
+		_ = json.NewEncoder(w).Encode(tunnelResponse{Key: key.String(), Began: true})
+	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		<-ctx.Done()
@@ -131,15 +188,39 @@ func keyInfos(r mesh.Ring) []KeyInfo {
 	return out
 }
 
+// TunnelRotate asks the plugin whose state directory is dir to rotate its
+// WireGuard key, and returns the new public key.
+func TunnelRotate(ctx context.Context, dir string) (string, error) {
+	path := filepath.Join(dir, ControlSocket)
+	resp, err := controlClient(path).Post("http://weft/tunnel", "application/json", strings.NewReader(`{"op":"rotate"}`))
+	if err != nil {
+		return "", fmt.Errorf("no weft plugin answers on %s (is it enabled, and is this its state directory?): %w", path, err)
+	}
+	defer resp.Body.Close()
+	var tr tunnelResponse
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<16)).Decode(&tr); err != nil {
+		return "", fmt.Errorf("control socket: %w", err)
+	}
+	if tr.Err != "" {
+		return "", fmt.Errorf("%s", tr.Err)
+	}
+	return tr.Key, nil
+}
+
+// controlClient talks HTTP to the control socket at path.
+func controlClient(path string) *http.Client {
+	return &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", path)
+	}}, Timeout: 30 * time.Second}
+}
+
 // KeyCommand sends one key operation (op "" lists) to the plugin whose
 // state directory is dir, and returns the installed keys, the primary
 // first, and whether the swarm's key service manages them.
 func KeyCommand(ctx context.Context, dir, op, key string) ([]KeyInfo, bool, error) {
 	path := filepath.Join(dir, ControlSocket)
-	c := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "unix", path)
-	}}, Timeout: 30 * time.Second}
+	c := controlClient(path)
 	var (
 		resp *http.Response
 		err  error

@@ -6,7 +6,10 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/weftnet/weft/mesh"
 )
@@ -33,7 +36,7 @@ func TestKeyControl(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	if err := serveControl(ctx, dir, kr, nil, slog.New(slog.DiscardHandler)); err != nil {
+	if err := serveControl(ctx, dir, kr, nil, nil, slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatal(err)
 	}
 	got, managed, err := KeyCommand(ctx, dir, "", "")
@@ -68,7 +71,7 @@ func TestKeyControl(t *testing.T) {
 
 	// An open mesh (WEFT_MESH_INSECURE) has no keyring: the socket says so.
 	other := t.TempDir()
-	if err := serveControl(ctx, other, nil, nil, slog.New(slog.DiscardHandler)); err != nil {
+	if err := serveControl(ctx, other, nil, nil, nil, slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, err := KeyCommand(ctx, other, "", ""); err == nil {
@@ -81,7 +84,7 @@ func TestKeyControl(t *testing.T) {
 	if err != nil || !empty.Empty() {
 		t.Fatalf("empty keyring: %v", err)
 	}
-	if err := serveControl(ctx, waiting, empty, nil, slog.New(slog.DiscardHandler)); err != nil {
+	if err := serveControl(ctx, waiting, empty, nil, nil, slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatal(err)
 	}
 	if got, _, err := KeyCommand(ctx, waiting, "install", k1); err != nil || len(got) != 1 {
@@ -91,5 +94,53 @@ func TestKeyControl(t *testing.T) {
 	case <-empty.Ready():
 	default:
 		t.Fatal("the keyring is not ready after a key was installed")
+	}
+}
+
+// fakeTunnel is the tunnel as the control socket sees it.
+type fakeTunnel struct {
+	open, rotating bool
+	key            wgtypes.Key
+}
+
+func (f *fakeTunnel) Rotating() bool         { return f.rotating }
+func (f *fakeTunnel) PublicKey() wgtypes.Key { return f.key }
+func (f *fakeTunnel) Rotate() bool {
+	if !f.open || f.rotating {
+		return false
+	}
+	k, _ := wgtypes.GeneratePrivateKey()
+	f.key, f.rotating = k.PublicKey(), true
+	return true
+}
+
+// TestTunnelControl: weft tunnel rotate begins a rotation and prints the
+// new key; a second one while it runs, a closed tunnel and a host with
+// encrypted networks off each get one sentence saying why not.
+func TestTunnelControl(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	tun := &fakeTunnel{}
+	dir := t.TempDir()
+	if err := serveControl(ctx, dir, nil, nil, tun, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := TunnelRotate(ctx, dir); err == nil || !strings.Contains(err.Error(), "no endpoint on an encrypted network") {
+		t.Fatalf("rotate with the tunnel closed: %v", err)
+	}
+	tun.open = true
+	key, err := TunnelRotate(ctx, dir)
+	if err != nil || key != tun.key.String() || !tun.rotating {
+		t.Fatalf("rotate: %q, %v (tunnel %+v)", key, err, tun)
+	}
+	if _, err := TunnelRotate(ctx, dir); err == nil || !strings.Contains(err.Error(), "under way") {
+		t.Fatalf("a second rotate while one runs: %v", err)
+	}
+	off := t.TempDir()
+	if err := serveControl(ctx, off, nil, nil, nil, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := TunnelRotate(ctx, off); err == nil || !strings.Contains(err.Error(), "WEFT_WG_PORT=0") {
+		t.Fatalf("rotate with encrypted networks off: %v", err)
 	}
 }

@@ -413,7 +413,11 @@ func joinMesh(ctx context.Context, cfg Config, p *parts, log *slog.Logger) {
 // serve serves the plugin API, the status endpoint and the control socket
 // until ctx ends.
 func serve(ctx context.Context, cfg Config, p *parts, log *slog.Logger) error {
-	if err := serveControl(ctx, cfg.StateDir, p.keys, p.keysvc, log.With("component", "control")); err != nil {
+	var tun Tunnel
+	if p.tunnel != nil {
+		tun = p.tunnel
+	}
+	if err := serveControl(ctx, cfg.StateDir, p.keys, p.keysvc, tun, log.With("component", "control")); err != nil {
 		log.Error("control socket unavailable", "err", err)
 	}
 	if err := os.MkdirAll(filepath.Dir(cfg.Socket), 0o755); err != nil {

@@ -23,6 +23,7 @@ Usage:
   weft plugin            serve the plugin (the managed plugin's entrypoint)
   weft status [--json]   print this host's view of weft (run on a host)
   weft key ...           manage the mesh's cluster key (weft key for help)
+  weft tunnel rotate     replace this host's WireGuard key now (encrypted networks)
   weft version           print the version
 `
 
@@ -42,6 +43,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runStatus(args[1:], stdout, stderr)
 	case "key":
 		return runKey(args[1:], os.Stdin, stdout, stderr)
+	case "tunnel":
+		return runTunnel(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "weft", version)
 		return 0
