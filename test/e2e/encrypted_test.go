@@ -31,6 +31,9 @@ import (
 //     address, the sender's real container as inner source) delivers an
 //     echo request on the plain network (control) and nothing on the
 //     encrypted one;
+//   - key rotations while containers ping across every 10 ms, one way
+//     around the three hosts: h2 alone (`weft tunnel rotate`), then h1 and
+//     h3 at once: not one ping lost;
 //   - the plugin restarted on h2 while containers ping across every 10 ms:
 //     the plain network loses nothing, the encrypted one comes back, and
 //     the gap is the figure.
@@ -152,6 +155,45 @@ func TestEncryptedNetwork(t *testing.T) {
 		}
 	})
 
+	t.Run("rotation", func(t *testing.T) {
+		var pingers []*labtest.Pinger
+		for i, h := range hosts {
+			to := hosts[(i+1)%len(hosts)]
+			pingers = append(pingers, labtest.StartPinger(t, h, "enc-rot-"+h.Name, "enc", encIP[to.Name]))
+		}
+		for _, p := range pingers {
+			p.WaitMore(t, 100)
+		}
+		for _, step := range [][]*lab.Host{{h2}, {h1, h3}} {
+			start := time.Now()
+			from := map[*lab.Host]string{}
+			for _, h := range step {
+				wgs := wgLinks(t, h)
+				if len(wgs) != 1 {
+					t.Fatalf("%s has WireGuard interfaces %v before its rotation, want one", h.Name, wgs)
+				}
+				from[h] = wgs[0]
+				out, err := labtest.WeftCLI(context.Background(), h, "tunnel", "--state", h.StateDir, "rotate")
+				if err != nil {
+					t.Fatalf("weft tunnel rotate on %s: %v\n%s", h.Name, err, out)
+				}
+				t.Logf("%s: %s", h.Name, strings.TrimSpace(out))
+			}
+			for _, h := range step {
+				waitRotated(t, h, from[h])
+			}
+			t.Logf("FIGURE key rotation on %d host(s): done (new interface carrying, old one closed) after %s", len(step), time.Since(start).Round(100*time.Millisecond))
+			for _, p := range pingers {
+				p.WaitMore(t, 100)
+			}
+		}
+		for _, p := range pingers {
+			res := p.Stop(t)
+			t.Logf("FIGURE key rotations, encrypted network: %s: %s", p, res)
+			res.Check(t, p)
+		}
+	})
+
 	t.Run("restart", func(t *testing.T) {
 		enc := labtest.StartPinger(t, h1, "enc-ping", "enc", encIP["h2"])
 		clr := labtest.StartPinger(t, h1, "clr-ping", "clr", clrIP["h2"])
@@ -171,6 +213,38 @@ func TestEncryptedNetwork(t *testing.T) {
 			t.Errorf("encrypted network did not come back: %s", er)
 		}
 	})
+}
+
+// wgLinks returns the names of h's WireGuard interfaces (TUNs of the
+// userspace path).
+func wgLinks(t *testing.T, h *lab.Host) []string {
+	t.Helper()
+	out, err := h.Exec(context.Background(), "ip", "-o", "link", "show", "type", "tun")
+	if err != nil {
+		t.Fatalf("links of %s: %v", h.Name, err)
+	}
+	var wgs []string
+	for _, line := range strings.Split(out, "\n") {
+		if f := strings.Fields(line); len(f) > 1 && strings.HasPrefix(f[1], "weftwg") {
+			wgs = append(wgs, strings.TrimSuffix(f[1], ":"))
+		}
+	}
+	return wgs
+}
+
+// waitRotated waits until h's key rotation has finished: one WireGuard
+// interface left, and not from, the one it began on.
+func waitRotated(t *testing.T, h *lab.Host, from string) {
+	t.Helper()
+	err := lab.WaitFor(context.Background(), 60*time.Second, 200*time.Millisecond, func() error {
+		if wgs := wgLinks(t, h); len(wgs) != 1 || wgs[0] == from {
+			return fmt.Errorf("WireGuard interfaces on %s: %v (began on %s)", h.Name, wgs, from)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }
 
 // containerMAC returns the MAC of ctr on network.
