@@ -597,11 +597,16 @@ func (t *Tunnel) reconcile(encrypted map[string]uint32, active bool, records map
 }
 
 // adoptLocked picks the slot to start from: a kernel interface that
-// outlived the last run and carries the routes, else slot 0.
+// outlived the last run and carries the routes, else slot 0. The other
+// slot's interface, left by a run that stopped during a rotation, is
+// deleted (it would hold its port and a key no peer is told of).
 func (t *Tunnel) adoptLocked() {
 	t.cur, t.rot = 0, nil
 	if name, ok := t.cfg.Links.TunnelRoute(t.subs[0]); ok && name == t.names[1] {
 		t.cur = 1
+	}
+	if err := t.cfg.Links.DeleteLink(t.names[1-t.cur]); err != nil {
+		t.log.Warn("delete the WireGuard interface left by a rotation of the last run", "device", t.names[1-t.cur], "err", err)
 	}
 }
 
