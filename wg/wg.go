@@ -489,8 +489,8 @@ func (t *Tunnel) Run(ctx context.Context) {
 		}
 	}
 	pass := func() {
-		if t.reconcile(encrypted, active(), records, members) {
-			step.Reset(100 * time.Millisecond)
+		if d := t.reconcile(encrypted, active(), records, members); d > 0 {
+			step.Reset(d)
 		}
 	}
 	// The snapshots first: the networks this host has, the records and
@@ -525,9 +525,8 @@ func (t *Tunnel) Run(ctx context.Context) {
 // peers and the drop rule in line with what is wanted: the rule for every
 // encrypted network here, the rest while one of them has an endpoint here
 // (active); and takes a rotation under way one step further when it can.
-// It reports whether a rotation is under way (the caller looks again
-// soon).
-func (t *Tunnel) reconcile(encrypted map[string]uint32, active bool, records map[string]Record, members map[string]netip.Addr) bool {
+// It returns when to look again for a rotation under way (0: none).
+func (t *Tunnel) reconcile(encrypted map[string]uint32, active bool, records map[string]Record, members map[string]netip.Addr) time.Duration {
 	self := t.cfg.Self()
 	vnis := slices.Sorted(func(yield func(uint32) bool) {
 		for _, v := range encrypted {
@@ -548,15 +547,15 @@ func (t *Tunnel) reconcile(encrypted map[string]uint32, active bool, records map
 			t.log.Info("no endpoint on an encrypted network here; tunnel closed", "device", t.names[t.cur])
 		}
 		t.closeLocked(true)
-		return false
+		return 0
 	}
 	if !self.IsValid() {
-		return false // the underlay address comes: the next pass
+		return 0 // the underlay address comes: the next pass
 	}
 	addrs, err := Addresses(t.cfg.Subnet, self)
 	if err != nil {
 		t.log.Error("this host has no tunnel address; its encrypted networks reach no other host", "err", err)
-		return false
+		return 0
 	}
 	home := addrs[0]
 	if t.slots[0].dev == nil && t.slots[1].dev == nil {
@@ -570,7 +569,7 @@ func (t *Tunnel) reconcile(encrypted map[string]uint32, active bool, records map
 	for s := range t.slots {
 		if t.slots[s].dev == nil && (s == t.cur || (t.rot != nil && s == t.rot.to)) {
 			if !t.openLocked(s) {
-				return t.rot != nil
+				return t.nextStepLocked()
 			}
 		}
 		if t.slots[s].dev == nil {
@@ -584,7 +583,7 @@ func (t *Tunnel) reconcile(encrypted map[string]uint32, active bool, records map
 			// closed): the next pass opens it again.
 			t.log.Error("configure WireGuard peers; the interface is opened again", "device", t.names[s], "err", err)
 			t.closeSlotLocked(s, false)
-			return t.rot != nil
+			return t.nextStepLocked()
 		}
 	}
 	t.peers = want
@@ -593,7 +592,7 @@ func (t *Tunnel) reconcile(encrypted map[string]uint32, active bool, records map
 		t.log.Error("route the tunnel's subnets", "device", t.names[t.cur], "err", err)
 	}
 	t.publishLocked(self)
-	return t.rot != nil
+	return t.nextStepLocked()
 }
 
 // adoptLocked picks the slot to start from: a kernel interface that
@@ -667,6 +666,20 @@ func (t *Tunnel) stepLocked(want map[wgtypes.Key]peer, addrs []netip.Addr) {
 	t.slots[r.from].priv = wgtypes.Key{}
 	t.rot = nil
 	t.log.Info("key rotation done; old interface closed", "device", t.names[r.from], "public", t.slots[r.to].priv.PublicKey().String())
+}
+
+// nextStepLocked returns when a rotation under way can take its next
+// step: soon while it waits for the peers' handshakes, at the end of
+// the drain after; 0 when none is under way.
+func (t *Tunnel) nextStepLocked() time.Duration {
+	r := t.rot
+	switch {
+	case r == nil:
+		return 0
+	case r.switched.IsZero():
+		return 100 * time.Millisecond
+	}
+	return max(time.Until(r.switched.Add(t.cfg.Drain)), 10*time.Millisecond)
 }
 
 // unshakenLocked returns the hosts whose newest key has made no handshake
