@@ -14,6 +14,7 @@ import (
 	"github.com/weftnet/weft/dataplane"
 	"github.com/weftnet/weft/status"
 	"github.com/weftnet/weft/test/lab"
+	"github.com/weftnet/weft/wg"
 )
 
 // dockerEndpoint is one container's interface on a weft network, as Docker
@@ -31,6 +32,7 @@ type dockerNetwork struct {
 	id        string
 	vni       uint32 // 0: not in Docker's options
 	multicast bool   // -o weft.multicast=true
+	encrypted bool   // -o encrypted
 	endpoints []dockerEndpoint
 }
 
@@ -72,6 +74,9 @@ func readDocker(ctx context.Context, h *lab.Host) (dockerView, error) {
 				continue
 			}
 			dn := dockerNetwork{id: n.ID, multicast: n.Options["weft.multicast"] == "true"}
+			if v, ok := n.Options["encrypted"]; ok && v != "false" {
+				dn.encrypted = true
+			}
 			if s, ok := n.Options["weft.vni"]; ok {
 				vni, err := strconv.ParseUint(s, 10, 32)
 				if err != nil {
@@ -125,7 +130,10 @@ func entryDiff(what string, have, want []string) []string {
 // address (IPv4, and IPv6 on a dual-stack network) per
 // endpoint of that network on the other hosts of side, and one flood entry
 // (00:00:00:00:00:00 -> VTEP) per other host with endpoints on a network
-// created with -o weft.multicast=true, and nothing else;
+// created with -o weft.multicast=true, and nothing else (on a network
+// created with -o encrypted, the VTEP's home address in the tunnel
+// instead of the VTEP); one WireGuard interface on a host with an
+// endpoint on an encrypted network, none on the others;
 // no endpoint interface left in the host namespace; no bridge but
 // Docker's docker_gwbridge; and a status that lists the same
 // networks and endpoints, every host of side alive in its mesh.
@@ -179,12 +187,29 @@ func Check(ctx context.Context, side []*lab.Host) error {
 			return err
 		}
 		nets := map[uint32]string{}
-		flooding := map[uint32]bool{}
+		flooding, sealed := map[uint32]bool{}, map[uint32]bool{}
+		sealedHere := false
 		for _, n := range v.nets {
 			if n.vni != 0 {
 				nets[n.vni] = n.id
 				flooding[n.vni] = n.multicast
+				sealed[n.vni] = n.encrypted
 			}
+			if n.encrypted && len(n.endpoints) > 0 {
+				sealedHere = true
+			}
+		}
+		var wgs []string
+		for _, l := range k.Links {
+			if strings.HasPrefix(l.Name, "weftwg") {
+				wgs = append(wgs, l.Name)
+			}
+		}
+		switch {
+		case sealedHere && len(wgs) != 1:
+			bad("WireGuard interfaces %v; want one (an endpoint on an encrypted network is here)", wgs)
+		case !sealedHere && len(wgs) != 0:
+			bad("WireGuard interfaces %v; want none (no endpoint on an encrypted network is here)", wgs)
 		}
 		repNets := map[uint32]status.Network{}
 		for _, n := range rep.Networks {
@@ -225,7 +250,15 @@ func Check(ctx context.Context, side []*lab.Host) error {
 				if !ok {
 					continue
 				}
-				wantFDB = append(wantFDB, e.mac+" "+e.host.Addr().String())
+				dst := e.host.Addr().String()
+				if sealed[vni] {
+					home, err := wg.Overlay(wg.DefaultConfig().Subnet, e.host.Addr())
+					if err != nil {
+						return err
+					}
+					dst = home.String()
+				}
+				wantFDB = append(wantFDB, e.mac+" "+dst)
 				if flood := "00:00:00:00:00:00 " + e.host.Addr().String(); flooding[vni] && !slices.Contains(wantFDB, flood) {
 					wantFDB = append(wantFDB, flood)
 				}

@@ -64,7 +64,16 @@ func do(ctx context.Context, l *lab.Lab, m *Model, op Op) (restarted *lab.Host, 
 	case SvcRemove:
 		err = docker(mgr, "service", "rm", op.Name)
 	case NetCreate:
-		err = docker(mgr, "network", "create", "-d", pluginName, "--scope", "swarm", "--attachable", "--subnet", op.Subnet, op.Name)
+		args := []string{"network", "create", "-d", pluginName, "--scope", "swarm", "--attachable", "--subnet", op.Subnet}
+		if op.Crypt {
+			args = append(args, "-o", "encrypted")
+		}
+		err = docker(mgr, append(args, op.Name)...)
+	case WGRotate:
+		var out string
+		if out, err = labtest.WeftCLI(ctx, h, "tunnel", "--state", h.StateDir, "rotate"); err != nil {
+			err = fmt.Errorf("weft tunnel rotate: %w: %s", err, strings.TrimSpace(out))
+		}
 	case NetRemove:
 		for _, s := range m.Svcs {
 			if s.Net == op.Name {

@@ -26,7 +26,8 @@ const (
 	SvcCreate     Kind = "svc-create"     // a service, dnsrr or VIP, 1-3 replicas
 	SvcScale      Kind = "svc-scale"      // a service scaled to 0-4 replicas
 	SvcRemove     Kind = "svc-rm"         // a service removed
-	NetCreate     Kind = "net-create"     // a swarm network of weft's
+	NetCreate     Kind = "net-create"     // a swarm network of weft's, encrypted if none is, else one in three
+	WGRotate      Kind = "wg-rotate"      // weft tunnel rotate on a host with a container on an encrypted network
 	NetRemove     Kind = "net-rm"         // a network removed, with its containers and services
 	PluginRestart Kind = "plugin-restart" // docker plugin disable -f, enable at once
 	PluginKill    Kind = "plugin-kill"    // the plugin's process killed; Docker starts it again
@@ -44,14 +45,14 @@ var Faults = []Kind{PluginRestart, PluginKill, PluginDown, EngineRestart, LinkCu
 var DefaultWeights = map[Kind]int{
 	CtrStart: 10, CtrStop: 4, CtrKill: 3, CtrRestart: 3, CtrRemove: 3,
 	SvcCreate: 3, SvcScale: 4, SvcRemove: 2,
-	NetCreate: 2, NetRemove: 1,
+	NetCreate: 2, NetRemove: 1, WGRotate: 2,
 	PluginRestart: 2, PluginKill: 1, PluginDown: 1,
 	EngineRestart: 1, LinkCut: 1, Partition: 1, StateDamage: 1,
 }
 
 // CIKinds are the kinds of the short soak `make test` runs: churn and
 // plugin restarts, whose settle times fit a few minutes.
-var CIKinds = []Kind{CtrStart, CtrStop, CtrKill, CtrRestart, CtrRemove, SvcCreate, SvcScale, SvcRemove, NetCreate, NetRemove, PluginRestart, PluginKill}
+var CIKinds = []Kind{CtrStart, CtrStop, CtrKill, CtrRestart, CtrRemove, SvcCreate, SvcScale, SvcRemove, NetCreate, NetRemove, WGRotate, PluginRestart, PluginKill}
 
 // ParseKinds reads a comma-separated list of kinds ("" or "all": every
 // kind; "ci": CIKinds).
@@ -106,6 +107,7 @@ type Op struct {
 	Name     string        // the container, service or network acted on
 	Net      string        // the network a new container or service joins
 	Subnet   string        // a new network's subnet
+	Crypt    bool          // net-create: -o encrypted
 	Replicas int           // svc-create, svc-scale
 	VIP      bool          // svc-create: default (VIP) endpoint mode, else dnsrr
 	Dur      time.Duration // plugin-down, link-cut, partition
@@ -132,6 +134,11 @@ func (o Op) String() string {
 		add("%s", o.Name)
 	case NetCreate:
 		add("%s %s", o.Name, o.Subnet)
+		if o.Crypt {
+			add("encrypted")
+		}
+	case WGRotate:
+		add("h%d", o.Host+1)
 	case NetRemove:
 		add("%s", o.Name)
 	case PluginRestart, PluginKill, EngineRestart:
@@ -160,6 +167,7 @@ type Model struct {
 // NetM is a network of the model.
 type NetM struct {
 	Name, Subnet string
+	Crypt        bool // -o encrypted
 }
 
 // CtrM is a container of the model.
@@ -191,6 +199,17 @@ func (m *Model) Running() int {
 		}
 	}
 	return n
+}
+
+// sealed returns the running containers on encrypted networks.
+func (m *Model) sealed() []*CtrM {
+	var out []*CtrM
+	for _, c := range m.ctrs(true) {
+		if slices.ContainsFunc(m.Nets, func(n *NetM) bool { return n.Name == c.Net && n.Crypt }) {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 func (m *Model) ctrs(running bool) []*CtrM {
@@ -234,7 +253,7 @@ func (m *Model) Apply(op Op) {
 	case SvcRemove:
 		m.Svcs = slices.DeleteFunc(m.Svcs, func(s *SvcM) bool { return s.Name == op.Name })
 	case NetCreate:
-		m.Nets = append(m.Nets, &NetM{Name: op.Name, Subnet: op.Subnet})
+		m.Nets = append(m.Nets, &NetM{Name: op.Name, Subnet: op.Subnet, Crypt: op.Crypt})
 	case NetRemove:
 		m.Ctrs = slices.DeleteFunc(m.Ctrs, func(c *CtrM) bool { return c.Net == op.Name })
 		m.Svcs = slices.DeleteFunc(m.Svcs, func(s *SvcM) bool { return s.Net == op.Name })
@@ -287,6 +306,8 @@ func (s *Scheduler) applicable(k Kind, m *Model) bool {
 		return len(m.Nets)-1 < s.lim.Networks
 	case NetRemove:
 		return len(m.Nets) > 1
+	case WGRotate:
+		return len(m.sealed()) > 0
 	}
 	return true
 }
@@ -365,6 +386,12 @@ func (s *Scheduler) Next(m *Model) Op {
 				break
 			}
 		}
+		// Encrypted while the model has none (so that every run has one
+		// soon), else one in three.
+		op.Crypt = !slices.ContainsFunc(m.Nets, func(n *NetM) bool { return n.Crypt }) || s.rng.IntN(3) == 0
+	case WGRotate:
+		cs := m.sealed()
+		op.Host = cs[s.rng.IntN(len(cs))].Host
 	case NetRemove:
 		op.Name = pickNet(false)
 	case PluginRestart, PluginKill:

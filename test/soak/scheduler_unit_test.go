@@ -79,6 +79,10 @@ func checkFits(t *testing.T, m *Model, op Op) {
 		if op.Name == BaseNet || !hasNet(op.Name) {
 			t.Fatalf("%v: the base network, or none", op)
 		}
+	case WGRotate:
+		if !slices.ContainsFunc(m.sealed(), func(c *CtrM) bool { return c.Host == op.Host }) {
+			t.Fatalf("%v: no running container on an encrypted network on that host", op)
+		}
 	case EngineRestart, LinkCut, Partition:
 		if op.Host != DefaultLimits.FaultHost {
 			t.Fatalf("%v: a fault that cuts flows off the fault host", op)
