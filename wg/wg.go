@@ -237,19 +237,6 @@ func Subnets(subnet netip.Prefix) ([3]netip.Prefix, error) {
 	return out, nil
 }
 
-// Source returns the source address of slot's interface on the host
-// whose underlay address is vtep.
-func Source(subnet netip.Prefix, slot int, vtep netip.Addr) (netip.Addr, error) {
-	subs, err := Subnets(subnet)
-	if err != nil {
-		return netip.Addr{}, err
-	}
-	if slot != 0 && slot != 1 {
-		return netip.Addr{}, fmt.Errorf("no tunnel slot %d", slot)
-	}
-	return Overlay(subs[1+slot], vtep)
-}
-
 // Addresses returns every tunnel address of the host at vtep: home, then
 // the sources of slot 0 and slot 1.
 func Addresses(subnet netip.Prefix, vtep netip.Addr) ([]netip.Addr, error) {
@@ -394,9 +381,6 @@ func (t *Tunnel) Overlay(vtep netip.Addr) (netip.Addr, error) { return Overlay(t
 
 // Subnet is the tunnel's home subnet.
 func (t *Tunnel) Subnet() netip.Prefix { return t.cfg.Subnet }
-
-// Names returns the interfaces' names, slot 0's first.
-func (t *Tunnel) Names() []string { return t.names[:] }
 
 // Run keeps the tunnel until ctx ends; then it closes a userspace device
 // (a kernel one stays, with its key and peers) and leaves the mesh entry,

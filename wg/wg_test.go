@@ -51,14 +51,6 @@ func TestAddresses(t *testing.T) {
 	if err != nil || len(all) != 3 || all[0].String() != "10.250.65.3" || all[1].String() != "10.251.65.3" || all[2].String() != "10.252.65.3" {
 		t.Fatalf("Addresses: %v, %v", all, err)
 	}
-	for s, want := range []string{"10.251.65.3", "10.252.65.3"} {
-		if got, err := Source(sub, s, vtep); err != nil || got.String() != want {
-			t.Errorf("Source(slot %d) = %s, %v; want %s", s, got, err, want)
-		}
-	}
-	if _, err := Source(sub, 2, vtep); err == nil {
-		t.Error("a third slot accepted")
-	}
 	if _, err := Subnets(netip.MustParsePrefix("10.254.0.0/16")); err == nil {
 		t.Error("10.254.0.0/16 accepted: no room for two /16s after it")
 	}
