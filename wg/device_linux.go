@@ -128,72 +128,111 @@ func (d *wgDev) configure(priv wgtypes.Key, port int, keepalive time.Duration, w
 	if err != nil {
 		return fmt.Errorf("read WireGuard device %s: %w", d.name, err)
 	}
+	// An address is allowed for one peer at a time: adding it to a peer
+	// takes it from the one that had it, in one step. So that an address
+	// in use never goes without a peer, or to a peer not yet running,
+	// addresses move by being added, never by a list replaced: first the
+	// new peers are made with the addresses nobody holds (their handshake
+	// starts at once), then each peer gets what it lacks, and only then
+	// the peers no longer wanted are removed. A list is replaced whole
+	// only when it holds an address no peer is to have.
 	have := map[wgtypes.Key]wgtypes.Peer{}
+	held := map[string]bool{}
 	for _, p := range dv.Peers {
 		have[p.PublicKey] = p
-	}
-	var removes, sets []wgtypes.PeerConfig
-	// The keys losing an address first, then those gaining it: an
-	// address belongs to one peer, and a rotating host's home address
-	// moves from its old key to its new one in this one write.
-	keys := slices.SortedFunc(maps.Keys(want), func(a, b wgtypes.Key) int {
-		if want[a].newest != want[b].newest {
-			if want[a].newest {
-				return 1
-			}
-			return -1
+		for _, a := range p.AllowedIPs {
+			held[a.String()] = true
 		}
-		return bytes.Compare(a[:], b[:])
-	})
+	}
+	wanted := map[string]bool{}
+	for _, p := range want {
+		for _, a := range p.allowed {
+			n := host32(a)
+			wanted[n.String()] = true
+		}
+	}
+	keys := slices.SortedFunc(maps.Keys(want), func(a, b wgtypes.Key) int { return bytes.Compare(a[:], b[:]) })
+	ka := keepalive
+	var made, sets, removes []wgtypes.PeerConfig
 	for _, k := range keys {
 		p := want[k]
 		ep := net.UDPAddrFromAddrPort(p.endpoint)
-		allowed := make([]net.IPNet, 0, len(p.allowed))
-		for _, a := range p.allowed {
-			allowed = append(allowed, net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(32, 32)})
+		h, exists := have[k]
+		own := map[string]bool{} // what the peer holds once made
+		if exists {
+			for _, a := range h.AllowedIPs {
+				own[a.String()] = true
+			}
+		} else {
+			var free []net.IPNet
+			for _, a := range p.allowed {
+				if n := host32(a); !held[n.String()] {
+					free = append(free, n)
+					own[n.String()] = true
+				}
+			}
+			made = append(made, wgtypes.PeerConfig{PublicKey: k, Endpoint: ep, ReplaceAllowedIPs: true, AllowedIPs: free, PersistentKeepaliveInterval: &ka})
 		}
-		if h, ok := have[k]; ok && sameEndpoint(h.Endpoint, ep) && sameAllowed(h.AllowedIPs, allowed) && h.PersistentKeepaliveInterval == keepalive {
+		var lack []net.IPNet
+		mine := map[string]bool{}
+		for _, a := range p.allowed {
+			n := host32(a)
+			mine[n.String()] = true
+			if !own[n.String()] {
+				lack = append(lack, n)
+			}
+		}
+		replace := false
+		for a := range own {
+			if !mine[a] && !wanted[a] {
+				replace = true // an address nobody is to have: only a replace drops it
+			}
+		}
+		c := wgtypes.PeerConfig{PublicKey: k, Endpoint: ep, PersistentKeepaliveInterval: &ka}
+		switch {
+		case replace:
+			c.ReplaceAllowedIPs = true
+			for _, a := range p.allowed {
+				c.AllowedIPs = append(c.AllowedIPs, host32(a))
+			}
+		case len(lack) > 0:
+			c.AllowedIPs = lack
+		case !exists:
+			continue // made whole by the first write
+		case sameEndpoint(h.Endpoint, ep) && h.PersistentKeepaliveInterval == keepalive:
 			continue
 		}
-		ka := keepalive
-		sets = append(sets, wgtypes.PeerConfig{
-			PublicKey: k, Endpoint: ep, ReplaceAllowedIPs: true, AllowedIPs: allowed,
-			PersistentKeepaliveInterval: &ka,
-		})
+		sets = append(sets, c)
 	}
 	for k := range have {
 		if _, ok := want[k]; prune && !ok {
 			removes = append(removes, wgtypes.PeerConfig{PublicKey: k, Remove: true})
 		}
 	}
-	if dv.PrivateKey == priv && dv.ListenPort == port && len(removes)+len(sets) == 0 {
-		return nil
-	}
-	cfg := wgtypes.Config{Peers: append(removes, sets...)}
+	base := wgtypes.Config{}
 	if dv.PrivateKey != priv {
-		cfg.PrivateKey = &priv
+		base.PrivateKey = &priv
 	}
 	if dv.ListenPort != port {
-		cfg.ListenPort = &port
+		base.ListenPort = &port
 	}
-	if err := d.client.ConfigureDevice(d.name, cfg); err != nil {
-		return fmt.Errorf("configure WireGuard device %s: %w", d.name, err)
+	for _, peers := range [][]wgtypes.PeerConfig{made, sets, removes} {
+		cfg := base
+		cfg.Peers = peers
+		if cfg.PrivateKey == nil && cfg.ListenPort == nil && len(peers) == 0 {
+			continue
+		}
+		if err := d.client.ConfigureDevice(d.name, cfg); err != nil {
+			return fmt.Errorf("configure WireGuard device %s: %w", d.name, err)
+		}
+		base = wgtypes.Config{} // the key and port go with the first write
 	}
 	return nil
 }
 
-// sameAllowed reports whether a peer's allowed addresses are want, in any
-// order.
-func sameAllowed(have, want []net.IPNet) bool {
-	if len(have) != len(want) {
-		return false
-	}
-	for _, w := range want {
-		if !slices.ContainsFunc(have, func(h net.IPNet) bool { return h.String() == w.String() }) {
-			return false
-		}
-	}
-	return true
+// host32 is a as a /32.
+func host32(a netip.Addr) net.IPNet {
+	return net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(32, 32)}
 }
 
 func sameEndpoint(a *net.UDPAddr, b *net.UDPAddr) bool {
