@@ -128,6 +128,32 @@ func (d *wgDev) configure(priv wgtypes.Key, port int, keepalive time.Duration, w
 	if err != nil {
 		return fmt.Errorf("read WireGuard device %s: %w", d.name, err)
 	}
+	made, sets, removes := planPeers(dv.Peers, want, keepalive, prune)
+	base := wgtypes.Config{}
+	if dv.PrivateKey != priv {
+		base.PrivateKey = &priv
+	}
+	if dv.ListenPort != port {
+		base.ListenPort = &port
+	}
+	for _, peers := range [][]wgtypes.PeerConfig{made, sets, removes} {
+		cfg := base
+		cfg.Peers = peers
+		if cfg.PrivateKey == nil && cfg.ListenPort == nil && len(peers) == 0 {
+			continue
+		}
+		if err := d.client.ConfigureDevice(d.name, cfg); err != nil {
+			return fmt.Errorf("configure WireGuard device %s: %w", d.name, err)
+		}
+		base = wgtypes.Config{} // the key and port go with the first write
+	}
+	return nil
+}
+
+// planPeers returns the writes that bring the peers have to want, in
+// order: the peers to make, the changes of the others, the peers to
+// remove (with prune).
+func planPeers(peers []wgtypes.Peer, want map[wgtypes.Key]peer, keepalive time.Duration, prune bool) (made, sets, removes []wgtypes.PeerConfig) {
 	// An address is allowed for one peer at a time: adding it to a peer
 	// takes it from the one that had it, in one step. So that an address
 	// in use never goes without a peer, or to a peer not yet running,
@@ -138,7 +164,7 @@ func (d *wgDev) configure(priv wgtypes.Key, port int, keepalive time.Duration, w
 	// only when it holds an address no peer is to have.
 	have := map[wgtypes.Key]wgtypes.Peer{}
 	held := map[string]bool{}
-	for _, p := range dv.Peers {
+	for _, p := range peers {
 		have[p.PublicKey] = p
 		for _, a := range p.AllowedIPs {
 			held[a.String()] = true
@@ -153,7 +179,6 @@ func (d *wgDev) configure(priv wgtypes.Key, port int, keepalive time.Duration, w
 	}
 	keys := slices.SortedFunc(maps.Keys(want), func(a, b wgtypes.Key) int { return bytes.Compare(a[:], b[:]) })
 	ka := keepalive
-	var made, sets, removes []wgtypes.PeerConfig
 	for _, k := range keys {
 		p := want[k]
 		ep := net.UDPAddrFromAddrPort(p.endpoint)
@@ -209,25 +234,7 @@ func (d *wgDev) configure(priv wgtypes.Key, port int, keepalive time.Duration, w
 			removes = append(removes, wgtypes.PeerConfig{PublicKey: k, Remove: true})
 		}
 	}
-	base := wgtypes.Config{}
-	if dv.PrivateKey != priv {
-		base.PrivateKey = &priv
-	}
-	if dv.ListenPort != port {
-		base.ListenPort = &port
-	}
-	for _, peers := range [][]wgtypes.PeerConfig{made, sets, removes} {
-		cfg := base
-		cfg.Peers = peers
-		if cfg.PrivateKey == nil && cfg.ListenPort == nil && len(peers) == 0 {
-			continue
-		}
-		if err := d.client.ConfigureDevice(d.name, cfg); err != nil {
-			return fmt.Errorf("configure WireGuard device %s: %w", d.name, err)
-		}
-		base = wgtypes.Config{} // the key and port go with the first write
-	}
-	return nil
+	return made, sets, removes
 }
 
 // host32 is a as a /32.
